@@ -1,0 +1,199 @@
+//! One error type for the HTTP edge, rendered once as RFC 9457 problem+json.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use commands::{CommandError, StoreError};
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A field that failed validation, as listed in a 422's `errors`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every way a request can fail. `slug` becomes `type: /problems/<slug>`.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub slug: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            slug,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: the request is not what the route takes (bad JSON, types, fields, query).
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    /// 404: no such resource or path.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    /// 409: a value that must be unique is taken, or the same request is in flight.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    /// 422 `validation`, with the fields that failed.
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            errors,
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
+        }
+    }
+
+    /// 422 for a business rule, named by its slug.
+    pub fn rule(slug: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, detail)
+    }
+
+    /// 503 with `Retry-After`: a dependency is down or the answer is not ready.
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service-unavailable",
+                detail,
+            )
+        }
+    }
+
+    /// 500: a fault of ours. The cause is logged; the client sees no internals.
+    pub fn internal(cause: &dyn std::error::Error) -> Self {
+        tracing::error!(error = %commands::error::Chain(cause), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle the request",
+        )
+    }
+
+    fn title(&self) -> &'static str {
+        self.status.canonical_reason().unwrap_or("Error")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            kind: format!("/problems/{}", self.slug),
+            title: self.title(),
+            status: self.status.as_u16(),
+            detail: &self.detail,
+            errors: &self.errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = (self.status, bytes).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "event store unavailable");
+            Self::unavailable("the event store is unavailable; try again shortly", 1)
+        } else {
+            Self::internal(&err)
+        }
+    }
+}
+
+/// A domain refusal that knows its problem slug.
+pub trait Refusal: std::error::Error {
+    fn rule(&self) -> &'static str;
+}
+
+macro_rules! refusal {
+    ($($error:ty),*) => {$(
+        impl Refusal for $error {
+            fn rule(&self) -> &'static str {
+                <$error>::rule(self)
+            }
+        }
+    )*};
+}
+refusal!(
+    domain::user::UserError,
+    domain::product::ProductError,
+    domain::order::OrderError,
+    domain::payment::PaymentError
+);
+
+impl<E: Refusal> From<CommandError<E>> for ApiError {
+    fn from(err: CommandError<E>) -> Self {
+        match err {
+            CommandError::Rejected(refusal) => match refusal.rule() {
+                "not-found" => Self::not_found(refusal.to_string()),
+                "already-exists" => Self::conflict(refusal.to_string()),
+                "validation" => {
+                    Self::validation(vec![FieldError::new("body", refusal.to_string())])
+                }
+                slug => Self::rule(slug, refusal.to_string()),
+            },
+            CommandError::PreconditionFailed { expected, current } => Self::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                format!(
+                    "If-Match names version {expected}, but the resource is at version {current}"
+                ),
+            ),
+            CommandError::Duplicate { field } => Self {
+                errors: vec![FieldError::new(field, "is already taken")],
+                ..Self::conflict(format!("this {field} is already taken"))
+            },
+            CommandError::Conflict => Self {
+                retry_after: Some(1),
+                ..Self::conflict("the resource kept changing under this request; try again")
+            },
+            CommandError::Store(err) => err.into(),
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Extractors whose every rejection is an [`ApiError`], so a bad request gets
+//! the same problem+json shape as any other failure.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use chrono::Utc;
+use commands::CommandMetadata;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+
+/// A JSON body: 415 unless `Content-Type` is JSON, 413 past the body limit,
+/// 400 when it does not parse into `T` (syntax, types, unknown or missing fields).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the body must be JSON, sent with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                ApiError::bad_request(rejection.body_text())
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|err| ApiError::bad_request(format!("the body is not valid: {err}")))
+    }
+}
+
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        "the body is larger than this server accepts",
+    )
+}
+
+fn is_json(value: Option<&header::HeaderValue>) -> bool {
+    let Some(value) = value.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The version named by `If-Match`, if any: `"3"`, `W/"3"` or `3`. `*` asks
+/// for no particular version.
+pub struct IfMatch(pub Option<usize>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        let text = value.to_str().unwrap_or("").trim();
+        if text == "*" {
+            return Ok(Self(None));
+        }
+        let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+        bare.parse::<usize>().map(|v| Self(Some(v))).map_err(|_| {
+            ApiError::bad_request(
+                "If-Match must be a version in quotes, as sent in ETag, e.g. \"3\"",
+            )
+        })
+    }
+}
+
+/// The metadata stored with the events this request causes.
+pub struct Context(pub CommandMetadata);
+
+impl<S: Send + Sync> FromRequestParts<S> for Context {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|id| id.0.clone())
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        Ok(Self(CommandMetadata {
+            correlation_id: request_id.clone(),
+            causation_id: request_id,
+            // Until authentication lands every caller is anonymous.
+            actor: "anonymous".to_owned(),
+            time: Utc::now(),
+        }))
+    }
+}
+
+/// A path id: anything that is not a UUID names no resource, so it is a 404.
+pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("no resource has the id {raw:?}")))
+}

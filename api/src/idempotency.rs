@@ -1,0 +1,142 @@
+//! `Idempotency-Key` on POST: the first request with a key runs and its answer
+//! is stored; a repeat with the same body gets that answer again and writes
+//! nothing; the same key with another body is 422; a repeat while the first
+//! still runs is 409. Answers of 5xx are not stored, so a retry runs again.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use commands::idempotency::{Claim, StoredResponse};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, PROBLEM_JSON};
+use crate::extract::too_large;
+use crate::state::AppState;
+
+pub const HEADER: &str = "idempotency-key";
+
+pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get(HEADER) else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) => key.to_owned(),
+        _ => {
+            return ApiError::bad_request(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+            .into_response()
+        }
+    };
+    // Keys are per client: until authentication lands, all callers share one scope.
+    let scope = "anonymous";
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, state.options.body_limit).await else {
+        return too_large().into_response();
+    };
+    let fingerprint = fingerprint(&parts.method, parts.uri.path(), &parts.headers, &bytes);
+
+    match state.idempotency.claim(scope, &key, &fingerprint).await {
+        Ok(Claim::Acquired) => {}
+        Ok(Claim::Replay(stored)) => return replay(stored),
+        Ok(Claim::InFlight) => {
+            return ApiError::conflict(
+                "a request with this Idempotency-Key is still being processed",
+            )
+            .into_response()
+        }
+        Ok(Claim::Mismatch) => {
+            return ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "this Idempotency-Key was already used with a different request",
+            )
+            .into_response()
+        }
+        Err(err) => return ApiError::from(err).into_response(),
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (parts, body) = response.into_parts();
+    // Our own answers are small JSON documents; the cap only guards memory.
+    let body = match to_bytes(body, 16 * 1024 * 1024).await {
+        Ok(body) => body,
+        Err(err) => {
+            let _ = state.idempotency.abandon(scope, &key).await;
+            return ApiError::internal(&err).into_response();
+        }
+    };
+    let outcome = if parts.status.is_server_error() {
+        state.idempotency.abandon(scope, &key).await
+    } else {
+        let stored = StoredResponse {
+            status: parts.status.as_u16(),
+            etag: header_text(&parts.headers, header::ETAG),
+            location: header_text(&parts.headers, header::LOCATION),
+            body: body.to_vec(),
+        };
+        state.idempotency.complete(scope, &key, &stored).await
+    };
+    if let Err(err) = outcome {
+        // The command itself went through; only its record failed. Answer it,
+        // and let a repeat see the key as stale in-flight and retry later.
+        tracing::warn!(error = %err, "could not record the idempotent answer");
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+fn fingerprint(
+    method: &Method,
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_str());
+    hasher.update([0]);
+    hasher.update(path);
+    hasher.update([0]);
+    // A precondition changes what the request means, so it is part of it.
+    if let Some(value) = headers.get(header::IF_MATCH) {
+        hasher.update(value.as_bytes());
+    }
+    hasher.update([0]);
+    hasher.update(body);
+    hex::encode(hasher.finalize())
+}
+
+fn header_text(headers: &axum::http::HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, stored.body).into_response();
+    let headers = response.headers_mut();
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        PROBLEM_JSON
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    for (name, value) in [
+        (header::ETAG, stored.etag),
+        (header::LOCATION, stored.location),
+    ] {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}

@@ -1,0 +1,59 @@
+//! The HTTP edge, and the only crate that knows HTTP.
+//!
+//! Routes parse and validate bodies into domain commands, hand them to the
+//! aggregate stores of `commands`, and render every outcome, including every
+//! error, as JSON or RFC 9457 problem+json. Nothing here holds business rules.
+
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod request_id;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+
+pub use error::ApiError;
+pub use state::{AppState, HttpOptions};
+
+/// Every route of the API, with its middleware.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.options.body_limit;
+    let timeout = state.options.request_timeout;
+    routes::routes()
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotency,
+        ))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(axum::middleware::from_fn(request_id::request_id))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then stops taking
+/// new connections and lets requests in flight finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Default request timeout: longer than the read-your-writes wait.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

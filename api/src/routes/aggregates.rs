@@ -1,0 +1,25 @@
+use axum::extract::{Path, State};
+use axum::Json;
+use commands::stream::{read_stream, StoredEvent};
+
+use crate::error::ApiError;
+use crate::extract::parse_id;
+use crate::state::AppState;
+
+/// The stream of one aggregate, straight from the event store.
+pub async fn events(
+    State(state): State<AppState>,
+    Path((kind, id)): Path<(String, String)>,
+) -> Result<Json<Vec<StoredEvent>>, ApiError> {
+    if !matches!(kind.as_str(), "user" | "product" | "order" | "payment") {
+        return Err(ApiError::not_found(format!(
+            "no aggregate type {kind:?}; it is one of user, product, order, payment"
+        )));
+    }
+    let id = parse_id(&id)?;
+    let events = read_stream(&state.pool, &kind, &id.to_string()).await?;
+    if events.is_empty() {
+        return Err(ApiError::not_found(format!("no {kind} has the id {id}")));
+    }
+    Ok(Json(events))
+}

@@ -1,0 +1,41 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::state::AppState;
+
+/// 200 while the process runs.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 once Postgres answers with every migration applied and NATS is
+/// connected; 503, naming what is missing, otherwise or while draining.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = match commands::migrate::is_current(&state.pool).await {
+        Ok(true) => "ok",
+        Ok(false) => "migrations pending",
+        Err(_) => "unreachable",
+    };
+    let nats = match &state.nats {
+        Some(client) if client.connection_state() == async_nats::connection::State::Connected => {
+            "ok"
+        }
+        Some(_) => "disconnected",
+        None => "not configured",
+    };
+    let draining = state.is_draining();
+    let ready = database == "ok" && nats == "ok" && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else if draining { "draining" } else { "not ready" },
+        "checks": { "postgres": database, "nats": nats },
+    });
+    (status, Json(body)).into_response()
+}

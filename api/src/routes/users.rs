@@ -1,0 +1,122 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use domain::user::{User, UserCommand};
+use domain::values::{EmailAddress, Name};
+use schemas::commands::{RegisterUser, UpdateUser};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{written, Fields};
+use crate::error::ApiError;
+use crate::extract::{parse_id, Context, IfMatch, JsonBody};
+use crate::state::AppState;
+
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: String,
+    email: Option<&'a str>,
+    name: Option<&'a str>,
+    status: domain::user::UserStatus,
+    version: usize,
+}
+
+fn view<'a>(id: &str, user: &'a User, version: usize) -> UserView<'a> {
+    UserView {
+        id: id.to_owned(),
+        email: user.email().map(|e| e.as_str()),
+        name: user.name().map(|n| n.as_str()),
+        status: user.status(),
+        version,
+    }
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Context(metadata): Context,
+    JsonBody(body): JsonBody<RegisterUser>,
+) -> Result<Response, ApiError> {
+    let mut fields = Fields::default();
+    let email = fields.check("email", EmailAddress::parse(&body.email));
+    let name = fields.check("name", Name::parse(&body.name));
+    fields.finish()?;
+    let (Some(email), Some(name)) = (email, name) else {
+        return Err(ApiError::validation(Vec::new()));
+    };
+    let user_id = Uuid::now_v7();
+    let id = user_id.to_string();
+    let done = state
+        .aggregates
+        .users
+        .execute(
+            &id,
+            UserCommand::Register {
+                user_id,
+                email,
+                name,
+            },
+            None,
+            &metadata,
+        )
+        .await?;
+    Ok(written(
+        StatusCode::CREATED,
+        Some(format!("/users/{id}")),
+        done.version,
+        view(&id, &done.aggregate, done.version),
+    ))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    Context(metadata): Context,
+    JsonBody(body): JsonBody<UpdateUser>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?.to_string();
+    let mut fields = Fields::default();
+    let name = body
+        .name
+        .and_then(|n| fields.check("name", Name::parse(&n)));
+    let email = body
+        .email
+        .and_then(|e| fields.check("email", EmailAddress::parse(&e)));
+    fields.finish()?;
+    let done = state
+        .aggregates
+        .users
+        .execute(
+            &id,
+            UserCommand::UpdateProfile { name, email },
+            expected,
+            &metadata,
+        )
+        .await?;
+    Ok(written(
+        StatusCode::OK,
+        None,
+        done.version,
+        view(&id, &done.aggregate, done.version),
+    ))
+}
+
+pub async fn deactivate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    Context(metadata): Context,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?.to_string();
+    let done = state
+        .aggregates
+        .users
+        .execute(&id, UserCommand::Deactivate, expected, &metadata)
+        .await?;
+    Ok(written(
+        StatusCode::OK,
+        None,
+        done.version,
+        view(&id, &done.aggregate, done.version),
+    ))
+}

@@ -1,0 +1,8 @@
+//! HTTP tests of the command API against the real Postgres (a database per
+//! test) and the real NATS.
+
+mod bad_input;
+mod commands;
+mod concurrency;
+mod helpers;
+mod idempotency;

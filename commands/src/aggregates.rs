@@ -1,0 +1,99 @@
+//! What the store needs to know about each aggregate beyond cqrs-es's trait,
+//! and the bundle of the four stores the API and saga share.
+
+use domain::order::Order;
+use domain::payment::Payment;
+use domain::product::{Product, ProductEvent};
+use domain::user::{User, UserEvent};
+use sqlx::PgPool;
+
+use crate::store::{AggregateStore, StoreOptions};
+
+/// A value an event takes or gives up in `unique_claims`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UniqueChange {
+    Claim { kind: &'static str, value: String },
+    Release { kind: &'static str, value: String },
+}
+
+/// An aggregate the store can persist: cqrs-es's trait plus `Clone` (cached
+/// states are handed out as copies) and the uniqueness its events imply.
+pub trait StoredAggregate: cqrs_es::Aggregate<Services = ()> + Clone + 'static
+where
+    Self::Command: Clone + Send,
+    Self::Error: Send,
+{
+    /// The claims and releases an event makes; most make none.
+    fn unique_changes(_event: &Self::Event) -> Vec<UniqueChange> {
+        Vec::new()
+    }
+
+    /// Which request field a clash on `kind` is reported against.
+    fn unique_field(kind: &str) -> &'static str {
+        match kind {
+            "email" => "email",
+            "sku" => "sku",
+            _ => "id",
+        }
+    }
+}
+
+impl StoredAggregate for User {
+    fn unique_changes(event: &UserEvent) -> Vec<UniqueChange> {
+        match event {
+            UserEvent::UserRegistered { email, .. } => vec![UniqueChange::Claim {
+                kind: "email",
+                value: email.normalized(),
+            }],
+            UserEvent::UserEmailChanged {
+                previous_email,
+                email,
+            } if previous_email.normalized() != email.normalized() => vec![
+                UniqueChange::Release {
+                    kind: "email",
+                    value: previous_email.normalized(),
+                },
+                UniqueChange::Claim {
+                    kind: "email",
+                    value: email.normalized(),
+                },
+            ],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl StoredAggregate for Product {
+    fn unique_changes(event: &ProductEvent) -> Vec<UniqueChange> {
+        match event {
+            ProductEvent::ProductCreated { sku, .. } => vec![UniqueChange::Claim {
+                kind: "sku",
+                value: sku.normalized(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl StoredAggregate for Order {}
+impl StoredAggregate for Payment {}
+
+/// The four aggregate stores over one pool, cheap to clone.
+#[derive(Clone)]
+pub struct Aggregates {
+    pub users: AggregateStore<User>,
+    pub products: AggregateStore<Product>,
+    pub orders: AggregateStore<Order>,
+    pub payments: AggregateStore<Payment>,
+}
+
+impl Aggregates {
+    pub fn new(pool: PgPool, options: StoreOptions) -> Self {
+        Self {
+            users: AggregateStore::new(pool.clone(), options.clone()),
+            products: AggregateStore::new(pool.clone(), options.clone()),
+            orders: AggregateStore::new(pool.clone(), options.clone()),
+            payments: AggregateStore::new(pool, options),
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The aggregate store: loads aggregates (cache, then snapshot plus tail, then
+//! the whole stream) and appends the events a command yields.
+
+use std::sync::Arc;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{EventUpcaster, PersistedEventRepository, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent};
+use moka::ops::compute::Op;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::{PgPool, Row};
+
+use crate::aggregates::{StoredAggregate, UniqueChange};
+use crate::error::{unique_violation, CommandError, StoreError, Violation};
+use crate::metadata::CommandMetadata;
+
+/// Tuning of an [`AggregateStore`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Loaded aggregates kept in memory per aggregate type.
+    pub cache_capacity: u64,
+    /// A snapshot is written each time a stream's length crosses a multiple
+    /// of this, so a cold load reads at most this many events.
+    pub snapshot_every: usize,
+    /// How often a command that lost a race on its aggregate is run again.
+    pub max_retries: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 100_000,
+            snapshot_every: 100,
+            max_retries: 16,
+        }
+    }
+}
+
+/// An aggregate as of a version (the number of events in its stream).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    pub aggregate: A,
+    pub version: usize,
+}
+
+/// The outcome of a command that was accepted: the version after it, and the
+/// events it appended (none when the command changed nothing).
+#[derive(Debug, Clone)]
+pub struct Committed<A: Aggregate> {
+    pub id: String,
+    pub version: usize,
+    pub events: Vec<A::Event>,
+    pub aggregate: A,
+}
+
+/// Loads and commits one aggregate type. Cheap to clone; clones share the cache.
+pub struct AggregateStore<A: StoredAggregate>
+where
+    A::Command: Clone + Send,
+    A::Error: Send,
+{
+    inner: Arc<Inner<A>>,
+}
+
+impl<A: StoredAggregate> Clone for AggregateStore<A>
+where
+    A::Command: Clone + Send,
+    A::Error: Send,
+{
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<A> {
+    pool: PgPool,
+    // Commands on one aggregate in this process run one after another, so
+    // they do not lose races to each other; only writers in other processes
+    // can still conflict, and those are retried. Striped by id hash: a fixed
+    // set of locks needs no cleanup, and with far more stripes than pooled
+    // connections unrelated aggregates rarely share one.
+    stripes: Vec<tokio::sync::Mutex<()>>,
+    repository: PostgresEventRepository,
+    cache: moka::sync::Cache<String, Arc<Loaded<A>>>,
+    upcasters: Vec<Box<dyn EventUpcaster>>,
+    options: StoreOptions,
+}
+
+enum AppendError {
+    SequenceTaken,
+    Claimed(String),
+    Store(StoreError),
+}
+
+// One statement appends the events, takes and releases unique claims and
+// refreshes the snapshot, so the command costs one round trip and either all
+// of it commits or none does. A clash on the events' primary key means another
+// writer appended this sequence first; a clash on unique_claims_pkey means the
+// value belongs to another aggregate.
+const APPEND: &str = r#"
+WITH released AS (
+    DELETE FROM unique_claims c
+     USING unnest($10::text[], $11::text[]) AS r(kind, value)
+     WHERE c.kind = r.kind AND c.value = r.value
+       AND c.aggregate_type = $1 AND c.aggregate_id = $2
+), claimed AS (
+    INSERT INTO unique_claims (kind, value, aggregate_type, aggregate_id)
+    SELECT kind, value, $1, $2 FROM unnest($8::text[], $9::text[]) AS c(kind, value)
+), snapshot AS (
+    INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, version, payload)
+    SELECT $1, $2, $12, $13 WHERE $12::bigint IS NOT NULL
+    ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
+       SET version = EXCLUDED.version, payload = EXCLUDED.payload, taken_at = clock_timestamp()
+     WHERE aggregate_snapshots.version < EXCLUDED.version
+)
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $7
+  FROM unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[])
+       AS e(sequence, event_type, event_version, payload)
+"#;
+
+const STRIPES: usize = 1024;
+
+const SELECT_SNAPSHOT: &str = "SELECT version, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
+
+const SELECT_EVENTS_AFTER: &str = "SELECT sequence, event_type, event_version, payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
+
+const SELECT_VERSION: &str =
+    "SELECT coalesce(max(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+
+impl<A: StoredAggregate> AggregateStore<A>
+where
+    A::Command: Clone + Send,
+    A::Error: Send,
+{
+    pub fn new(pool: PgPool, options: StoreOptions) -> Self {
+        Self::with_upcasters(pool, options, Vec::new())
+    }
+
+    /// A store whose reads pass every stored event through `upcasters`
+    /// first, so old event versions reach the aggregate in today's shape.
+    pub fn with_upcasters(
+        pool: PgPool,
+        options: StoreOptions,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
+    ) -> Self {
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(options.cache_capacity)
+            .build();
+        Self {
+            inner: Arc::new(Inner {
+                repository: PostgresEventRepository::new(pool.clone()),
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                pool,
+                cache,
+                upcasters,
+                options,
+            }),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Runs `command` on aggregate `id` and appends what it yields.
+    ///
+    /// With `expected` (from `If-Match`), a different version is refused and
+    /// nothing is written. Without it, a lost race is retried on fresh state,
+    /// up to the configured budget.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: A::Command,
+        expected: Option<usize>,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let _turn = self.stripe(id).lock().await;
+        for attempt in 0..=self.inner.options.max_retries {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let (loaded, from_cache) = self.load(id).await?;
+            if let Some(expected) = expected {
+                if expected != loaded.version {
+                    // A cached copy may lag a write made by another process:
+                    // confirm against the store before refusing.
+                    if from_cache {
+                        self.forget(id);
+                        continue;
+                    }
+                    return Err(CommandError::PreconditionFailed {
+                        expected,
+                        current: loaded.version,
+                    });
+                }
+            }
+            let mut aggregate = loaded.aggregate.clone();
+            let sink = EventSink::default();
+            if let Err(refusal) = aggregate.handle(command.clone(), &(), &sink).await {
+                if from_cache && self.stored_version(id).await? != loaded.version {
+                    self.forget(id);
+                    continue;
+                }
+                return Err(CommandError::Rejected(refusal));
+            }
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Committed {
+                    id: id.to_owned(),
+                    version: loaded.version,
+                    events,
+                    aggregate,
+                });
+            }
+            match self
+                .append(id, loaded.version, &events, &aggregate, metadata)
+                .await
+            {
+                Ok(version) => {
+                    self.remember(id, aggregate.clone(), version);
+                    return Ok(Committed {
+                        id: id.to_owned(),
+                        version,
+                        events,
+                        aggregate,
+                    });
+                }
+                Err(AppendError::SequenceTaken) => {
+                    self.forget(id);
+                    if let Some(expected) = expected {
+                        return Err(CommandError::PreconditionFailed {
+                            expected,
+                            current: self.stored_version(id).await?,
+                        });
+                    }
+                    tracing::debug!(
+                        aggregate_type = A::TYPE,
+                        aggregate_id = id,
+                        "lost a race, retrying"
+                    );
+                }
+                Err(AppendError::Claimed(kind)) => {
+                    return Err(CommandError::Duplicate {
+                        field: A::unique_field(&kind),
+                    })
+                }
+                Err(AppendError::Store(err)) => return Err(err.into()),
+            }
+        }
+        Err(CommandError::Conflict)
+    }
+
+    /// The aggregate as the cache holds it, else as stored. The flag says
+    /// whether it came from the cache (and so may lag another process).
+    pub async fn load(&self, id: &str) -> Result<(Arc<Loaded<A>>, bool), StoreError> {
+        if let Some(hit) = self.inner.cache.get(id) {
+            return Ok((hit, true));
+        }
+        let loaded = Arc::new(self.load_stored(id).await?);
+        if loaded.version > 0 {
+            self.inner.cache.insert(id.to_owned(), Arc::clone(&loaded));
+        }
+        Ok((loaded, false))
+    }
+
+    /// [`load`](Self::load) by UUID, without the cache flag.
+    pub async fn load_id(&self, id: uuid::Uuid) -> Result<Arc<Loaded<A>>, StoreError> {
+        Ok(self.load(&id.to_string()).await?.0)
+    }
+
+    /// The aggregate from its snapshot and the events after it, bypassing the cache.
+    pub async fn load_stored(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+        let snapshot = sqlx::query(SELECT_SNAPSHOT)
+            .bind(A::TYPE)
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await?;
+        let (mut aggregate, mut version) = match snapshot {
+            Some(row) => {
+                let version: i64 = row.try_get("version")?;
+                let payload: Value = row.try_get("payload")?;
+                match serde_json::from_value::<A>(payload) {
+                    Ok(aggregate) => (aggregate, to_version(version)?),
+                    // The aggregate's shape changed since the snapshot was
+                    // taken: the stream is the truth, so rebuild from it.
+                    Err(err) => {
+                        tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, error = %err, "snapshot unreadable, replaying the stream");
+                        (A::default(), 0)
+                    }
+                }
+            }
+            None => (A::default(), 0),
+        };
+        let rows = sqlx::query(SELECT_EVENTS_AFTER)
+            .bind(A::TYPE)
+            .bind(id)
+            .bind(version as i64)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        for row in rows {
+            let sequence: i64 = row.try_get("sequence")?;
+            let event = SerializedEvent::new(
+                id.to_owned(),
+                to_version(sequence)?,
+                A::TYPE.to_owned(),
+                row.try_get("event_type")?,
+                row.try_get("event_version")?,
+                row.try_get("payload")?,
+                Value::Null,
+            );
+            aggregate.apply(self.decode(event)?);
+            version = to_version(sequence)?;
+        }
+        Ok(Loaded { aggregate, version })
+    }
+
+    /// The aggregate rebuilt from every stored event through the stock
+    /// postgres-es repository, ignoring cache and snapshots: the reference
+    /// that cached and snapshotted states must equal.
+    pub async fn load_from_all_events(&self, id: &str) -> Result<Loaded<A>, StoreError> {
+        let events = self
+            .inner
+            .repository
+            .get_events::<A>(id)
+            .await
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let mut loaded = Loaded {
+            aggregate: A::default(),
+            version: 0,
+        };
+        for event in events {
+            loaded.version = event.sequence;
+            loaded.aggregate.apply(self.decode(event)?);
+        }
+        Ok(loaded)
+    }
+
+    /// The length of the stream as stored.
+    pub async fn stored_version(&self, id: &str) -> Result<usize, StoreError> {
+        let version: i64 = sqlx::query_scalar(SELECT_VERSION)
+            .bind(A::TYPE)
+            .bind(id)
+            .fetch_one(&self.inner.pool)
+            .await?;
+        to_version(version)
+    }
+
+    fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
+        &self.inner.stripes[(hash as usize) % self.inner.stripes.len()]
+    }
+
+    /// Drops the cached copy of an aggregate, if any.
+    pub fn forget(&self, id: &str) {
+        self.inner.cache.invalidate(id);
+    }
+
+    /// Drops every cached aggregate of this type.
+    pub fn forget_all(&self) {
+        self.inner.cache.invalidate_all();
+    }
+
+    fn decode(&self, event: SerializedEvent) -> Result<A::Event, StoreError> {
+        let event = self.inner.upcasters.iter().fold(event, |event, upcaster| {
+            if upcaster.can_upcast(&event.event_type, &event.event_version) {
+                upcaster.upcast(event)
+            } else {
+                event
+            }
+        });
+        serde_json::from_value(event.payload).map_err(|err| {
+            StoreError::Corrupt(format!(
+                "{} {} v{}: {err}",
+                A::TYPE,
+                event.event_type,
+                event.event_version
+            ))
+        })
+    }
+
+    // Keeps the newest state only: a slower command finishing late must not
+    // put back a version older than one already cached.
+    fn remember(&self, id: &str, aggregate: A, version: usize) {
+        let fresh = Arc::new(Loaded { aggregate, version });
+        self.inner
+            .cache
+            .entry(id.to_owned())
+            .and_compute_with(|current| match current {
+                Some(entry) if entry.value().version >= version => Op::Nop,
+                _ => Op::Put(fresh),
+            });
+    }
+
+    async fn append(
+        &self,
+        id: &str,
+        version: usize,
+        events: &[A::Event],
+        after: &A,
+        metadata: &CommandMetadata,
+    ) -> Result<usize, AppendError> {
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let (mut claim_kinds, mut claim_values) = (Vec::new(), Vec::new());
+        let (mut release_kinds, mut release_values) = (Vec::new(), Vec::new());
+        for (offset, event) in events.iter().enumerate() {
+            sequences.push((version + offset + 1) as i64);
+            types.push(event.event_type());
+            versions.push(event.event_version());
+            payloads
+                .push(serde_json::to_value(event).map_err(|err| AppendError::Store(err.into()))?);
+            for change in A::unique_changes(event) {
+                match change {
+                    UniqueChange::Claim { kind, value } => {
+                        claim_kinds.push(kind);
+                        claim_values.push(value);
+                    }
+                    UniqueChange::Release { kind, value } => {
+                        release_kinds.push(kind);
+                        release_values.push(value);
+                    }
+                }
+            }
+        }
+        let new_version = version + events.len();
+        let every = self.inner.options.snapshot_every.max(1);
+        let snapshot = if new_version / every > version / every {
+            Some(serde_json::to_value(after).map_err(|err| AppendError::Store(err.into()))?)
+        } else {
+            None
+        };
+        let result = sqlx::query(APPEND)
+            .bind(A::TYPE)
+            .bind(id)
+            .bind(&sequences)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(metadata.to_json())
+            .bind(&claim_kinds)
+            .bind(&claim_values)
+            .bind(&release_kinds)
+            .bind(&release_values)
+            .bind(snapshot.as_ref().map(|_| new_version as i64))
+            .bind(snapshot)
+            .execute(&self.inner.pool)
+            .await;
+        match result {
+            Ok(_) => Ok(new_version),
+            Err(err) => match unique_violation(&err) {
+                Some(Violation::Sequence) => Err(AppendError::SequenceTaken),
+                Some(Violation::Claim) => Err(AppendError::Claimed(claim_kind(&err, &claim_kinds))),
+                None => Err(AppendError::Store(err.into())),
+            },
+        }
+    }
+}
+
+// Postgres names the clashing key in the detail: `Key (kind, value)=(email, a@b.c) already exists.`
+fn claim_kind(err: &sqlx::Error, kinds: &[&'static str]) -> String {
+    let detail = err
+        .as_database_error()
+        .and_then(|db| db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+        .and_then(|pg| pg.detail())
+        .unwrap_or_default();
+    kinds
+        .iter()
+        .find(|kind| detail.contains(&format!("=({kind},")))
+        .or(kinds.first())
+        .map(|kind| (*kind).to_owned())
+        .unwrap_or_default()
+}
+
+// Retries after a lost race wait a little, growing and jittered, so writers in
+// different processes stop colliding in lockstep. The first retries (after a
+// stale cache) are immediate enough not to matter.
+fn backoff(attempt: usize) -> std::time::Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let ceiling_us = 500 * (1u64 << attempt.min(6));
+    std::time::Duration::from_micros(u64::from(nanos) % ceiling_us)
+}
+
+fn to_version(value: i64) -> Result<usize, StoreError> {
+    usize::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative sequence {value}")))
+}

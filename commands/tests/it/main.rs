@@ -1,0 +1,9 @@
+//! Integration tests of the command side against a real Postgres: every test
+//! gets its own migrated database from `commands::testing::TestDatabase`.
+
+mod common;
+mod idempotency;
+mod metadata;
+mod migrations;
+mod store;
+mod uniqueness;

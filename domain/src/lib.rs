@@ -1,0 +1,32 @@
+//! The domain model of the shop: aggregates, commands, events and business
+//! rules, on top of `cqrs-es`.
+//!
+//! This crate is pure. It depends on no other crate of the workspace and does
+//! no I/O: it reads no clock and generates no randomness, so ids and times
+//! arrive through commands and event metadata. All business logic lives in
+//! each aggregate's `handle`, which validates a command completely before
+//! writing any event, so a refused command records nothing. `apply` only folds
+//! already-accepted events into state and never fails.
+
+pub mod order;
+pub mod payment;
+pub mod product;
+pub mod user;
+pub mod values;
+
+pub use order::{
+    CancelReason, Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
+};
+pub use payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus};
+pub use product::{
+    Product, ProductCommand, ProductError, ProductEvent, ProductStatus, Reservation,
+    ReservationState,
+};
+pub use user::{User, UserCommand, UserError, UserEvent, UserStatus};
+pub use values::{
+    Currency, Description, EmailAddress, Money, Name, Quantity, Sku, ValidationError,
+};
+
+/// Version recorded with every event. Bump when an event's payload changes
+/// shape, together with an upcaster for the old version.
+pub const EVENT_VERSION: &str = "1.0";

@@ -1,0 +1,63 @@
+use uuid::Uuid;
+
+use super::{OrderStatus, MAX_LINES};
+use crate::values::Quantity;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrderError {
+    /// 409 Conflict.
+    #[error("order already exists")]
+    AlreadyExists,
+    /// 404 Not Found.
+    #[error("order not found")]
+    NotFound,
+    /// 422 Unprocessable Content.
+    #[error("an order needs at least one line")]
+    NoLines,
+    /// 422 Unprocessable Content.
+    #[error("an order may have at most {MAX_LINES} lines")]
+    TooManyLines,
+    /// 422 Unprocessable Content.
+    #[error(
+        "quantity for product {product_id} must be between {} and {}",
+        Quantity::MIN,
+        Quantity::MAX
+    )]
+    InvalidQuantity { product_id: Uuid },
+    /// 422 Unprocessable Content.
+    #[error("unit price for product {product_id} must be greater than zero")]
+    InvalidUnitPrice { product_id: Uuid },
+    /// 422 Unprocessable Content.
+    #[error("product {product_id} appears on more than one line")]
+    DuplicateLine { product_id: Uuid },
+    /// 422 Unprocessable Content.
+    #[error("all lines must be priced in the same currency")]
+    CurrencyMismatch,
+    /// 422 Unprocessable Content.
+    #[error("order total is too large")]
+    TotalOverflow,
+    /// 422 Unprocessable Content.
+    #[error("cannot go from {from} to {to}")]
+    InvalidTransition { from: OrderStatus, to: OrderStatus },
+    /// 422 Unprocessable Content.
+    #[error("a different payment is already assigned to this order")]
+    PaymentAlreadyAssigned,
+}
+
+impl OrderError {
+    /// Problem-type slug for API error responses.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "already-exists",
+            Self::NotFound => "not-found",
+            Self::NoLines
+            | Self::TooManyLines
+            | Self::InvalidQuantity { .. }
+            | Self::InvalidUnitPrice { .. }
+            | Self::DuplicateLine { .. }
+            | Self::TotalOverflow => "validation",
+            Self::CurrencyMismatch => "currency-mismatch",
+            Self::InvalidTransition { .. } | Self::PaymentAlreadyAssigned => "invalid-transition",
+        }
+    }
+}

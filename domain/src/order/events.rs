@@ -1,0 +1,46 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{CancelReason, OrderLine, OrderStatus};
+use crate::values::Money;
+use crate::EVENT_VERSION;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    OrderPlaced {
+        order_id: Uuid,
+        user_id: Uuid,
+        lines: Vec<OrderLine>,
+        total: Money,
+        payment_token: String,
+    },
+    OrderPaymentAssigned {
+        payment_id: Uuid,
+    },
+    OrderConfirmed {},
+    OrderShipped {},
+    /// `previous_status` tells consumers what to undo (release a reservation
+    /// or return committed stock).
+    OrderCancelled {
+        reason: CancelReason,
+        previous_status: OrderStatus,
+    },
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::OrderPlaced { .. } => "OrderPlaced",
+            Self::OrderPaymentAssigned { .. } => "OrderPaymentAssigned",
+            Self::OrderConfirmed {} => "OrderConfirmed",
+            Self::OrderShipped {} => "OrderShipped",
+            Self::OrderCancelled { .. } => "OrderCancelled",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_string()
+    }
+}

@@ -1,0 +1,1064 @@
+use std::collections::BTreeMap;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ProductCommand, ProductError, ProductEvent};
+use crate::values::{Description, Money, Name, Sku};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProductStatus {
+    #[default]
+    Active,
+    Discontinued,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReservationState {
+    Held,
+    Committed,
+    Released,
+    Returned,
+}
+
+/// Stock set aside for one order. Kept after it ends so that retried saga
+/// commands are recognised and answered idempotently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub quantity: u32,
+    pub state: ReservationState,
+}
+
+/// Invariants: `available >= 0`, `reserved >= 0` and `available + reserved`
+/// fits in an `i64`, so moving stock between the two can never overflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    id: Option<Uuid>,
+    sku: Option<Sku>,
+    name: Option<Name>,
+    description: Option<Description>,
+    price: Option<Money>,
+    available: i64,
+    reserved: i64,
+    status: ProductStatus,
+    reservations: BTreeMap<Uuid, Reservation>,
+}
+
+impl Product {
+    pub fn id(&self) -> Option<Uuid> {
+        self.id
+    }
+
+    pub fn exists(&self) -> bool {
+        self.id.is_some()
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.exists() && self.status == ProductStatus::Active
+    }
+
+    pub fn sku(&self) -> Option<&Sku> {
+        self.sku.as_ref()
+    }
+
+    pub fn name(&self) -> Option<&Name> {
+        self.name.as_ref()
+    }
+
+    /// `None` when the product has no (or an empty) description.
+    pub fn description(&self) -> Option<&Description> {
+        self.description.as_ref()
+    }
+
+    pub fn price(&self) -> Option<&Money> {
+        self.price.as_ref()
+    }
+
+    /// Units that can still be reserved.
+    pub fn available(&self) -> i64 {
+        self.available
+    }
+
+    /// Units held for orders that are not yet confirmed.
+    pub fn reserved(&self) -> i64 {
+        self.reserved
+    }
+
+    pub fn status(&self) -> ProductStatus {
+        self.status
+    }
+
+    pub fn reservation(&self, order_id: Uuid) -> Option<&Reservation> {
+        self.reservations.get(&order_id)
+    }
+
+    fn ensure_exists(&self) -> Result<(), ProductError> {
+        if self.exists() {
+            Ok(())
+        } else {
+            Err(ProductError::NotFound)
+        }
+    }
+
+    fn ensure_active(&self) -> Result<(), ProductError> {
+        self.ensure_exists()?;
+        if self.status == ProductStatus::Discontinued {
+            return Err(ProductError::Discontinued);
+        }
+        Ok(())
+    }
+
+    fn set_reservation(&mut self, order_id: Uuid, quantity: u32, state: ReservationState) {
+        self.reservations
+            .insert(order_id, Reservation { quantity, state });
+    }
+
+    fn description_text(&self) -> &str {
+        self.description.as_ref().map_or("", Description::as_str)
+    }
+
+    /// Refuses an `available` level that would break the invariants.
+    fn check_available(
+        &self,
+        new_available: Option<i64>,
+        requested: i64,
+    ) -> Result<(), ProductError> {
+        match new_available {
+            Some(n) if n < 0 => Err(ProductError::InsufficientStock {
+                available: self.available,
+                requested,
+            }),
+            Some(n) if n.checked_add(self.reserved).is_some() => Ok(()),
+            // Only growth can overflow: `available` starts non-negative.
+            _ => Err(ProductError::StockOverflow),
+        }
+    }
+}
+
+fn non_empty(description: Option<Description>) -> Option<Description> {
+    description.filter(|d| !d.is_empty())
+}
+
+impl Aggregate for Product {
+    const TYPE: &'static str = "product";
+    type Command = ProductCommand;
+    type Event = ProductEvent;
+    type Error = ProductError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        match command {
+            ProductCommand::Create {
+                product_id,
+                sku,
+                name,
+                description,
+                price,
+                stock,
+            } => {
+                if self.exists() {
+                    return Err(ProductError::AlreadyExists);
+                }
+                if price.amount <= 0 {
+                    return Err(ProductError::InvalidPrice);
+                }
+                if stock < 0 {
+                    return Err(ProductError::InvalidStock);
+                }
+                let event = ProductEvent::ProductCreated {
+                    product_id,
+                    sku,
+                    name,
+                    description: non_empty(description),
+                    price,
+                    stock,
+                };
+                sink.write(event, self).await;
+            }
+            ProductCommand::UpdateDetails { name, description } => {
+                self.ensure_active()?;
+                let name = name.filter(|n| self.name.as_ref() != Some(n));
+                let description = description.filter(|d| d.as_str() != self.description_text());
+                if name.is_some() || description.is_some() {
+                    let event = ProductEvent::ProductDetailsUpdated { name, description };
+                    sink.write(event, self).await;
+                }
+            }
+            ProductCommand::ChangePrice { price } => {
+                self.ensure_active()?;
+                if price.amount <= 0 {
+                    return Err(ProductError::InvalidPrice);
+                }
+                if self.price.as_ref() != Some(&price) {
+                    sink.write(ProductEvent::ProductPriceChanged { price }, self)
+                        .await;
+                }
+            }
+            ProductCommand::AdjustStock { delta } => {
+                self.ensure_active()?;
+                if delta == 0 {
+                    return Err(ProductError::ZeroDelta);
+                }
+                self.check_available(self.available.checked_add(delta), delta.saturating_neg())?;
+                sink.write(ProductEvent::ProductStockAdjusted { delta }, self)
+                    .await;
+            }
+            ProductCommand::Discontinue => {
+                self.ensure_active()?;
+                sink.write(ProductEvent::ProductDiscontinued {}, self).await;
+            }
+            ProductCommand::ReserveStock { order_id, quantity } => {
+                self.ensure_exists()?;
+                // A retry must get the answer the first attempt got, even if
+                // the product was discontinued in between.
+                if self.reservations.contains_key(&order_id) {
+                    return Ok(());
+                }
+                if self.status == ProductStatus::Discontinued {
+                    return Err(ProductError::Discontinued);
+                }
+                if quantity == 0 {
+                    return Err(ProductError::ZeroDelta);
+                }
+                let requested = i64::from(quantity);
+                if requested > self.available {
+                    return Err(ProductError::InsufficientStock {
+                        available: self.available,
+                        requested,
+                    });
+                }
+                sink.write(ProductEvent::StockReserved { order_id, quantity }, self)
+                    .await;
+            }
+            ProductCommand::ReleaseReservation { order_id } => {
+                self.ensure_exists()?;
+                if let Some(r) = self.reservations.get(&order_id) {
+                    if r.state == ReservationState::Held {
+                        let event = ProductEvent::StockReservationReleased {
+                            order_id,
+                            quantity: r.quantity,
+                        };
+                        sink.write(event, self).await;
+                    }
+                }
+            }
+            ProductCommand::CommitReservation { order_id } => {
+                self.ensure_exists()?;
+                match self.reservations.get(&order_id) {
+                    Some(r) if r.state == ReservationState::Held => {
+                        let event = ProductEvent::StockReservationCommitted {
+                            order_id,
+                            quantity: r.quantity,
+                        };
+                        sink.write(event, self).await;
+                    }
+                    Some(r) if r.state == ReservationState::Committed => {}
+                    _ => return Err(ProductError::UnknownReservation { order_id }),
+                }
+            }
+            ProductCommand::ReturnStock { order_id } => {
+                self.ensure_exists()?;
+                match self.reservations.get(&order_id) {
+                    Some(r) if r.state == ReservationState::Committed => {
+                        let quantity = r.quantity;
+                        let requested = i64::from(quantity);
+                        self.check_available(self.available.checked_add(requested), requested)?;
+                        sink.write(ProductEvent::StockReturned { order_id, quantity }, self)
+                            .await;
+                    }
+                    Some(r) if r.state == ReservationState::Returned => {}
+                    _ => return Err(ProductError::UnknownReservation { order_id }),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // Saturating arithmetic: handle() keeps the numbers in range, and apply()
+    // must not panic even on a hand-edited event stream.
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            ProductEvent::ProductCreated {
+                product_id,
+                sku,
+                name,
+                description,
+                price,
+                stock,
+            } => {
+                self.id = Some(product_id);
+                self.sku = Some(sku);
+                self.name = Some(name);
+                self.description = non_empty(description);
+                self.price = Some(price);
+                self.available = stock;
+                self.status = ProductStatus::Active;
+            }
+            ProductEvent::ProductDetailsUpdated { name, description } => {
+                if let Some(name) = name {
+                    self.name = Some(name);
+                }
+                if description.is_some() {
+                    self.description = non_empty(description);
+                }
+            }
+            ProductEvent::ProductPriceChanged { price } => self.price = Some(price),
+            ProductEvent::ProductStockAdjusted { delta } => {
+                self.available = self.available.saturating_add(delta);
+            }
+            ProductEvent::ProductDiscontinued {} => self.status = ProductStatus::Discontinued,
+            ProductEvent::StockReserved { order_id, quantity } => {
+                let q = i64::from(quantity);
+                self.available = self.available.saturating_sub(q);
+                self.reserved = self.reserved.saturating_add(q);
+                self.set_reservation(order_id, quantity, ReservationState::Held);
+            }
+            ProductEvent::StockReservationReleased { order_id, quantity } => {
+                let q = i64::from(quantity);
+                self.reserved = self.reserved.saturating_sub(q);
+                self.available = self.available.saturating_add(q);
+                self.set_reservation(order_id, quantity, ReservationState::Released);
+            }
+            ProductEvent::StockReservationCommitted { order_id, quantity } => {
+                self.reserved = self.reserved.saturating_sub(i64::from(quantity));
+                self.set_reservation(order_id, quantity, ReservationState::Committed);
+            }
+            ProductEvent::StockReturned { order_id, quantity } => {
+                self.available = self.available.saturating_add(i64::from(quantity));
+                self.set_reservation(order_id, quantity, ReservationState::Returned);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent;
+
+    use super::*;
+    use crate::values::Currency;
+
+    type ProductTest = TestFramework<Product>;
+
+    fn product_id() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0010)
+    }
+
+    fn order_id() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0020)
+    }
+
+    fn other_order_id() -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0021)
+    }
+
+    fn eur(amount: i64) -> Money {
+        Money::new(amount, Currency::parse("EUR").unwrap())
+    }
+
+    fn name(s: &str) -> Name {
+        Name::parse(s).unwrap()
+    }
+
+    fn description(s: &str) -> Description {
+        Description::parse(s).unwrap()
+    }
+
+    fn create_with(price: Money, stock: i64) -> ProductCommand {
+        ProductCommand::Create {
+            product_id: product_id(),
+            sku: Sku::parse("TSH-01").unwrap(),
+            name: name("T-shirt"),
+            description: Some(description("Cotton")),
+            price,
+            stock,
+        }
+    }
+
+    fn created_with_stock(stock: i64) -> ProductEvent {
+        ProductEvent::ProductCreated {
+            product_id: product_id(),
+            sku: Sku::parse("TSH-01").unwrap(),
+            name: name("T-shirt"),
+            description: Some(description("Cotton")),
+            price: eur(1999),
+            stock,
+        }
+    }
+
+    fn created() -> ProductEvent {
+        created_with_stock(10)
+    }
+
+    fn discontinued() -> ProductEvent {
+        ProductEvent::ProductDiscontinued {}
+    }
+
+    fn reserved(quantity: u32) -> ProductEvent {
+        ProductEvent::StockReserved {
+            order_id: order_id(),
+            quantity,
+        }
+    }
+
+    fn released(quantity: u32) -> ProductEvent {
+        ProductEvent::StockReservationReleased {
+            order_id: order_id(),
+            quantity,
+        }
+    }
+
+    fn committed(quantity: u32) -> ProductEvent {
+        ProductEvent::StockReservationCommitted {
+            order_id: order_id(),
+            quantity,
+        }
+    }
+
+    fn returned(quantity: u32) -> ProductEvent {
+        ProductEvent::StockReturned {
+            order_id: order_id(),
+            quantity,
+        }
+    }
+
+    fn reserve(quantity: u32) -> ProductCommand {
+        ProductCommand::ReserveStock {
+            order_id: order_id(),
+            quantity,
+        }
+    }
+
+    fn state_after(events: Vec<ProductEvent>) -> Product {
+        let mut product = Product::default();
+        for event in events {
+            product.apply(event);
+        }
+        product
+    }
+
+    // --- Create ---
+
+    #[test]
+    fn create_creates_the_product() {
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(create_with(eur(1999), 10))
+            .then_expect_events(vec![created()]);
+    }
+
+    #[test]
+    fn create_with_zero_stock_is_allowed() {
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(create_with(eur(1999), 0))
+            .then_expect_events(vec![created_with_stock(0)]);
+    }
+
+    #[test]
+    fn create_drops_an_empty_description() {
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(ProductCommand::Create {
+                product_id: product_id(),
+                sku: Sku::parse("TSH-01").unwrap(),
+                name: name("T-shirt"),
+                description: Some(description("")),
+                price: eur(1999),
+                stock: 1,
+            })
+            .then_expect_events(vec![ProductEvent::ProductCreated {
+                product_id: product_id(),
+                sku: Sku::parse("TSH-01").unwrap(),
+                name: name("T-shirt"),
+                description: None,
+                price: eur(1999),
+                stock: 1,
+            }]);
+    }
+
+    #[test]
+    fn create_twice_is_refused() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(create_with(eur(1999), 10))
+            .then_expect_error(ProductError::AlreadyExists);
+    }
+
+    #[test]
+    fn create_with_non_positive_price_is_refused() {
+        for amount in [0, -1] {
+            ProductTest::with(())
+                .given_no_previous_events()
+                .when(create_with(eur(amount), 10))
+                .then_expect_error(ProductError::InvalidPrice);
+        }
+    }
+
+    #[test]
+    fn create_with_negative_stock_is_refused() {
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(create_with(eur(1999), -1))
+            .then_expect_error(ProductError::InvalidStock);
+    }
+
+    // --- Commands on a missing product ---
+
+    #[test]
+    fn commands_on_a_missing_product_are_not_found() {
+        let commands = vec![
+            ProductCommand::UpdateDetails {
+                name: Some(name("X")),
+                description: None,
+            },
+            ProductCommand::ChangePrice { price: eur(100) },
+            ProductCommand::AdjustStock { delta: 1 },
+            ProductCommand::Discontinue,
+            reserve(1),
+            ProductCommand::ReleaseReservation {
+                order_id: order_id(),
+            },
+            ProductCommand::CommitReservation {
+                order_id: order_id(),
+            },
+            ProductCommand::ReturnStock {
+                order_id: order_id(),
+            },
+        ];
+        for command in commands {
+            ProductTest::with(())
+                .given_no_previous_events()
+                .when(command)
+                .then_expect_error(ProductError::NotFound);
+        }
+    }
+
+    // --- Discontinued ---
+
+    #[test]
+    fn discontinue_discontinues() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::Discontinue)
+            .then_expect_events(vec![discontinued()]);
+    }
+
+    #[test]
+    fn catalogue_commands_on_a_discontinued_product_are_refused() {
+        let commands = vec![
+            ProductCommand::UpdateDetails {
+                name: Some(name("X")),
+                description: None,
+            },
+            ProductCommand::ChangePrice { price: eur(100) },
+            ProductCommand::AdjustStock { delta: 1 },
+            ProductCommand::Discontinue,
+            reserve(1),
+        ];
+        for command in commands {
+            ProductTest::with(())
+                .given(vec![created(), discontinued()])
+                .when(command)
+                .then_expect_error(ProductError::Discontinued);
+        }
+    }
+
+    #[test]
+    fn in_flight_reservations_can_finish_after_discontinuation() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(2), discontinued()])
+            .when(ProductCommand::ReleaseReservation {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![released(2)]);
+        ProductTest::with(())
+            .given(vec![created(), reserved(2), discontinued()])
+            .when(ProductCommand::CommitReservation {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![committed(2)]);
+        ProductTest::with(())
+            .given(vec![created(), reserved(2), committed(2), discontinued()])
+            .when(ProductCommand::ReturnStock {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![returned(2)]);
+    }
+
+    #[test]
+    fn retried_reserve_after_discontinuation_is_still_a_no_op() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(2), discontinued()])
+            .when(reserve(2))
+            .then_expect_events(vec![]);
+    }
+
+    // --- UpdateDetails ---
+
+    #[test]
+    fn update_details_changes_name_and_description() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::UpdateDetails {
+                name: Some(name("Shirt")),
+                description: Some(description("Organic cotton")),
+            })
+            .then_expect_events(vec![ProductEvent::ProductDetailsUpdated {
+                name: Some(name("Shirt")),
+                description: Some(description("Organic cotton")),
+            }]);
+    }
+
+    #[test]
+    fn update_details_carries_only_what_differs() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::UpdateDetails {
+                name: Some(name("T-shirt")),
+                description: Some(description("Linen")),
+            })
+            .then_expect_events(vec![ProductEvent::ProductDetailsUpdated {
+                name: None,
+                description: Some(description("Linen")),
+            }]);
+    }
+
+    #[test]
+    fn update_details_without_changes_emits_nothing() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::UpdateDetails {
+                name: Some(name("T-shirt")),
+                description: Some(description("Cotton")),
+            })
+            .then_expect_events(vec![]);
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::UpdateDetails {
+                name: None,
+                description: None,
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn an_empty_description_clears_it() {
+        let clear = ProductEvent::ProductDetailsUpdated {
+            name: None,
+            description: Some(description("")),
+        };
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::UpdateDetails {
+                name: None,
+                description: Some(description("")),
+            })
+            .then_expect_events(vec![clear.clone()]);
+        ProductTest::with(())
+            .given(vec![created(), clear.clone()])
+            .when(ProductCommand::UpdateDetails {
+                name: None,
+                description: Some(description("")),
+            })
+            .then_expect_events(vec![]);
+        assert_eq!(state_after(vec![created(), clear]).description(), None);
+    }
+
+    // --- ChangePrice ---
+
+    #[test]
+    fn change_price_changes_the_price() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::ChangePrice { price: eur(2499) })
+            .then_expect_events(vec![ProductEvent::ProductPriceChanged { price: eur(2499) }]);
+    }
+
+    #[test]
+    fn change_price_to_the_same_price_emits_nothing() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::ChangePrice { price: eur(1999) })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn change_price_to_non_positive_is_refused() {
+        for amount in [0, -100] {
+            ProductTest::with(())
+                .given(vec![created()])
+                .when(ProductCommand::ChangePrice { price: eur(amount) })
+                .then_expect_error(ProductError::InvalidPrice);
+        }
+    }
+
+    // --- AdjustStock ---
+
+    #[test]
+    fn adjust_stock_up_and_down() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::AdjustStock { delta: 5 })
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { delta: 5 }]);
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::AdjustStock { delta: -10 })
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { delta: -10 }]);
+    }
+
+    #[test]
+    fn adjust_stock_by_zero_is_refused() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::AdjustStock { delta: 0 })
+            .then_expect_error(ProductError::ZeroDelta);
+    }
+
+    #[test]
+    fn adjust_stock_below_zero_is_refused() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::AdjustStock { delta: -11 })
+            .then_expect_error(ProductError::InsufficientStock {
+                available: 10,
+                requested: 11,
+            });
+    }
+
+    #[test]
+    fn adjust_stock_ignores_reserved_units() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(4)])
+            .when(ProductCommand::AdjustStock { delta: -7 })
+            .then_expect_error(ProductError::InsufficientStock {
+                available: 6,
+                requested: 7,
+            });
+    }
+
+    #[test]
+    fn adjust_stock_with_extreme_deltas_does_not_overflow() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::AdjustStock { delta: i64::MAX })
+            .then_expect_error(ProductError::StockOverflow);
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::AdjustStock { delta: i64::MIN })
+            .then_expect_error(ProductError::InsufficientStock {
+                available: 10,
+                requested: i64::MAX,
+            });
+        ProductTest::with(())
+            .given(vec![created_with_stock(0)])
+            .when(ProductCommand::AdjustStock { delta: i64::MAX })
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { delta: i64::MAX }]);
+    }
+
+    #[test]
+    fn adjust_stock_counts_reserved_units_towards_the_maximum() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(4)])
+            .when(ProductCommand::AdjustStock {
+                delta: i64::MAX - 6,
+            })
+            .then_expect_error(ProductError::StockOverflow);
+        ProductTest::with(())
+            .given(vec![created(), reserved(4)])
+            .when(ProductCommand::AdjustStock {
+                delta: i64::MAX - 10,
+            })
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted {
+                delta: i64::MAX - 10,
+            }]);
+    }
+
+    // --- ReserveStock ---
+
+    #[test]
+    fn reserve_stock_reserves() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(reserve(10))
+            .then_expect_events(vec![reserved(10)]);
+    }
+
+    #[test]
+    fn reserve_stock_again_for_the_same_order_is_a_no_op() {
+        let histories = vec![
+            vec![created(), reserved(2)],
+            vec![created(), reserved(2), released(2)],
+            vec![created(), reserved(2), committed(2)],
+            vec![created(), reserved(2), committed(2), returned(2)],
+        ];
+        for history in histories {
+            ProductTest::with(())
+                .given(history)
+                .when(reserve(3))
+                .then_expect_events(vec![]);
+        }
+    }
+
+    #[test]
+    fn reserve_zero_is_refused() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(reserve(0))
+            .then_expect_error(ProductError::ZeroDelta);
+    }
+
+    #[test]
+    fn reserve_more_than_available_is_refused() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(4)])
+            .when(ProductCommand::ReserveStock {
+                order_id: other_order_id(),
+                quantity: 7,
+            })
+            .then_expect_error(ProductError::InsufficientStock {
+                available: 6,
+                requested: 7,
+            });
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(reserve(u32::MAX))
+            .then_expect_error(ProductError::InsufficientStock {
+                available: 10,
+                requested: i64::from(u32::MAX),
+            });
+    }
+
+    // --- ReleaseReservation ---
+
+    #[test]
+    fn release_returns_held_stock() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(3)])
+            .when(ProductCommand::ReleaseReservation {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![released(3)]);
+    }
+
+    #[test]
+    fn release_without_a_held_reservation_is_a_no_op() {
+        let histories = vec![
+            vec![created()],
+            vec![created(), reserved(3), released(3)],
+            vec![created(), reserved(3), committed(3)],
+            vec![created(), reserved(3), committed(3), returned(3)],
+        ];
+        for history in histories {
+            ProductTest::with(())
+                .given(history)
+                .when(ProductCommand::ReleaseReservation {
+                    order_id: order_id(),
+                })
+                .then_expect_events(vec![]);
+        }
+    }
+
+    // --- CommitReservation ---
+
+    #[test]
+    fn commit_takes_held_stock_out() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(3)])
+            .when(ProductCommand::CommitReservation {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![committed(3)]);
+    }
+
+    #[test]
+    fn commit_twice_is_a_no_op() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(3), committed(3)])
+            .when(ProductCommand::CommitReservation {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn commit_without_a_held_reservation_is_refused() {
+        let histories = vec![
+            vec![created()],
+            vec![created(), reserved(3), released(3)],
+            vec![created(), reserved(3), committed(3), returned(3)],
+        ];
+        for history in histories {
+            ProductTest::with(())
+                .given(history)
+                .when(ProductCommand::CommitReservation {
+                    order_id: order_id(),
+                })
+                .then_expect_error(ProductError::UnknownReservation {
+                    order_id: order_id(),
+                });
+        }
+    }
+
+    // --- ReturnStock ---
+
+    #[test]
+    fn return_puts_committed_stock_back() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(3), committed(3)])
+            .when(ProductCommand::ReturnStock {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![returned(3)]);
+    }
+
+    #[test]
+    fn return_twice_is_a_no_op() {
+        ProductTest::with(())
+            .given(vec![created(), reserved(3), committed(3), returned(3)])
+            .when(ProductCommand::ReturnStock {
+                order_id: order_id(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn return_without_a_committed_reservation_is_refused() {
+        let histories = vec![
+            vec![created()],
+            vec![created(), reserved(3)],
+            vec![created(), reserved(3), released(3)],
+        ];
+        for history in histories {
+            ProductTest::with(())
+                .given(history)
+                .when(ProductCommand::ReturnStock {
+                    order_id: order_id(),
+                })
+                .then_expect_error(ProductError::UnknownReservation {
+                    order_id: order_id(),
+                });
+        }
+    }
+
+    #[test]
+    fn return_that_would_overflow_is_refused() {
+        ProductTest::with(())
+            .given(vec![
+                created(),
+                reserved(3),
+                committed(3),
+                ProductEvent::ProductStockAdjusted {
+                    delta: i64::MAX - 8,
+                },
+            ])
+            .when(ProductCommand::ReturnStock {
+                order_id: order_id(),
+            })
+            .then_expect_error(ProductError::StockOverflow);
+    }
+
+    // --- State ---
+
+    #[test]
+    fn stock_moves_between_available_and_reserved() {
+        let p = state_after(vec![created(), reserved(4)]);
+        assert_eq!((p.available(), p.reserved()), (6, 4));
+        assert_eq!(
+            p.reservation(order_id()),
+            Some(&Reservation {
+                quantity: 4,
+                state: ReservationState::Held
+            })
+        );
+        let p = state_after(vec![created(), reserved(4), released(4)]);
+        assert_eq!((p.available(), p.reserved()), (10, 0));
+        let p = state_after(vec![created(), reserved(4), committed(4)]);
+        assert_eq!((p.available(), p.reserved()), (6, 0));
+        let p = state_after(vec![created(), reserved(4), committed(4), returned(4)]);
+        assert_eq!((p.available(), p.reserved()), (10, 0));
+        assert_eq!(
+            p.reservation(order_id()).map(|r| r.state),
+            Some(ReservationState::Returned)
+        );
+    }
+
+    #[test]
+    fn accessors_reflect_history() {
+        let p = state_after(vec![
+            created(),
+            ProductEvent::ProductDetailsUpdated {
+                name: Some(name("Shirt")),
+                description: None,
+            },
+            ProductEvent::ProductPriceChanged { price: eur(2500) },
+        ]);
+        assert!(p.exists() && p.is_active());
+        assert_eq!(p.id(), Some(product_id()));
+        assert_eq!(p.sku().map(Sku::as_str), Some("TSH-01"));
+        assert_eq!(p.name(), Some(&name("Shirt")));
+        assert_eq!(p.description(), Some(&description("Cotton")));
+        assert_eq!(p.price(), Some(&eur(2500)));
+        assert_eq!(p.status(), ProductStatus::Active);
+        let p = state_after(vec![created(), discontinued()]);
+        assert!(p.exists() && !p.is_active());
+        assert_eq!(p.status(), ProductStatus::Discontinued);
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_json() {
+        let p = state_after(vec![created(), reserved(4)]);
+        let json = serde_json::to_string(&p).unwrap();
+        let back: Product = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn event_type_and_version() {
+        assert_eq!(created().event_type(), "ProductCreated");
+        assert_eq!(reserved(1).event_type(), "StockReserved");
+        assert_eq!(discontinued().event_version(), crate::EVENT_VERSION);
+        let json = serde_json::to_value(reserved(1)).unwrap();
+        assert_eq!(json["StockReserved"]["quantity"], 1);
+    }
+
+    #[test]
+    fn error_rules() {
+        assert_eq!(ProductError::AlreadyExists.rule(), "already-exists");
+        assert_eq!(ProductError::NotFound.rule(), "not-found");
+        assert_eq!(ProductError::Discontinued.rule(), "product-discontinued");
+        assert_eq!(
+            ProductError::InsufficientStock {
+                available: 1,
+                requested: 2
+            }
+            .rule(),
+            "insufficient-stock"
+        );
+        for e in [
+            ProductError::InvalidPrice,
+            ProductError::InvalidStock,
+            ProductError::ZeroDelta,
+            ProductError::StockOverflow,
+        ] {
+            assert_eq!(e.rule(), "validation");
+        }
+        assert_eq!(
+            ProductError::UnknownReservation {
+                order_id: order_id()
+            }
+            .rule(),
+            "invalid-transition"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+use uuid::Uuid;
+
+use crate::values::{Description, Money, Name, Sku};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProductCommand {
+    Create {
+        product_id: Uuid,
+        sku: Sku,
+        name: Name,
+        description: Option<Description>,
+        price: Money,
+        stock: i64,
+    },
+    /// `None` leaves a field as it is; an empty description clears it.
+    UpdateDetails {
+        name: Option<Name>,
+        description: Option<Description>,
+    },
+    ChangePrice {
+        price: Money,
+    },
+    /// Positive to receive stock, negative to write it off.
+    AdjustStock {
+        delta: i64,
+    },
+    Discontinue,
+    // Sent by the order saga, keyed by order so that retries are idempotent.
+    ReserveStock {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    ReleaseReservation {
+        order_id: Uuid,
+    },
+    CommitReservation {
+        order_id: Uuid,
+    },
+    ReturnStock {
+        order_id: Uuid,
+    },
+}

@@ -1,0 +1,48 @@
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProductError {
+    /// 409 Conflict.
+    #[error("product already exists")]
+    AlreadyExists,
+    /// 404 Not Found.
+    #[error("product not found")]
+    NotFound,
+    /// 422 Unprocessable Content.
+    #[error("product is discontinued")]
+    Discontinued,
+    /// 422 Unprocessable Content.
+    #[error("insufficient stock: {available} available, {requested} requested")]
+    InsufficientStock { available: i64, requested: i64 },
+    /// 422 Unprocessable Content.
+    #[error("price amount must be greater than zero")]
+    InvalidPrice,
+    /// 422 Unprocessable Content.
+    #[error("initial stock must not be negative")]
+    InvalidStock,
+    /// 422 Unprocessable Content.
+    #[error("quantity must not be zero")]
+    ZeroDelta,
+    /// 422 Unprocessable Content.
+    #[error("stock level would exceed the supported maximum")]
+    StockOverflow,
+    /// 422 Unprocessable Content.
+    #[error("no matching reservation for order {order_id}")]
+    UnknownReservation { order_id: Uuid },
+}
+
+impl ProductError {
+    /// Problem-type slug for API error responses.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Self::AlreadyExists => "already-exists",
+            Self::NotFound => "not-found",
+            Self::Discontinued => "product-discontinued",
+            Self::InsufficientStock { .. } => "insufficient-stock",
+            Self::InvalidPrice | Self::InvalidStock | Self::ZeroDelta | Self::StockOverflow => {
+                "validation"
+            }
+            Self::UnknownReservation { .. } => "invalid-transition",
+        }
+    }
+}

@@ -1,0 +1,67 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{Description, Money, Name, Sku};
+use crate::EVENT_VERSION;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProductEvent {
+    ProductCreated {
+        product_id: Uuid,
+        sku: Sku,
+        name: Name,
+        description: Option<Description>,
+        price: Money,
+        stock: i64,
+    },
+    /// Only the fields that changed are `Some`.
+    ProductDetailsUpdated {
+        name: Option<Name>,
+        description: Option<Description>,
+    },
+    ProductPriceChanged {
+        price: Money,
+    },
+    ProductStockAdjusted {
+        delta: i64,
+    },
+    ProductDiscontinued {},
+    StockReserved {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    StockReservationReleased {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    StockReservationCommitted {
+        order_id: Uuid,
+        quantity: u32,
+    },
+    StockReturned {
+        order_id: Uuid,
+        quantity: u32,
+    },
+}
+
+impl DomainEvent for ProductEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::ProductCreated { .. } => "ProductCreated",
+            Self::ProductDetailsUpdated { .. } => "ProductDetailsUpdated",
+            Self::ProductPriceChanged { .. } => "ProductPriceChanged",
+            Self::ProductStockAdjusted { .. } => "ProductStockAdjusted",
+            Self::ProductDiscontinued {} => "ProductDiscontinued",
+            Self::StockReserved { .. } => "StockReserved",
+            Self::StockReservationReleased { .. } => "StockReservationReleased",
+            Self::StockReservationCommitted { .. } => "StockReservationCommitted",
+            Self::StockReturned { .. } => "StockReturned",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_string()
+    }
+}

@@ -1,0 +1,18 @@
+use uuid::Uuid;
+
+use crate::values::{EmailAddress, Name};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    Register {
+        user_id: Uuid,
+        email: EmailAddress,
+        name: Name,
+    },
+    /// `None` leaves a field as it is.
+    UpdateProfile {
+        name: Option<Name>,
+        email: Option<EmailAddress>,
+    },
+    Deactivate,
+}

@@ -1,0 +1,40 @@
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{EmailAddress, Name};
+use crate::EVENT_VERSION;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    UserRegistered {
+        user_id: Uuid,
+        email: EmailAddress,
+        name: Name,
+    },
+    UserNameChanged {
+        name: Name,
+    },
+    /// Carries the previous address so the uniqueness index can release it.
+    UserEmailChanged {
+        previous_email: EmailAddress,
+        email: EmailAddress,
+    },
+    UserDeactivated {},
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserRegistered { .. } => "UserRegistered",
+            Self::UserNameChanged { .. } => "UserNameChanged",
+            Self::UserEmailChanged { .. } => "UserEmailChanged",
+            Self::UserDeactivated {} => "UserDeactivated",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        EVENT_VERSION.to_string()
+    }
+}

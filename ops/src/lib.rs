@@ -1,0 +1,8 @@
+//! The `agora` binary's library: configuration, start-up of each role, and the
+//! operator commands. `main.rs` only parses and dispatches.
+
+pub mod cli;
+pub mod config;
+pub mod migrate;
+pub mod serve;
+pub mod telemetry;

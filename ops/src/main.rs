@@ -1,0 +1,23 @@
+//! `agora`: one binary for every role of the system and its operations.
+
+use clap::Parser;
+
+use ops::cli::{Cli, Command};
+use ops::{config::Config, migrate, serve, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("agora: configuration error: {err}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(&config.log);
+    match cli.command {
+        Command::Migrate => migrate::run(&config).await,
+        Command::Serve(args) => serve::run(config, args.role).await,
+    }
+}

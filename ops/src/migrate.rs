@@ -1,0 +1,62 @@
+//! `agora migrate`: the database (created if missing) and its schema.
+
+use std::str::FromStr;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+use crate::config::Config;
+
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let pool = connect(config, 2).await?;
+    commands::migrate::run(&pool)
+        .await
+        .context("applying migrations")?;
+    tracing::info!("database schema is current");
+    Ok(())
+}
+
+/// A pool on the configured database, creating the database first if the
+/// server lacks it.
+pub async fn connect(config: &Config, size: u32) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(config.database.url.expose())
+        .context("DATABASE_URL is not a valid Postgres URL")?
+        .log_statements(tracing::log::LevelFilter::Trace);
+    ensure_database(&options).await?;
+    PgPoolOptions::new()
+        .max_connections(size)
+        .connect_with(options)
+        .await
+        .context("connecting to Postgres (DATABASE_URL)")
+}
+
+async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let server = options.clone().database("postgres");
+    let mut conn = PgConnection::connect_with(&server)
+        .await
+        .context("connecting to the Postgres server (DATABASE_URL)")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created the database"),
+            // 42P04: another process created it in the meantime.
+            Err(err)
+                if err.as_database_error().and_then(|e| e.code()).as_deref() == Some("42P04") => {}
+            Err(err) => return Err(err).context(format!("creating database {name}")),
+        }
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
