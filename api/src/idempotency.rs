@@ -69,12 +69,12 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let body = match to_bytes(body, 16 * 1024 * 1024).await {
         Ok(body) => body,
         Err(err) => {
-            let _ = state.idempotency.abandon(scope, &key).await;
+            let _ = state.idempotency.abandon(scope, &key, &fingerprint).await;
             return ApiError::internal(&err).into_response();
         }
     };
     let outcome = if parts.status.is_server_error() {
-        state.idempotency.abandon(scope, &key).await
+        state.idempotency.abandon(scope, &key, &fingerprint).await
     } else {
         let stored = StoredResponse {
             status: parts.status.as_u16(),
@@ -82,7 +82,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             location: header_text(&parts.headers, header::LOCATION),
             body: body.to_vec(),
         };
-        state.idempotency.complete(scope, &key, &stored).await
+        state
+            .idempotency
+            .complete(scope, &key, &fingerprint, &stored)
+            .await
     };
     if let Err(err) = outcome {
         // The command itself went through; only its record failed. Answer it,

@@ -104,15 +104,18 @@ impl IdempotencyStore {
         Ok(Claim::InFlight)
     }
 
-    /// Stores the answer of a request that held `key`.
+    /// Stores the answer of a request that holds `key`. Only the holder's own
+    /// claim is completed: one taken over after going stale belongs to
+    /// another request by then.
     pub async fn complete(
         &self,
         scope: &str,
         key: &str,
+        request_hash: &str,
         response: &StoredResponse,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', status = $3, etag = $4, location = $5, body = $6 WHERE scope = $1 AND key = $2",
+            "UPDATE idempotency_keys SET state = 'completed', status = $3, etag = $4, location = $5, body = $6 WHERE scope = $1 AND key = $2 AND request_hash = $7 AND state = 'in_flight'",
         )
         .bind(scope)
         .bind(key)
@@ -120,6 +123,7 @@ impl IdempotencyStore {
         .bind(&response.etag)
         .bind(&response.location)
         .bind(&response.body)
+        .bind(request_hash)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -127,12 +131,18 @@ impl IdempotencyStore {
 
     /// Releases `key` after a failure that should not be replayed (a 5xx),
     /// so the client's retry runs the request again.
-    pub async fn abandon(&self, scope: &str, key: &str) -> Result<(), StoreError> {
+    pub async fn abandon(
+        &self,
+        scope: &str,
+        key: &str,
+        request_hash: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND state = 'in_flight'",
+            "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND request_hash = $3 AND state = 'in_flight'",
         )
         .bind(scope)
         .bind(key)
+        .bind(request_hash)
         .execute(&self.pool)
         .await?;
         Ok(())

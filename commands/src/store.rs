@@ -262,7 +262,7 @@ where
         }
         let loaded = Arc::new(self.load_stored(id).await?);
         if loaded.version > 0 {
-            self.inner.cache.insert(id.to_owned(), Arc::clone(&loaded));
+            self.keep_newest(id, Arc::clone(&loaded));
         }
         Ok((loaded, false))
     }
@@ -383,10 +383,14 @@ where
         })
     }
 
-    // Keeps the newest state only: a slower command finishing late must not
-    // put back a version older than one already cached.
+    // Keeps the newest state only: a slower command or load finishing late
+    // must not put back a version older than one already cached.
     fn remember(&self, id: &str, aggregate: A, version: usize) {
-        let fresh = Arc::new(Loaded { aggregate, version });
+        self.keep_newest(id, Arc::new(Loaded { aggregate, version }));
+    }
+
+    fn keep_newest(&self, id: &str, fresh: Arc<Loaded<A>>) {
+        let version = fresh.version;
         self.inner
             .cache
             .entry(id.to_owned())
