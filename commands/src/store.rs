@@ -25,6 +25,19 @@ pub struct StoreOptions {
     pub snapshot_every: usize,
     /// How often a command that lost a race on its aggregate is run again.
     pub max_retries: usize,
+    /// Called after every append commits: wakes the relay.
+    pub on_append: Option<AppendHook>,
+}
+
+/// A callback run after each committed append. It must not block: it only
+/// hints that there is something new to relay.
+#[derive(Clone)]
+pub struct AppendHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for AppendHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppendHook")
+    }
 }
 
 impl Default for StoreOptions {
@@ -33,6 +46,7 @@ impl Default for StoreOptions {
             cache_capacity: 100_000,
             snapshot_every: 100,
             max_retries: 16,
+            on_append: None,
         }
     }
 }
@@ -221,6 +235,9 @@ where
                 .await
             {
                 Ok(version) => {
+                    if let Some(hook) = &self.inner.options.on_append {
+                        (hook.0)();
+                    }
                     self.remember(id, aggregate.clone(), version);
                     return Ok(Committed {
                         id: id.to_owned(),

@@ -97,3 +97,166 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// The NATS server tests use: `NATS_URL`, else the local default.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A NATS prefix of its own and the event stream under it, deleted on drop,
+/// so tests sharing one NATS server never see each other's messages.
+pub struct TestNats {
+    pub client: async_nats::Client,
+    pub jetstream: async_nats::jetstream::Context,
+    pub prefix: String,
+    url: String,
+}
+
+impl TestNats {
+    pub async fn new() -> Self {
+        Self::on(&nats_url()).await
+    }
+
+    pub async fn on(url: &str) -> Self {
+        let client = async_nats::connect(url)
+            .await
+            .expect("tests need NATS with JetStream: is it running? (see README)");
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        crate::relay::ensure_stream(&jetstream, &prefix)
+            .await
+            .expect("create the test stream");
+        Self {
+            client,
+            jetstream,
+            prefix,
+            url: url.to_owned(),
+        }
+    }
+
+    pub fn stream_name(&self) -> String {
+        schemas::subjects::stream(&self.prefix)
+    }
+
+    /// Every message in the stream, in stream order.
+    pub async fn messages(&self) -> Vec<async_nats::jetstream::message::StreamMessage> {
+        let stream = self
+            .jetstream
+            .get_stream(self.stream_name())
+            .await
+            .expect("the test stream exists");
+        let last = stream
+            .get_info()
+            .await
+            .map(|i| i.state.last_sequence)
+            .unwrap_or(0);
+        let mut messages = Vec::new();
+        for sequence in 1..=last {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                messages.push(message);
+            }
+        }
+        messages
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let stream = self.stream_name();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                if let Ok(client) = async_nats::connect(&url).await {
+                    let js = async_nats::jetstream::new(client);
+                    let _ = js.delete_stream(&stream).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A private `nats-server` with JetStream on a free loopback port, for tests
+/// that stop and restart the broker without disturbing anyone else.
+pub struct TestNatsServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl TestNatsServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir =
+            std::env::temp_dir().join(format!("agora-nats-{}", uuid::Uuid::new_v4().simple()));
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.resume();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again), on the same port and storage.
+    pub fn resume(&mut self) {
+        let binary = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "nats-server",
+        ]
+        .into_iter()
+        .find(|p| !p.starts_with('/') || std::path::Path::new(p).exists())
+        .unwrap_or("nats-server");
+        let child = std::process::Command::new(binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server (see README: ops/scripts/services.sh installs it)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+
+    /// Kills the server, as an outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for TestNatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

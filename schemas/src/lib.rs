@@ -1,7 +1,12 @@
-//! Wire formats: the JSON bodies clients send with commands.
+//! Wire formats: the JSON bodies clients send with commands, the envelope of a
+//! published event, and the NATS names everything agrees on.
 //!
-//! These types only describe shape; they reject unknown fields so a typo never
-//! silently does nothing, and leave value rules (email syntax, price > 0) to the
-//! domain's parsers, which the API applies to build commands.
+//! Command bodies only describe shape; they reject unknown fields so a typo
+//! never silently does nothing, and leave value rules (email syntax, price > 0)
+//! to the domain's parsers, which the API applies to build commands.
 
 pub mod commands;
+pub mod envelope;
+pub mod subjects;
+
+pub use envelope::EventEnvelope;

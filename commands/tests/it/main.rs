@@ -5,5 +5,6 @@ mod common;
 mod idempotency;
 mod metadata;
 mod migrations;
+mod relay;
 mod store;
 mod uniqueness;

@@ -1,0 +1,278 @@
+//! The relay: every committed event, from the events table to JetStream.
+//!
+//! The events table is the outbox. The relay tails it in the order
+//! `(transaction_id, position)`, reading only rows of transactions older than
+//! the current snapshot's xmin. Every transaction still open, or not yet
+//! begun, has an id at or above that xmin, so it sorts after everything
+//! already relayed: a slow transaction holding a low position is waited for,
+//! never skipped (a plain `position > last` tail would skip it). Per aggregate
+//! the order is the stream's, since a stream's next event is written only
+//! after the previous one committed.
+//!
+//! Each event is published with `Nats-Msg-Id = type:id:sequence`, so a batch
+//! re-sent after a crash between publish and checkpoint is dropped by
+//! JetStream's duplicate window, and downstream applies by sequence anyway.
+//! Batches are pipelined: all publishes go out, then all acks are awaited,
+//! then the checkpoint moves. One relay per deployment is active, holding a
+//! Postgres advisory lock; the others wait to take over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use schemas::{subjects, EventEnvelope};
+use sqlx::postgres::PgRow;
+use sqlx::{Connection, PgPool, Row};
+use tokio::sync::Notify;
+
+/// How long JetStream remembers message ids to drop re-sent duplicates.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// The deployment's NATS prefix; also names the checkpoint and the lock.
+    pub prefix: String,
+    /// Events read and published per round.
+    pub batch: i64,
+    /// Safety net: look for events this often even without a wake-up.
+    pub idle_check: Duration,
+}
+
+impl RelayOptions {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            batch: 1000,
+            idle_check: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("jetstream: {0}")]
+    JetStream(String),
+    #[error("the relay lost its leadership lock")]
+    LostLock,
+}
+
+/// Creates (or updates) the deployment's event stream: file storage, one
+/// subject per aggregate under the prefix, and a duplicate window.
+pub async fn ensure_stream(js: &jetstream::Context, prefix: &str) -> Result<(), RelayError> {
+    let config = stream::Config {
+        name: subjects::stream(prefix),
+        subjects: vec![subjects::events_wildcard(prefix)],
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    match js.get_stream(&config.name).await {
+        Ok(_) => js
+            .update_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| RelayError::JetStream(e.to_string())),
+        Err(_) => js
+            .create_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| RelayError::JetStream(e.to_string())),
+    }
+}
+
+const SELECT_BATCH: &str = r#"
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+       position, recorded_at, transaction_id::text AS transaction_id
+  FROM events
+ WHERE (transaction_id, position) > ($1::text::xid8, $2)
+   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+ ORDER BY transaction_id, position
+ LIMIT $3
+"#;
+
+/// Runs the relay until `shutdown` resolves: waits for the leadership lock,
+/// then publishes every committed event, woken by `wake` (commits in this
+/// process), by `<prefix>.appended` hints from other processes, and at the
+/// latest every `idle_check`.
+pub async fn run(
+    pool: PgPool,
+    nats: async_nats::Client,
+    options: RelayOptions,
+    wake: Arc<Notify>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let js = jetstream::new(nats.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let round = lead(&pool, &nats, &js, &options, &wake);
+        tokio::select! {
+            () = &mut shutdown => return,
+            result = round => {
+                if let Err(err) = result {
+                    tracing::warn!(error = %err, "relay interrupted; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// One term as leader: take the lock (or wait for it), then relay until an error.
+async fn lead(
+    pool: &PgPool,
+    nats: &async_nats::Client,
+    js: &jetstream::Context,
+    options: &RelayOptions,
+    wake: &Notify,
+) -> Result<(), RelayError> {
+    let mut lock = pool.acquire().await?.detach();
+    let key = format!("agora-relay:{}", options.prefix);
+    loop {
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut lock)
+            .await?;
+        if locked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::info!(prefix = %options.prefix, "relay active");
+    ensure_stream(js, &options.prefix).await?;
+    let mut hints = nats
+        .subscribe(appended_subject(&options.prefix))
+        .await
+        .map_err(|e| RelayError::JetStream(e.to_string()))?;
+    let (mut transaction_id, mut position) = checkpoint(pool, &options.prefix).await?;
+    loop {
+        let rows = read_batch(pool, &transaction_id, position, options.batch).await?;
+        if rows.is_empty() {
+            // Still the leader? A dropped lock connection means another relay may run.
+            lock.ping().await.map_err(|_| RelayError::LostLock)?;
+            tokio::select! {
+                () = wake.notified() => {}
+                hint = hints.next() => {
+                    if hint.is_none() {
+                        return Err(RelayError::JetStream("hint subscription closed".to_owned()));
+                    }
+                }
+                () = tokio::time::sleep(options.idle_check) => {}
+            }
+            continue;
+        }
+        let full = rows.len() as i64 == options.batch;
+        let (last_tx, last_position) = publish(js, &options.prefix, &rows).await?;
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (name, transaction_id, position, updated_at) VALUES ($1, $2::text::xid8, $3, now())
+             ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()",
+        )
+        .bind(&options.prefix)
+        .bind(&last_tx)
+        .bind(last_position)
+        .execute(pool)
+        .await?;
+        transaction_id = last_tx;
+        position = last_position;
+        tracing::debug!(events = rows.len(), position, "relayed");
+        if !full {
+            // Drain hints that arrived for what we just read.
+            while let Some(Some(_)) = futures::FutureExt::now_or_never(hints.next()) {}
+        }
+    }
+}
+
+/// The next committed events after the cursor `(transaction_id, position)`,
+/// in relay order; none of a transaction that might still commit.
+pub async fn read_batch(
+    pool: &PgPool,
+    transaction_id: &str,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    sqlx::query(SELECT_BATCH)
+        .bind(transaction_id)
+        .bind(position)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+}
+
+/// Publishes a batch pipelined and returns the cursor of its last row once
+/// JetStream has acknowledged every message.
+pub async fn publish(
+    js: &jetstream::Context,
+    prefix: &str,
+    rows: &[PgRow],
+) -> Result<(String, i64), RelayError> {
+    let mut acks = Vec::with_capacity(rows.len());
+    let mut last = (String::new(), 0);
+    for row in rows {
+        let envelope = EventEnvelope {
+            aggregate_type: row.try_get("aggregate_type")?,
+            aggregate_id: row.try_get("aggregate_id")?,
+            sequence: row.try_get("sequence")?,
+            event_type: row.try_get("event_type")?,
+            event_version: row.try_get("event_version")?,
+            payload: row.try_get("payload")?,
+            metadata: row.try_get("metadata")?,
+            position: row.try_get("position")?,
+            recorded_at: row.try_get("recorded_at")?,
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", envelope.message_id().as_str());
+        if let Some(correlation_id) = envelope.correlation_id() {
+            headers.insert("Agora-Correlation-Id", correlation_id);
+        }
+        let body =
+            serde_json::to_vec(&envelope).map_err(|e| RelayError::JetStream(e.to_string()))?;
+        let subject = subjects::event(prefix, &envelope.aggregate_type, &envelope.aggregate_id);
+        let ack = js
+            .publish_with_headers(subject, headers, Bytes::from(body))
+            .await
+            .map_err(|e| RelayError::JetStream(e.to_string()))?;
+        acks.push(ack);
+        last = (row.try_get("transaction_id")?, envelope.position);
+    }
+    for ack in acks {
+        ack.await
+            .map_err(|e| RelayError::JetStream(e.to_string()))?;
+    }
+    Ok(last)
+}
+
+async fn checkpoint(pool: &PgPool, name: &str) -> Result<(String, i64), RelayError> {
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text, position FROM relay_checkpoints WHERE name = $1",
+    )
+    .bind(name)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.unwrap_or_else(|| ("0".to_owned(), 0)))
+}
+
+/// Core NATS subject on which committing processes hint that events were appended.
+pub fn appended_subject(prefix: &str) -> String {
+    format!("{prefix}.appended")
+}
+
+/// How far the relay is behind: events committed but not yet relayed.
+pub async fn lag(pool: &PgPool, prefix: &str) -> Result<i64, sqlx::Error> {
+    let (transaction_id, position) = checkpoint(pool, prefix).await.map_err(|e| match e {
+        RelayError::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    })?;
+    sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE (transaction_id, position) > ($1::text::xid8, $2)",
+    )
+    .bind(transaction_id)
+    .bind(position)
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,31 @@
+//! NATS names, all under the deployment's prefix (`AGORA_NATS_PREFIX`) so two
+//! deployments can share one NATS.
+
+/// The JetStream stream holding every committed event.
+pub fn stream(prefix: &str) -> String {
+    format!("{}_EVENTS", prefix.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// Subjects of the event stream: one per aggregate, in order.
+pub fn events_wildcard(prefix: &str) -> String {
+    format!("{prefix}.events.>")
+}
+
+pub fn event(prefix: &str, aggregate_type: &str, aggregate_id: &str) -> String {
+    format!("{prefix}.events.{aggregate_type}.{aggregate_id}")
+}
+
+/// Durable consumer name of a projection.
+pub fn consumer(prefix: &str, projection: &str) -> String {
+    format!("{}_{projection}", prefix.replace('.', "_"))
+}
+
+/// Core NATS subject announcing that a read-model row changed:
+/// `<prefix>.changes.<model>.<id>`, payload the row's new version.
+pub fn change(prefix: &str, model: &str, id: &str) -> String {
+    format!("{prefix}.changes.{model}.{id}")
+}
+
+pub fn changes_wildcard(prefix: &str) -> String {
+    format!("{prefix}.changes.>")
+}
