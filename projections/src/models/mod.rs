@@ -1,0 +1,139 @@
+//! One module per read model: how each event of its aggregate changes its
+//! rows. Every statement names its tables unqualified, so a rebuild can point
+//! `search_path` at another schema and reuse them unchanged.
+
+pub(crate) mod notifications;
+pub(crate) mod orders;
+pub(crate) mod payments;
+pub(crate) mod products;
+pub(crate) mod users;
+
+use chrono::{DateTime, Utc};
+use schemas::EventEnvelope;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::changes::Change;
+use crate::error::ProjectionError;
+
+/// `{"amount": 1999, "currency": "EUR"}`, as the domain writes it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Money {
+    pub amount: i64,
+    pub currency: String,
+}
+
+/// When the event happened: its metadata's `time` (RFC 3339), else when it
+/// was recorded. Both come from the stored row, so a rebuild finds the same.
+pub(crate) fn event_time(event: &EventEnvelope) -> DateTime<Utc> {
+    event
+        .metadata
+        .get("time")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|time| DateTime::parse_from_rfc3339(time).ok())
+        .map_or(event.recorded_at, |time| time.with_timezone(&Utc))
+}
+
+/// The event's fields as `T`; a payload of another shape is poison.
+pub(crate) fn decode<T: DeserializeOwned>(event: &EventEnvelope) -> Result<T, ProjectionError> {
+    T::deserialize(event.data()).map_err(|err| {
+        ProjectionError::Poison(format!(
+            "cannot decode {} of {} {} (sequence {}): {err}",
+            event.event_type, event.aggregate_type, event.aggregate_id, event.sequence
+        ))
+    })
+}
+
+/// The aggregate's id, which is the read-model row's id.
+pub(crate) fn aggregate_uuid(event: &EventEnvelope) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(&event.aggregate_id).map_err(|err| {
+        ProjectionError::Poison(format!(
+            "aggregate id {:?} of {} is not a UUID: {err}",
+            event.aggregate_id, event.aggregate_type
+        ))
+    })
+}
+
+pub(crate) fn change(model: &str, id: impl ToString, version: i64) -> Change {
+    Change {
+        model: model.to_owned(),
+        id: id.to_string(),
+        version,
+    }
+}
+
+/// An update that found no row: the event that creates it was never applied
+/// (it was dead-lettered), so this one cannot apply either.
+pub(crate) fn expect_row(
+    rows: u64,
+    table: &str,
+    event: &EventEnvelope,
+) -> Result<(), ProjectionError> {
+    if rows == 0 {
+        return Err(ProjectionError::Poison(format!(
+            "{} (sequence {}) found no {table} row for {}",
+            event.event_type, event.sequence, event.aggregate_id
+        )));
+    }
+    Ok(())
+}
+
+/// An event type this model does not know (a newer one): its only effect is
+/// that the row now reflects one more event of the stream.
+pub(crate) async fn bump_version(
+    conn: &mut sqlx::PgConnection,
+    table: &'static str,
+    model: &str,
+    event: &EventEnvelope,
+) -> Result<Vec<Change>, ProjectionError> {
+    let id = aggregate_uuid(event)?;
+    let rows = sqlx::query(&format!(
+        "UPDATE {table} SET version = $2 WHERE id = $1 AND version < $2"
+    ))
+    .bind(id)
+    .bind(event.sequence)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(if rows == 0 {
+        Vec::new()
+    } else {
+        vec![change(model, id, event.sequence)]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn envelope(metadata: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            aggregate_type: "user".into(),
+            aggregate_id: Uuid::nil().to_string(),
+            sequence: 1,
+            event_type: "UserDeactivated".into(),
+            event_version: "1.0".into(),
+            payload: json!({"UserDeactivated": {}}),
+            metadata,
+            position: 1,
+            recorded_at: DateTime::parse_from_rfc3339("2024-01-02T03:04:05Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        }
+    }
+
+    #[test]
+    fn time_comes_from_metadata_else_recorded_at() {
+        let event = envelope(json!({"time": "2023-05-06T07:08:09.123456Z"}));
+        assert_eq!(
+            event_time(&event).to_rfc3339(),
+            "2023-05-06T07:08:09.123456+00:00"
+        );
+        let event = envelope(json!({"time": "yesterday"}));
+        assert_eq!(event_time(&event), event.recorded_at);
+        let event = envelope(json!({}));
+        assert_eq!(event_time(&event), event.recorded_at);
+    }
+}

@@ -1,0 +1,105 @@
+//! `rm_orders`: one order, and a user's orders newest first.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{MoneyView, Page, PageRequest, QueryError};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub lines: Vec<OrderLineView>,
+    pub total: MoneyView,
+    /// `pending`, `confirmed`, `shipped` or `cancelled`.
+    pub status: String,
+    pub cancel_reason: Option<String>,
+    pub payment_id: Option<Uuid>,
+    pub version: i64,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLineView {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub unit_price: MoneyView,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    user_id: Uuid,
+    lines: serde_json::Value,
+    total_amount: i64,
+    total_currency: String,
+    status: String,
+    cancel_reason: Option<String>,
+    payment_id: Option<Uuid>,
+    version: i64,
+    placed_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<Row> for OrderView {
+    type Error = QueryError;
+
+    fn try_from(r: Row) -> Result<Self, QueryError> {
+        let lines = serde_json::from_value(r.lines).map_err(|err| QueryError::Malformed {
+            model: "orders",
+            id: r.id,
+            reason: format!("lines: {err}"),
+        })?;
+        Ok(Self {
+            id: r.id,
+            user_id: r.user_id,
+            lines,
+            total: MoneyView {
+                amount: r.total_amount,
+                currency: r.total_currency,
+            },
+            status: r.status,
+            cancel_reason: r.cancel_reason,
+            payment_id: r.payment_id,
+            version: r.version,
+            placed_at: r.placed_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, user_id, lines, total_amount, total_currency, status, cancel_reason, \
+                       payment_id, version, placed_at, updated_at";
+
+pub async fn order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, QueryError> {
+    let sql = format!("SELECT {COLUMNS} FROM rm_orders WHERE id = $1");
+    let row = sqlx::query_as::<_, Row>(&sql)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.map(OrderView::try_from).transpose()
+}
+
+/// A user's orders, newest first (ids are UUID v7, so id order is time order).
+pub async fn orders_of_user(
+    pool: &PgPool,
+    user_id: Uuid,
+    page: &PageRequest,
+) -> Result<Page<OrderView>, QueryError> {
+    let before = page.id_cursor()?;
+    let sql = format!(
+        "SELECT {COLUMNS} FROM rm_orders \
+         WHERE user_id = $1 AND ($2::uuid IS NULL OR id < $2) \
+         ORDER BY id DESC LIMIT $3"
+    );
+    let rows = sqlx::query_as::<_, Row>(&sql)
+        .bind(user_id)
+        .bind(before)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    page.page(rows, |r| r.id.to_string(), OrderView::try_from)
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the projections against the real Postgres and NATS.
+//! Each test has its own database and its own JetStream stream.
+
+mod exactly_once;
+mod models;
+mod rebuild;
+mod support;
+mod workers;
