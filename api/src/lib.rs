@@ -2,8 +2,12 @@
 //!
 //! Routes parse and validate bodies into domain commands, hand them to the
 //! aggregate stores of `commands`, and render every outcome, including every
-//! error, as JSON or RFC 9457 problem+json. Nothing here holds business rules.
+//! error, as JSON or RFC 9457 problem+json. Queries read the read models
+//! (`projections::queries`) through an in-process cache that the change
+//! listener (`changes`) keeps fresh. Nothing here holds business rules.
 
+pub mod cache;
+pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -42,6 +46,26 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The router of a process without the API role: `/healthz` and `/readyz`.
+pub fn operations_router(state: AppState) -> Router {
+    routes::operations()
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(request_id::request_id))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
+/// in flight finish.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then stops taking
 /// new connections and lets requests in flight finish.
 pub async fn run(
@@ -57,3 +81,6 @@ pub async fn run(
 
 /// Default request timeout: longer than the read-your-writes wait.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default longest wait of a read with `?min_version=` (`AGORA_CONSISTENCY_WAIT_MS`).
+pub const DEFAULT_CONSISTENCY_WAIT: Duration = Duration::from_millis(3000);

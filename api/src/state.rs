@@ -6,11 +6,21 @@ use commands::idempotency::IdempotencyStore;
 use commands::Aggregates;
 use sqlx::PgPool;
 
+use crate::cache::{CacheOptions, ReadCache};
+
 /// Limits of the HTTP edge.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// How long a read with `?min_version=` waits for the read model
+    /// (`AGORA_CONSISTENCY_WAIT_MS`) before answering 503.
+    pub consistency_wait: Duration,
+    /// The deployment's NATS prefix (`AGORA_NATS_PREFIX`), under which
+    /// read-model changes are announced.
+    pub nats_prefix: String,
+    /// The cache of single-resource reads.
+    pub cache: CacheOptions,
 }
 
 impl Default for HttpOptions {
@@ -18,6 +28,9 @@ impl Default for HttpOptions {
         Self {
             body_limit: 64 * 1024,
             request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
+            consistency_wait: crate::DEFAULT_CONSISTENCY_WAIT,
+            nats_prefix: "agora".to_owned(),
+            cache: CacheOptions::default(),
         }
     }
 }
@@ -30,6 +43,9 @@ pub struct AppState {
     pub idempotency: IdempotencyStore,
     pub nats: Option<async_nats::Client>,
     pub options: HttpOptions,
+    /// Cached single-resource reads and the wake-ups of `?min_version=`
+    /// waiters, fed by [`crate::changes::listen`].
+    pub reads: ReadCache,
     draining: Arc<AtomicBool>,
 }
 
@@ -45,6 +61,7 @@ impl AppState {
             pool,
             aggregates,
             nats,
+            reads: ReadCache::new(&options.cache),
             options,
             draining: Arc::new(AtomicBool::new(false)),
         }

@@ -5,6 +5,7 @@ mod operations;
 mod orders;
 mod payments;
 mod products;
+pub mod queries;
 mod users;
 
 use axum::http::{header, HeaderValue, StatusCode};
@@ -19,19 +20,36 @@ use crate::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/users", post(users::register))
-        .route("/users/{id}", axum::routing::patch(users::update))
+        .route("/users", post(users::register).get(queries::users))
+        .route("/users/{id}", get(queries::user).patch(users::update))
         .route("/users/{id}/deactivate", post(users::deactivate))
-        .route("/products", post(products::create))
-        .route("/products/{id}", axum::routing::patch(products::update))
+        .route("/users/{id}/orders", get(queries::orders_of_user))
+        .route(
+            "/users/{id}/notifications",
+            get(queries::notifications_of_user),
+        )
+        .route("/products", post(products::create).get(queries::products))
+        .route(
+            "/products/{id}",
+            get(queries::product).patch(products::update),
+        )
         .route("/products/{id}/price", post(products::change_price))
         .route("/products/{id}/stock", post(products::adjust_stock))
         .route("/products/{id}/discontinue", post(products::discontinue))
         .route("/orders", post(orders::place))
+        .route("/orders/{id}", get(queries::order))
         .route("/orders/{id}/cancel", post(orders::cancel))
         .route("/orders/{id}/ship", post(orders::ship))
+        .route("/payments/{id}", get(queries::payment))
         .route("/payments/{id}/refund", post(payments::refund))
         .route("/aggregates/{kind}/{id}/events", get(aggregates::events))
+        .route("/healthz", get(operations::healthz))
+        .route("/readyz", get(operations::readyz))
+}
+
+/// Only the operations paths, for processes that run no API role.
+pub fn operations() -> Router<AppState> {
+    Router::new()
         .route("/healthz", get(operations::healthz))
         .route("/readyz", get(operations::readyz))
 }

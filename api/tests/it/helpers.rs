@@ -12,6 +12,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: std::sync::Arc<TestDatabase>,
+    pub state: AppState,
+    pub nats: async_nats::Client,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -22,29 +24,30 @@ pub async fn spawn_app() -> TestApp {
 
 /// Another API process on the same database, with its own caches.
 pub async fn spawn_app_on(db: std::sync::Arc<TestDatabase>) -> TestApp {
+    spawn_app_with(db, HttpOptions::default()).await
+}
+
+pub async fn spawn_app_with(db: std::sync::Arc<TestDatabase>, options: HttpOptions) -> TestApp {
     let nats_url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
     let nats = async_nats::connect(&nats_url)
         .await
         .expect("tests need NATS: is it running? (see README)");
     let aggregates = Aggregates::new(db.pool.clone(), StoreOptions::default());
-    let state = AppState::new(
-        db.pool.clone(),
-        aggregates,
-        Some(nats),
-        HttpOptions::default(),
-    );
+    let state = AppState::new(db.pool.clone(), aggregates, Some(nats.clone()), options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind port 0");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(api::run(listener, state, async move {
+    tokio::spawn(api::run(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
     TestApp {
         addr,
         client: reqwest::Client::new(),
         db,
+        state,
+        nats,
         stop: Some(stop),
     }
 }

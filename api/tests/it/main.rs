@@ -1,4 +1,4 @@
-//! HTTP tests of the command API against the real Postgres (a database per
+//! HTTP tests of the command and query API against the real Postgres (a database per
 //! test) and the real NATS.
 
 mod bad_input;
@@ -6,3 +6,4 @@ mod commands;
 mod concurrency;
 mod helpers;
 mod idempotency;
+mod queries;

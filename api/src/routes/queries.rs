@@ -1,0 +1,336 @@
+//! The query routes: reads of the read models (`projections::queries`).
+//!
+//! A single resource is answered from the cache when it holds a version
+//! recent enough, else from Postgres (and then cached). `?min_version=N`
+//! waits, without polling, for change notices of that row until it reaches
+//! N or the consistency wait runs out (503 with `Retry-After`). Lists are
+//! read from Postgres every time.
+
+use std::future::Future;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use projections::queries::{
+    self, NotificationView, OrderView, Page, PageRequest, PaymentView, ProductFilter,
+    ProductStatus, ProductView, QueryError, UserView,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cache::{self, Wake};
+use crate::error::ApiError;
+use crate::extract::parse_id;
+use crate::state::AppState;
+
+/// Query parameters: anything that does not deserialize into `T` (unknown
+/// parameters included, with `deny_unknown_fields`) is a 400 problem.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(params)| Self(params))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> Self {
+        match err {
+            QueryError::BadRequest(detail) => Self::bad_request(detail),
+            err if err.is_unavailable() => {
+                tracing::warn!(error = %err, "read models unavailable");
+                Self::unavailable("the read models are unavailable; try again shortly", 1)
+            }
+            err => Self::internal(&err),
+        }
+    }
+}
+
+/// `?min_version=` of a single resource.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OneParams {
+    min_version: Option<String>,
+}
+
+impl OneParams {
+    fn min_version(&self) -> Result<Option<i64>, ApiError> {
+        self.min_version
+            .as_deref()
+            .map(|raw| {
+                raw.parse::<u64>()
+                    .ok()
+                    .and_then(|v| i64::try_from(v).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "min_version must be a non-negative integer, not {raw:?}"
+                        ))
+                    })
+            })
+            .transpose()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+impl PageParams {
+    fn page(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest::parse(
+            self.limit.as_deref(),
+            self.cursor.as_deref(),
+        )?)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersParams {
+    email: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductsParams {
+    q: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// A view that knows the version of its row.
+trait Versioned: Serialize {
+    fn version(&self) -> i64;
+}
+
+macro_rules! versioned {
+    ($($view:ty),*) => {$(
+        impl Versioned for $view {
+            fn version(&self) -> i64 {
+                self.version
+            }
+        }
+    )*};
+}
+versioned!(UserView, ProductView, OrderView, PaymentView);
+
+pub async fn user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<OneParams>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let min_version = params.min_version()?;
+    one(&state, "users", id, min_version, || {
+        queries::user(&state.pool, id)
+    })
+    .await
+}
+
+pub async fn product(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<OneParams>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let min_version = params.min_version()?;
+    one(&state, "products", id, min_version, || {
+        queries::product(&state.pool, id)
+    })
+    .await
+}
+
+pub async fn order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<OneParams>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let min_version = params.min_version()?;
+    one(&state, "orders", id, min_version, || {
+        queries::order(&state.pool, id)
+    })
+    .await
+}
+
+pub async fn payment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<OneParams>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let min_version = params.min_version()?;
+    one(&state, "payments", id, min_version, || {
+        queries::payment(&state.pool, id)
+    })
+    .await
+}
+
+pub async fn users(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<UsersParams>,
+) -> Result<Json<Page<UserView>>, ApiError> {
+    let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
+    Ok(Json(
+        queries::users(&state.pool, params.email.as_deref(), &page).await?,
+    ))
+}
+
+pub async fn products(
+    State(state): State<AppState>,
+    QueryParams(params): QueryParams<ProductsParams>,
+) -> Result<Json<Page<ProductView>>, ApiError> {
+    let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
+    let filter = ProductFilter {
+        q: params.q,
+        status: params
+            .status
+            .as_deref()
+            .map(ProductStatus::parse)
+            .transpose()?,
+    };
+    Ok(Json(queries::products(&state.pool, &filter, &page).await?))
+}
+
+pub async fn orders_of_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<PageParams>,
+) -> Result<Json<Page<OrderView>>, ApiError> {
+    let user_id = known_user(&state, &id).await?;
+    let page = params.page()?;
+    Ok(Json(
+        queries::orders_of_user(&state.pool, user_id, &page).await?,
+    ))
+}
+
+pub async fn notifications_of_user(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    QueryParams(params): QueryParams<PageParams>,
+) -> Result<Json<Page<NotificationView>>, ApiError> {
+    let user_id = known_user(&state, &id).await?;
+    let page = params.page()?;
+    Ok(Json(
+        queries::notifications_of_user(&state.pool, user_id, &page).await?,
+    ))
+}
+
+/// The id of a user the read model knows, else 404.
+async fn known_user(state: &AppState, raw: &str) -> Result<Uuid, ApiError> {
+    let id = parse_id(raw)?;
+    if queries::user_exists(&state.pool, id).await? {
+        Ok(id)
+    } else {
+        Err(ApiError::not_found(format!("no user has the id {id}")))
+    }
+}
+
+/// One resource of `model`, at `min_version` or later when asked.
+async fn one<T, F, Fut>(
+    state: &AppState,
+    model: &'static str,
+    id: Uuid,
+    min_version: Option<i64>,
+    read: F,
+) -> Result<Response, ApiError>
+where
+    T: Versioned,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<T>, QueryError>>,
+{
+    let id_text = id.to_string();
+    let key = cache::key(model, &id_text);
+    if let Some(hit) = state.reads.get(&key) {
+        if hit.version >= min_version.unwrap_or(0) {
+            return Ok(answer(hit.version, hit.body.clone()));
+        }
+    }
+    let Some(wanted) = min_version else {
+        return match read().await? {
+            Some(view) => fresh(state, key, &view),
+            None => Err(ApiError::not_found(format!(
+                "no {} has the id {id}",
+                singular(model)
+            ))),
+        };
+    };
+
+    // Subscribed before the first read, so a change landing between that
+    // read and the wait still wakes us.
+    let mut wakes = state.reads.subscribe();
+    let deadline = Instant::now() + state.options.consistency_wait;
+    loop {
+        if let Some(view) = read().await? {
+            if view.version() >= wanted {
+                return fresh(state, key, &view);
+            }
+        }
+        loop {
+            match tokio::time::timeout_at(deadline, wakes.recv()).await {
+                Err(_elapsed) => return Err(behind(model, id, wanted)),
+                Ok(Ok(Wake::Changed { version, .. })) if version > 0 && version < wanted => {
+                    continue
+                }
+                Ok(Ok(wake)) if wake.concerns(model, &id_text) => break,
+                Ok(Ok(_)) => continue,
+                // Notices were dropped: ours may be among them.
+                Ok(Err(RecvError::Lagged(_))) => break,
+                Ok(Err(RecvError::Closed)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    return Err(behind(model, id, wanted));
+                }
+            }
+        }
+    }
+}
+
+/// Serializes a row just read, caches it, and answers it.
+fn fresh<T: Versioned>(state: &AppState, key: String, view: &T) -> Result<Response, ApiError> {
+    let body = Bytes::from(serde_json::to_vec(view).map_err(|err| ApiError::internal(&err))?);
+    state.reads.fill(key, view.version(), body.clone());
+    Ok(answer(view.version(), body))
+}
+
+fn answer(version: i64, body: Bytes) -> Response {
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(header::ETAG, etag);
+    }
+    response
+}
+
+fn behind(model: &str, id: Uuid, wanted: i64) -> ApiError {
+    ApiError::unavailable(
+        format!(
+            "{} {id} has not reached version {wanted} yet; try again shortly",
+            singular(model)
+        ),
+        1,
+    )
+}
+
+fn singular(model: &str) -> &str {
+    model.strip_suffix('s').unwrap_or(model)
+}
