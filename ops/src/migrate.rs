@@ -14,6 +14,16 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     tracing::info!("database schema is current");
+    let nats = async_nats::ConnectOptions::new()
+        .connection_timeout(std::time::Duration::from_secs(5))
+        .connect(&config.nats.url)
+        .await
+        .with_context(|| format!("connecting to NATS_URL={}", config.nats.url))?;
+    let jetstream = async_nats::jetstream::new(nats);
+    commands::relay::ensure_stream(&jetstream, &config.nats.prefix)
+        .await
+        .context("creating the JetStream event stream")?;
+    tracing::info!(stream = %schemas::subjects::stream(&config.nats.prefix), "event stream is ready");
     Ok(())
 }
 

@@ -1,38 +1,119 @@
 //! `agora serve`: start the roles this process runs and stop them cleanly.
+//!
+//! Every role shares one pool and one NATS connection. On SIGTERM or Ctrl-C:
+//! `/readyz` turns 503, the HTTP listener drains, then the relay and the
+//! workers finish their batch (checkpoints are stored with each batch), and
+//! the pool closes.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use api::{AppState, HttpOptions};
-use commands::{Aggregates, StoreOptions};
+use bytes::Bytes;
+use commands::relay::{self, RelayOptions};
+use commands::{Aggregates, AppendHook, StoreOptions};
+use projections::Projection;
 use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
 
 use crate::cli::Role;
 use crate::config::Config;
 
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
-    match role {
-        Role::Api | Role::All => {}
-        other => {
-            anyhow::bail!("role {other:?} is not available in this build; run --role api (or all)")
-        }
+    if role == Role::Saga {
+        anyhow::bail!("role saga is not available in this build; run api, relay, projector or all");
     }
+    let runs = |r: Role| role == r || role == Role::All;
     let pool = crate::migrate::connect(&config, config.database.pool_size).await?;
     if !commands::migrate::is_current(&pool).await? {
         tracing::warn!("the database schema is behind this build: run `agora migrate`; /readyz answers 503 until then");
     }
     let nats = connect_nats(&config).await?;
-    let aggregates = Aggregates::new(pool.clone(), StoreOptions::default());
+    let prefix = config.nats.prefix.clone();
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+
+    // Commits in this process wake a relay in this process at once, and
+    // relays elsewhere through a core NATS hint. Neither is needed for
+    // correctness: the relay also looks on its own every second.
+    let wake = Arc::new(Notify::new());
+    let hook = {
+        let wake = Arc::clone(&wake);
+        let nats = nats.clone();
+        let subject = relay::appended_subject(&prefix);
+        AppendHook(Arc::new(move || {
+            wake.notify_one();
+            let nats = nats.clone();
+            let subject = subject.clone();
+            tokio::spawn(async move {
+                let _ = nats.publish(subject, Bytes::new()).await;
+            });
+        }))
+    };
+    let aggregates = Aggregates::new(
+        pool.clone(),
+        StoreOptions {
+            on_append: Some(hook),
+            ..StoreOptions::default()
+        },
+    );
+
+    if runs(Role::Relay) {
+        tasks.push(tokio::spawn(relay::run(
+            pool.clone(),
+            nats.clone(),
+            RelayOptions::new(prefix.clone()),
+            Arc::clone(&wake),
+            until_stopped(),
+        )));
+    }
+    if runs(Role::Projector) {
+        let jetstream = async_nats::jetstream::new(nats.clone());
+        for projection in Projection::ALL {
+            let (pool, jetstream, nats, prefix, stopped) = (
+                pool.clone(),
+                jetstream.clone(),
+                nats.clone(),
+                prefix.clone(),
+                until_stopped(),
+            );
+            tasks.push(tokio::spawn(async move {
+                projections::worker::run(projection, pool, jetstream, nats, &prefix, stopped).await;
+            }));
+        }
+    }
+
     let options = HttpOptions {
         body_limit: config.http.body_limit,
         request_timeout: config.http.request_timeout,
+        consistency_wait: config.consistency_wait,
+        nats_prefix: prefix.clone(),
+        ..HttpOptions::default()
     };
-    let state = AppState::new(pool.clone(), aggregates, Some(nats), options);
+    let state = AppState::new(pool.clone(), aggregates, Some(nats.clone()), options);
+    let app = if runs(Role::Api) {
+        tokio::spawn(api::changes::listen(
+            nats.clone(),
+            prefix.clone(),
+            state.clone(),
+        ));
+        api::router(state.clone())
+    } else {
+        api::operations_router(state.clone())
+    };
     let listener = TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("binding AGORA_HTTP_ADDR={}", config.http.addr))?;
-    tracing::info!(addr = %config.http.addr, role = ?role, "serving");
+    tracing::info!(addr = %config.http.addr, role = ?role, prefix = %prefix, "serving");
     let draining = state.clone();
     let drain_delay = config.http.drain_delay;
-    api::run(listener, state, async move {
+    api::serve(listener, app, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: readiness off, draining requests in flight");
         draining.start_draining();
@@ -40,6 +121,11 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     })
     .await
     .context("serving HTTP")?;
+    let _ = stop.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let _ = nats.flush().await;
     pool.close().await;
     tracing::info!("stopped");
     Ok(())

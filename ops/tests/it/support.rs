@@ -1,0 +1,266 @@
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use commands::testing::TestDatabase;
+use schemas::EventEnvelope;
+use serde_json::{json, Value};
+
+/// One `agora serve --role all` child process, killable and restartable.
+pub struct Agora {
+    pub port: u16,
+    database_url: String,
+    nats_url: String,
+    prefix: String,
+    child: Option<Child>,
+}
+
+// Where the child's logs go: AGORA_TEST_LOG names a file to append to.
+fn log() -> Stdio {
+    match std::env::var("AGORA_TEST_LOG") {
+        Ok(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Stdio::from)
+            .unwrap_or_else(|_| Stdio::null()),
+        Err(_) => Stdio::null(),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Agora {
+    pub fn new(db: &TestDatabase, nats_url: &str, prefix: &str) -> Self {
+        Self {
+            port: free_port(),
+            database_url: db.url(),
+            nats_url: nats_url.to_owned(),
+            prefix: prefix.to_owned(),
+            child: None,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .arg("serve")
+            .env("DATABASE_URL", &self.database_url)
+            .env("NATS_URL", &self.nats_url)
+            .env("AGORA_NATS_PREFIX", &self.prefix)
+            .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("AGORA_AUTH", "off")
+            .env("AGORA_DB_POOL_SIZE", "6")
+            .env(
+                "RUST_LOG",
+                std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdout(log())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start agora");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing finished.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agora {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Concurrent clients sending a mix of commands until `target` succeeded;
+/// requests that fail because the server is down are simply tried again
+/// later. Returns how many succeeded.
+pub async fn load(base: String, clients: usize, target: usize) -> usize {
+    let done = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let tasks: Vec<_> = (0..clients)
+        .map(|client| {
+            let (done, http, base) = (Arc::clone(&done), http.clone(), base.clone());
+            tokio::spawn(async move {
+                let mut products: Vec<String> = Vec::new();
+                let mut users: Vec<String> = Vec::new();
+                let mut step = 0usize;
+                while done.load(Ordering::SeqCst) < target {
+                    step += 1;
+                    let (path, body) = if products.len() < 3 {
+                        ("/products".to_owned(), json!({ "sku": format!("C{client}-{step}"), "name": "Crash test", "price": { "amount": 250, "currency": "EUR" }, "stock": 1000 }))
+                    } else if users.is_empty() {
+                        ("/users".to_owned(), json!({ "email": format!("c{client}-{step}@crash.example"), "name": "Crash" }))
+                    } else if step % 7 == 0 {
+                        ("/orders".to_owned(), json!({ "user_id": users[0], "lines": [{ "product_id": products[step % 3], "quantity": 1 }], "payment_token": "tok_ok" }))
+                    } else {
+                        let delta = if step % 2 == 0 { 2 } else { -1 };
+                        (format!("/products/{}/stock", products[step % 3]), json!({ "delta": delta }))
+                    };
+                    match http.post(format!("{base}{path}")).json(&body).send().await {
+                        Ok(response) if response.status().is_success() => {
+                            let value: Value = response.json().await.unwrap_or(Value::Null);
+                            if let Some(id) = value["id"].as_str() {
+                                if path == "/products" {
+                                    products.push(id.to_owned());
+                                } else if path == "/users" {
+                                    users.push(id.to_owned());
+                                }
+                            }
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok(response) => {
+                            let status = response.status();
+                            assert!(!status.is_server_error() || status.as_u16() == 503, "a command answered {status}");
+                        }
+                        // The server is down or was killed mid-request: try again.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("a load client panicked");
+    }
+    done.load(Ordering::SeqCst)
+}
+
+/// Waits until `check` holds; panics naming `what` after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Every committed event is in the stream exactly once, each aggregate's in order.
+pub async fn assert_stream_matches_store(
+    db: &TestDatabase,
+    nats_url: &str,
+    prefix: &str,
+    delete: bool,
+) {
+    let client = async_nats::connect(nats_url).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(schemas::subjects::stream(prefix))
+        .await
+        .expect("stream");
+    let last = stream.get_info().await.expect("info").state.last_sequence;
+    let mut next: HashMap<(String, String), i64> = HashMap::new();
+    let mut count = 0i64;
+    for sequence in 1..=last {
+        let message = stream.get_raw_message(sequence).await.expect("message");
+        let envelope: EventEnvelope = serde_json::from_slice(&message.payload).expect("envelope");
+        let expected = next
+            .entry((
+                envelope.aggregate_type.clone(),
+                envelope.aggregate_id.clone(),
+            ))
+            .or_insert(1);
+        assert_eq!(
+            envelope.sequence,
+            *expected,
+            "duplicate or out of order: {}",
+            envelope.message_id()
+        );
+        *expected += 1;
+        count += 1;
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("count");
+    assert_eq!(
+        count, stored,
+        "every committed event in the stream exactly once"
+    );
+    if delete {
+        let _ = js.delete_stream(schemas::subjects::stream(prefix)).await;
+    }
+}
+
+/// Waits until the live read models equal a fresh rebuild from the store.
+pub async fn assert_read_models_match_rebuild(db: &TestDatabase, nats_url: &str, prefix: &str) {
+    let mut last_diff = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        projections::rebuild_into_schema(&db.pool, "rebuilt")
+            .await
+            .expect("rebuild");
+        last_diff = projections::diff(&db.pool, "rebuilt").await.expect("diff");
+        if last_diff.is_empty() {
+            let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+                .fetch_one(&db.pool)
+                .await
+                .expect("dead letters");
+            assert_eq!(dead, 0, "no event was dead-lettered");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = projections::status(&db.pool).await;
+    let applied: Vec<(String, String, i64)> = sqlx::query_as("SELECT projection, aggregate_id, sequence FROM projection_applied WHERE projection = 'products'")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap_or_default();
+    let dead: Vec<(String, String)> =
+        sqlx::query_as("SELECT projection, error FROM dead_letters LIMIT 5")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap_or_default();
+    let client = async_nats::connect(nats_url).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let mut consumers = Vec::new();
+    if let Ok(stream) = js.get_stream(schemas::subjects::stream(prefix)).await {
+        for name in ["users", "products", "orders", "notifications"] {
+            if let Ok(mut consumer) = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(
+                    &schemas::subjects::consumer(prefix, name),
+                )
+                .await
+            {
+                if let Ok(info) = consumer.info().await {
+                    consumers.push(format!(
+                        "{name}: pending {} ack_pending {} redelivered {} waiting {}",
+                        info.num_pending,
+                        info.num_ack_pending,
+                        info.num_redelivered,
+                        info.num_waiting
+                    ));
+                }
+            }
+        }
+    }
+    panic!(
+        "read models differ from a rebuild: {:#?}\nstatus: {status:#?}\napplied: {applied:?}\ndead: {dead:?}\nconsumers: {consumers:#?}",
+        &last_diff[..last_diff.len().min(6)]
+    );
+}
