@@ -9,7 +9,7 @@
 //! the order is the stream's, since a stream's next event is written only
 //! after the previous one committed.
 //!
-//! Each event is published with `Nats-Msg-Id = type:id:sequence`, so a batch
+//! Each event is published as a `schemas::EventEnvelope` with `Nats-Msg-Id = type:id:sequence`, so a batch
 //! re-sent after a crash between publish and checkpoint is dropped by
 //! JetStream's duplicate window, and downstream applies by sequence anyway.
 //! Batches are pipelined: all publishes go out, then all acks are awaited,
@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::{subjects, EventEnvelope};
+use schemas::subjects;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgPool, Row};
 use tokio::sync::Notify;
@@ -44,7 +44,9 @@ impl RelayOptions {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
-            batch: 1000,
+            // Two batches may be in flight at once: keep both under the
+            // client's 5000 unacknowledged publishes.
+            batch: 2000,
             idle_check: Duration::from_secs(1),
         }
     }
@@ -85,12 +87,14 @@ pub async fn ensure_stream(js: &jetstream::Context, prefix: &str) -> Result<(), 
 }
 
 const SELECT_BATCH: &str = r#"
-SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
-       position, recorded_at, transaction_id::text AS transaction_id
+SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
+       payload::text AS payload, metadata::text AS metadata,
+       metadata->>'correlation_id' AS correlation_id,
+       position, recorded_at, transaction_id::text AS transaction_text
   FROM events
  WHERE (transaction_id, position) > ($1::text::xid8, $2)
    AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
- ORDER BY transaction_id, position
+ ORDER BY events.transaction_id, events.position  -- the xid8 column, numerically; never the text alias
  LIMIT $3
 "#;
 
@@ -151,8 +155,14 @@ async fn lead(
         .await
         .map_err(|e| RelayError::JetStream(e.to_string()))?;
     let (mut transaction_id, mut position) = checkpoint(pool, &options.prefix).await?;
+    // The batch published but not yet acknowledged: reading the next batch
+    // overlaps with waiting for its acks.
+    let mut in_flight: Option<InFlight> = None;
     loop {
         let rows = read_batch(pool, &transaction_id, position, options.batch).await?;
+        if let Some(batch) = in_flight.take() {
+            batch.confirm(pool, &options.prefix).await?;
+        }
         if rows.is_empty() {
             // Still the leader? A dropped lock connection means another relay may run.
             lock.ping().await.map_err(|_| RelayError::LostLock)?;
@@ -168,19 +178,11 @@ async fn lead(
             continue;
         }
         let full = rows.len() as i64 == options.batch;
-        let (last_tx, last_position) = publish(js, &options.prefix, &rows).await?;
-        sqlx::query(
-            "INSERT INTO relay_checkpoints (name, transaction_id, position, updated_at) VALUES ($1, $2::text::xid8, $3, now())
-             ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()",
-        )
-        .bind(&options.prefix)
-        .bind(&last_tx)
-        .bind(last_position)
-        .execute(pool)
-        .await?;
-        transaction_id = last_tx;
-        position = last_position;
-        tracing::debug!(events = rows.len(), position, "relayed");
+        let batch = publish(js, &options.prefix, &rows).await?;
+        transaction_id = batch.transaction_id.clone();
+        position = batch.position;
+        tracing::debug!(events = rows.len(), position, "relaying");
+        in_flight = Some(batch);
         if !full {
             // Drain hints that arrived for what we just read.
             while let Some(Some(_)) = futures::FutureExt::now_or_never(hints.next()) {}
@@ -204,47 +206,110 @@ pub async fn read_batch(
         .await
 }
 
-/// Publishes a batch pipelined and returns the cursor of its last row once
-/// JetStream has acknowledged every message.
+/// A batch handed to JetStream: its acks, and the cursor of its last row.
+pub struct InFlight {
+    acks: Vec<jetstream::context::PublishAckFuture>,
+    pub transaction_id: String,
+    pub position: i64,
+}
+
+impl InFlight {
+    /// Waits for every ack of the batch, then stores its cursor as the
+    /// checkpoint: only what JetStream holds is ever marked relayed.
+    pub async fn confirm(self, pool: &PgPool, name: &str) -> Result<(), RelayError> {
+        for ack in self.acks {
+            ack.await
+                .map_err(|e| RelayError::JetStream(e.to_string()))?;
+        }
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (name, transaction_id, position, updated_at) VALUES ($1, $2::text::xid8, $3, now())
+             ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()",
+        )
+        .bind(name)
+        .bind(&self.transaction_id)
+        .bind(self.position)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Publishes a batch pipelined, without waiting for its acks.
+///
+/// The envelope is written straight from the row: payload and metadata are
+/// spliced in as the JSON text Postgres returns, never parsed and
+/// re-serialized.
 pub async fn publish(
     js: &jetstream::Context,
     prefix: &str,
     rows: &[PgRow],
-) -> Result<(String, i64), RelayError> {
+) -> Result<InFlight, RelayError> {
     let mut acks = Vec::with_capacity(rows.len());
     let mut last = (String::new(), 0);
     for row in rows {
-        let envelope = EventEnvelope {
-            aggregate_type: row.try_get("aggregate_type")?,
-            aggregate_id: row.try_get("aggregate_id")?,
-            sequence: row.try_get("sequence")?,
-            event_type: row.try_get("event_type")?,
-            event_version: row.try_get("event_version")?,
-            payload: row.try_get("payload")?,
-            metadata: row.try_get("metadata")?,
-            position: row.try_get("position")?,
-            recorded_at: row.try_get("recorded_at")?,
-        };
+        let aggregate_type: &str = row.try_get("aggregate_type")?;
+        let aggregate_id: &str = row.try_get("aggregate_id")?;
+        let sequence: i64 = row.try_get("sequence")?;
+        let position: i64 = row.try_get("position")?;
+        let recorded_at: chrono::DateTime<chrono::Utc> = row.try_get("recorded_at")?;
+        let body = envelope_json(
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            row.try_get("event_type")?,
+            row.try_get("event_version")?,
+            row.try_get("payload")?,
+            row.try_get("metadata")?,
+            position,
+            recorded_at,
+        );
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", envelope.message_id().as_str());
-        if let Some(correlation_id) = envelope.correlation_id() {
+        headers.insert(
+            "Nats-Msg-Id",
+            schemas::envelope::message_id(aggregate_type, aggregate_id, sequence).as_str(),
+        );
+        if let Some(correlation_id) = row.try_get::<Option<&str>, _>("correlation_id")? {
             headers.insert("Agora-Correlation-Id", correlation_id);
         }
-        let body =
-            serde_json::to_vec(&envelope).map_err(|e| RelayError::JetStream(e.to_string()))?;
-        let subject = subjects::event(prefix, &envelope.aggregate_type, &envelope.aggregate_id);
+        let subject = subjects::event(prefix, aggregate_type, aggregate_id);
         let ack = js
             .publish_with_headers(subject, headers, Bytes::from(body))
             .await
             .map_err(|e| RelayError::JetStream(e.to_string()))?;
         acks.push(ack);
-        last = (row.try_get("transaction_id")?, envelope.position);
+        last = (row.try_get("transaction_text")?, position);
     }
-    for ack in acks {
-        ack.await
-            .map_err(|e| RelayError::JetStream(e.to_string()))?;
-    }
-    Ok(last)
+    Ok(InFlight {
+        acks,
+        transaction_id: last.0,
+        position: last.1,
+    })
+}
+
+/// A [`schemas::EventEnvelope`] as JSON, with `payload` and `metadata` given as JSON
+/// text. Decodes to the same `EventEnvelope` as serializing one would give.
+#[allow(clippy::too_many_arguments)]
+fn envelope_json(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    event_version: &str,
+    payload: &str,
+    metadata: &str,
+    position: i64,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
+    let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
+    format!(
+        r#"{{"aggregate_type":{},"aggregate_id":{},"sequence":{sequence},"event_type":{},"event_version":{},"payload":{payload},"metadata":{metadata},"position":{position},"recorded_at":{}}}"#,
+        text(aggregate_type),
+        text(aggregate_id),
+        text(event_type),
+        text(event_version),
+        text(&recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+    )
+    .into_bytes()
 }
 
 async fn checkpoint(pool: &PgPool, name: &str) -> Result<(String, i64), RelayError> {
@@ -275,4 +340,40 @@ pub async fn lag(pool: &PgPool, prefix: &str) -> Result<i64, sqlx::Error> {
     .bind(position)
     .fetch_one(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spliced_envelope_decodes_like_a_serialized_one() {
+        let recorded_at = chrono::DateTime::parse_from_rfc3339("2026-11-22T03:04:05.123456Z")
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .expect("a time");
+        let body = envelope_json(
+            "product",
+            "id \"with\" quotes\\",
+            7,
+            "ProductStockAdjusted",
+            "1.0",
+            r#"{"ProductStockAdjusted": {"delta": -2}}"#,
+            r#"{"actor": "système", "correlation_id": "c-1"}"#,
+            42,
+            recorded_at,
+        );
+        let decoded: schemas::EventEnvelope = serde_json::from_slice(&body).expect("valid JSON");
+        let expected = schemas::EventEnvelope {
+            aggregate_type: "product".to_owned(),
+            aggregate_id: "id \"with\" quotes\\".to_owned(),
+            sequence: 7,
+            event_type: "ProductStockAdjusted".to_owned(),
+            event_version: "1.0".to_owned(),
+            payload: serde_json::json!({"ProductStockAdjusted": {"delta": -2}}),
+            metadata: serde_json::json!({"actor": "système", "correlation_id": "c-1"}),
+            position: 42,
+            recorded_at,
+        };
+        assert_eq!(decoded, expected);
+    }
 }

@@ -420,3 +420,37 @@ async fn one_relay_leads_and_a_standby_takes_over_when_it_dies() {
     );
     drop(standby);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_read_in_numeric_id_order_across_digit_counts() {
+    let db = TestDatabase::new().await;
+    // Transaction 10 wrote first; transaction 9 (older, so committed no later)
+    // holds the higher position. As text "10" < "9": a reader that compared
+    // ids as text would read 10 first, move its cursor past 9, and skip it.
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, transaction_id) VALUES ('product', $1, 1, 'ProductDiscontinued', '1.0', '{}', '{}', $2::text::xid8) RETURNING position";
+    let ten: i64 = sqlx::query_scalar(insert)
+        .bind("ten")
+        .bind("10")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let nine: i64 = sqlx::query_scalar(insert)
+        .bind("nine")
+        .bind("9")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let mut cursor = ("0".to_owned(), 0_i64);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        for row in relay::read_batch(&db.pool, &cursor.0, cursor.1, 1)
+            .await
+            .unwrap()
+        {
+            let position: i64 = sqlx::Row::get(&row, "position");
+            cursor = (sqlx::Row::get(&row, "transaction_text"), position);
+            seen.push(position);
+        }
+    }
+    assert_eq!(seen, vec![nine, ten]);
+}
