@@ -18,6 +18,9 @@ pub enum Command {
     Migrate,
     /// Run the system, or one of its roles, until SIGTERM or Ctrl-C.
     Serve(ServeArgs),
+    /// List every projection with its position, lag, dead letters and the
+    /// time it last applied an event; and the relay's lag.
+    Projections,
 }
 
 #[derive(Debug, Args)]

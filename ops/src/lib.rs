@@ -5,4 +5,5 @@ pub mod cli;
 pub mod config;
 pub mod migrate;
 pub mod serve;
+pub mod status;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use ops::cli::{Cli, Command};
-use ops::{config::Config, migrate, serve, telemetry};
+use ops::{config::Config, migrate, serve, status, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,5 +19,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate => migrate::run(&config).await,
         Command::Serve(args) => serve::run(config, args.role).await,
+        Command::Projections => status::run(&config).await,
     }
 }

@@ -12,7 +12,8 @@ pub async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// 200 once Postgres answers with every migration applied and NATS is
-/// connected; 503, naming what is missing, otherwise or while draining.
+/// connected with the event stream in place (`agora migrate` makes both);
+/// 503, naming what is missing, otherwise or while draining.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = match commands::migrate::is_current(&state.pool).await {
         Ok(true) => "ok",
@@ -21,7 +22,14 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let nats = match &state.nats {
         Some(client) if client.connection_state() == async_nats::connection::State::Connected => {
-            "ok"
+            let stream = schemas::subjects::stream(&state.options.nats_prefix);
+            match async_nats::jetstream::new(client.clone())
+                .get_stream(&stream)
+                .await
+            {
+                Ok(_) => "ok",
+                Err(_) => "event stream missing: run agora migrate",
+            }
         }
         Some(_) => "disconnected",
         None => "not configured",

@@ -332,10 +332,37 @@ async fn order_transitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_paths() {
-    let app = spawn_app().await;
+    let nats = commands::testing::TestNats::new().await;
+    let db = std::sync::Arc::new(commands::testing::TestDatabase::new().await);
+    let options = api::HttpOptions {
+        nats_prefix: nats.prefix.clone(),
+        ..api::HttpOptions::default()
+    };
+    let app = crate::helpers::spawn_app_with(db.clone(), options).await;
     assert_eq!(app.get("/healthz").await.status, 200);
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
     assert_eq!(ready.body["checks"]["postgres"], "ok");
     assert_eq!(ready.body["checks"]["nats"], "ok");
+
+    // Without its event stream (no `agora migrate` yet) a process is not ready.
+    let options = api::HttpOptions {
+        nats_prefix: "t-no-stream-here".to_owned(),
+        ..api::HttpOptions::default()
+    };
+    let unmigrated = crate::helpers::spawn_app_with(db, options).await;
+    let ready = unmigrated.get("/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(ready.body["checks"]["nats"]
+        .as_str()
+        .unwrap_or("")
+        .contains("stream"));
+
+    // Draining flips readiness first.
+    app.state.start_draining();
+    let ready = app.get("/readyz").await;
+    assert_eq!(
+        (ready.status, ready.body["status"].as_str()),
+        (503, Some("draining"))
+    );
 }

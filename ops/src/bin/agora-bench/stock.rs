@@ -1,52 +1,19 @@
-//! Benchmark: `POST /products/{id}/stock` on a product with a long stream
-//! versus a fresh one, through HTTP, in one run and one process, so the ratio
-//! holds however noisy the machine is.
-//!
-//! `cargo run --release -p ops --bin agora-bench -- [--requests N] [--prior N] [--reps N]`
-//! Needs Postgres and NATS as for the tests (`ops/scripts/services.sh`).
+//! `POST /products/{id}/stock` on a product whose stream is long against a
+//! fresh product, through HTTP: a long stream must cost what a new one does.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::{AppState, HttpOptions};
 use commands::testing::TestDatabase;
-use commands::{Aggregates, CommandMetadata, StoreOptions};
-use domain::product::ProductCommand;
+use commands::{AggregateStore, Aggregates, CommandMetadata, StoreOptions};
+use domain::product::{Product, ProductCommand};
 use futures::future::join_all;
 use serde_json::json;
 
-struct Args {
-    requests: usize,
-    prior: usize,
-    reps: usize,
-    clients: usize,
-}
+use crate::report::{median, quantile_ms, spread, Row, Table};
+use crate::Settings;
 
-fn args() -> Args {
-    let mut parsed = Args {
-        requests: 2000,
-        prior: 10_000,
-        reps: 3,
-        clients: 8,
-    };
-    let raw: Vec<String> = std::env::args().skip(1).collect();
-    for pair in raw.chunks(2) {
-        let value = pair.get(1).and_then(|v| v.parse().ok());
-        match (pair[0].as_str(), value) {
-            ("--requests", Some(v)) => parsed.requests = v,
-            ("--prior", Some(v)) => parsed.prior = v,
-            ("--reps", Some(v)) => parsed.reps = v,
-            ("--clients", Some(v)) => parsed.clients = v,
-            _ => {
-                eprintln!("usage: agora-bench [--requests N] [--prior N] [--reps N] [--clients N]");
-                std::process::exit(2);
-            }
-        }
-    }
-    parsed
-}
-
-async fn spawn(db: &TestDatabase, options: StoreOptions) -> anyhow::Result<String> {
+pub async fn spawn_api(db: &TestDatabase, options: StoreOptions) -> anyhow::Result<String> {
     let aggregates = Aggregates::new(db.pool.clone(), options);
     let state = AppState::new(db.pool.clone(), aggregates, None, HttpOptions::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -55,7 +22,11 @@ async fn spawn(db: &TestDatabase, options: StoreOptions) -> anyhow::Result<Strin
     Ok(format!("http://{addr}"))
 }
 
-async fn create_product(client: &reqwest::Client, base: &str, sku: &str) -> anyhow::Result<String> {
+pub async fn create_product(
+    client: &reqwest::Client,
+    base: &str,
+    sku: &str,
+) -> anyhow::Result<String> {
     let body: serde_json::Value = client
         .post(format!("{base}/products"))
         .json(&json!({ "sku": sku, "name": sku, "price": { "amount": 100, "currency": "EUR" }, "stock": 1_000_000 }))
@@ -63,12 +34,15 @@ async fn create_product(client: &reqwest::Client, base: &str, sku: &str) -> anyh
         .await?
         .json()
         .await?;
-    Ok(body["id"].as_str().unwrap_or_default().to_owned())
+    body["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no id in {body}"))
 }
 
-/// Commands per second and per-request latencies for `requests` stock
-/// adjustments on one product from `clients` concurrent clients.
-async fn run(
+/// Commands per second, and latencies, for `requests` stock adjustments on
+/// one product from `clients` concurrent clients.
+async fn adjust(
     client: &reqwest::Client,
     base: &str,
     product: &str,
@@ -85,12 +59,12 @@ async fn run(
             for i in 0..per_client {
                 let delta = if i % 2 == 0 { 1 } else { -1 };
                 let sent = Instant::now();
-                let response = client
+                match client
                     .post(&url)
                     .json(&json!({ "delta": delta }))
                     .send()
-                    .await;
-                match response {
+                    .await
+                {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                     }
@@ -103,33 +77,21 @@ async fn run(
         }
     }))
     .await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut all: Vec<Duration> = latencies.into_iter().flatten().collect();
-    all.sort_unstable();
-    (all.len() as f64 / elapsed, all)
+    let all: Vec<Duration> = latencies.into_iter().flatten().collect();
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1e3
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = args();
-    let db = Arc::new(TestDatabase::with_pool_size(16).await);
-    let cached = spawn(&db, StoreOptions::default()).await?;
+pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
+    let (requests, prior, clients) = if settings.quick {
+        (80, 300, 4)
+    } else {
+        (2000, 10_000, 8)
+    };
+    let db = TestDatabase::with_pool_size(16).await;
+    let cached = spawn_api(&db, StoreOptions::default()).await?;
     // A second API whose cache holds nothing: every command loads its
     // aggregate from the snapshot and the events after it.
-    let uncached = spawn(
+    let uncached = spawn_api(
         &db,
         StoreOptions {
             cache_capacity: 0,
@@ -138,16 +100,13 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.clients)
+        .pool_max_idle_per_host(clients)
         .build()?;
 
     let long = create_product(&client, &cached, "LONG").await?;
-    let store = commands::AggregateStore::<domain::product::Product>::new(
-        db.pool.clone(),
-        StoreOptions::default(),
-    );
+    let store = AggregateStore::<Product>::new(db.pool.clone(), StoreOptions::default());
     let metadata = CommandMetadata::system();
-    for i in 0..args.prior {
+    for i in 0..prior {
         let delta = if i % 2 == 0 { 1 } else { -1 };
         store
             .execute(
@@ -160,52 +119,36 @@ async fn main() -> anyhow::Result<()> {
             .map_err(|err| anyhow::anyhow!("seeding: {err}"))?;
     }
 
-    println!(
-        "POST /products/{{id}}/stock, {} requests from {} clients per repetition, {} repetitions; client and server share this machine's {} cores.\n",
-        args.requests,
-        args.clients,
-        args.reps,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-    );
-    println!("| workload | cmd/s (median) | spread | p50 ms | p99 ms | ratio to fresh |");
-    println!("|---|---|---|---|---|---|");
-    let workloads = [
-        ("fresh product, cached", &cached, false),
-        ("long stream, cached", &cached, true),
-        ("fresh product, no cache", &uncached, false),
-        ("long stream, no cache (snapshot + tail)", &uncached, true),
-    ];
-    let mut fresh_rate = 0.0;
-    for (index, (name, base, is_long)) in workloads.iter().enumerate() {
-        let mut rates = Vec::new();
-        let mut last = Vec::new();
-        for rep in 0..args.reps {
-            let product = if *is_long {
-                long.clone()
-            } else {
-                create_product(&client, base, &format!("FRESH-{index}-{rep}")).await?
-            };
-            // Warm-up: connections, statement cache and the aggregate cache.
-            run(&client, base, &product, args.clients * 10, args.clients).await;
-            let (rate, latencies) = run(&client, base, &product, args.requests, args.clients).await;
-            rates.push(rate);
-            last = latencies;
+    for (index, (label, base)) in [
+        ("cached", &cached),
+        ("no cache: snapshot + tail", &uncached),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (mut fresh_rates, mut long_rates) = (Vec::new(), Vec::new());
+        let mut long_latencies = Vec::new();
+        for rep in 0..settings.reps {
+            let fresh = create_product(&client, base, &format!("FRESH-{index}-{rep}")).await?;
+            for (product, rates) in [(&fresh, &mut fresh_rates), (&long, &mut long_rates)] {
+                adjust(&client, base, product, clients * 10, clients).await;
+                let (rate, latencies) = adjust(&client, base, product, requests, clients).await;
+                rates.push(rate);
+                if product == &long {
+                    long_latencies = latencies;
+                }
+            }
         }
-        let (lo, hi) = rates
-            .iter()
-            .fold((f64::MAX, 0.0f64), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
-        let rate = median(&mut rates);
-        if index % 2 == 0 {
-            fresh_rate = rate;
-        }
-        println!(
-            "| {name} | {rate:.0} | {lo:.0}–{hi:.0} | {:.2} | {:.2} | {:.2} |",
-            percentile(&last, 0.5),
-            percentile(&last, 0.99),
-            rate / fresh_rate
-        );
+        let (fresh, long_rate) = (median(&fresh_rates), median(&long_rates));
+        table.push(Row {
+            workload: format!("`POST /products/{{id}}/stock`, {clients} clients, one product with {prior}+ events vs a fresh one ({label})"),
+            figure: format!("{long_rate:.0} cmd/s (p50 {:.2} ms, p99 {:.2} ms)", quantile_ms(&mut long_latencies, 0.5), quantile_ms(&mut long_latencies, 0.99)),
+            baseline: format!("{fresh:.0} cmd/s"),
+            ratio: Some(long_rate / fresh),
+            goal: "≈ 1 (no slower)".to_owned(),
+            spread: format!("{} vs {}", spread(&long_rates), spread(&fresh_rates)),
+            notes: "one aggregate: its commands run one at a time".to_owned(),
+        });
     }
-    let prior = store.stored_version(&long).await?;
-    println!("\nThe long stream had {} events when the run ended.", prior);
     Ok(())
 }
