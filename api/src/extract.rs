@@ -97,7 +97,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
         let request_id = parts
             .extensions
             .get::<RequestId>()
-            .map(|id| id.0.clone())
+            .map(|id| id.0.to_string())
             .unwrap_or_else(|| Uuid::now_v7().to_string());
         Ok(Self(CommandMetadata {
             correlation_id: request_id.clone(),

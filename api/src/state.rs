@@ -35,9 +35,13 @@ impl Default for HttpOptions {
     }
 }
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach. Every request clones it (the middleware and
+/// the handler each take one), so it is one `Arc`: a clone is one atomic
+/// increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub pool: PgPool,
     pub aggregates: Aggregates,
     pub idempotency: IdempotencyStore,
@@ -46,7 +50,15 @@ pub struct AppState {
     /// Cached single-resource reads and the wake-ups of `?min_version=`
     /// waiters, fed by [`crate::changes::listen`].
     pub reads: ReadCache,
-    draining: Arc<AtomicBool>,
+    draining: AtomicBool,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -56,15 +68,15 @@ impl AppState {
         nats: Option<async_nats::Client>,
         options: HttpOptions,
     ) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,
             aggregates,
             nats,
             reads: ReadCache::new(&options.cache),
             options,
-            draining: Arc::new(AtomicBool::new(false)),
-        }
+            draining: AtomicBool::new(false),
+        }))
     }
 
     /// Marks the process as shutting down: `/readyz` answers 503 from now
