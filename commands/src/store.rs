@@ -271,6 +271,52 @@ where
         Err(CommandError::Conflict)
     }
 
+    /// Runs `command` on an aggregate the caller has just named (a fresh
+    /// UUID v7): no stream can exist yet, so nothing is loaded and the
+    /// command costs one round trip. Should the id exist after all, the append
+    /// clashes on its first sequence and the command runs the usual way.
+    pub async fn execute_new(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let mut aggregate = A::default();
+        let sink = EventSink::default();
+        aggregate
+            .handle(command.clone(), &(), &sink)
+            .await
+            .map_err(CommandError::Rejected)?;
+        let events = sink.collect().await;
+        if events.is_empty() {
+            return Ok(Committed {
+                id: id.to_owned(),
+                version: 0,
+                events,
+                aggregate,
+            });
+        }
+        match self.append(id, 0, &events, &aggregate, metadata).await {
+            Ok(version) => {
+                if let Some(hook) = &self.inner.options.on_append {
+                    (hook.0)();
+                }
+                self.remember(id, aggregate.clone(), version);
+                Ok(Committed {
+                    id: id.to_owned(),
+                    version,
+                    events,
+                    aggregate,
+                })
+            }
+            Err(AppendError::SequenceTaken) => self.execute(id, command, None, metadata).await,
+            Err(AppendError::Claimed(kind)) => Err(CommandError::Duplicate {
+                field: A::unique_field(&kind),
+            }),
+            Err(AppendError::Store(err)) => Err(err.into()),
+        }
+    }
+
     /// The aggregate as the cache holds it, else as stored. The flag says
     /// whether it came from the cache (and so may lag another process).
     pub async fn load(&self, id: &str) -> Result<(Arc<Loaded<A>>, bool), StoreError> {

@@ -156,7 +156,7 @@ pub async fn place(
     let done = state
         .aggregates
         .orders
-        .execute(&id, command, None, &metadata)
+        .execute_new(&id, command, &metadata)
         .await?;
     Ok(written(
         StatusCode::CREATED,

@@ -87,7 +87,7 @@ pub async fn create(
     let done = state
         .aggregates
         .products
-        .execute(&id, command, None, &metadata)
+        .execute_new(&id, command, &metadata)
         .await?;
     Ok(written(
         StatusCode::CREATED,

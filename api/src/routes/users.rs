@@ -48,14 +48,13 @@ pub async fn register(
     let done = state
         .aggregates
         .users
-        .execute(
+        .execute_new(
             &id,
             UserCommand::Register {
                 user_id,
                 email,
                 name,
             },
-            None,
             &metadata,
         )
         .await?;

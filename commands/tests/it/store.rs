@@ -596,3 +596,57 @@ async fn refusals_and_no_op_commands_write_nothing() {
     assert_eq!(cached.aggregate.reserved(), 0);
     assert_eq!(*cached, store.load_from_all_events(&id).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_aggregate_is_created_without_a_load_and_an_existing_id_falls_back() {
+    let db = commands::testing::TestDatabase::new().await;
+    let store = commands::AggregateStore::<domain::Product>::new(
+        db.pool.clone(),
+        commands::StoreOptions::default(),
+    );
+    let id = uuid::Uuid::now_v7();
+    let created = store
+        .execute_new(
+            &id.to_string(),
+            crate::common::create_product(id, "NEW-1", 5),
+            &crate::common::metadata(),
+        )
+        .await
+        .expect("created");
+    assert_eq!(created.version, 1);
+    // The same id again: the append clashes, the command runs on the stored
+    // aggregate and is refused as the domain refuses a second create.
+    let again = store
+        .execute_new(
+            &id.to_string(),
+            crate::common::create_product(id, "NEW-2", 5),
+            &crate::common::metadata(),
+        )
+        .await;
+    assert!(
+        matches!(
+            again,
+            Err(commands::CommandError::Rejected(
+                domain::ProductError::AlreadyExists
+            ))
+        ),
+        "{again:?}"
+    );
+    assert_eq!(store.stored_version(&id.to_string()).await.unwrap(), 1);
+    // A taken sku is still a clash.
+    let other = uuid::Uuid::now_v7();
+    let clash = store
+        .execute_new(
+            &other.to_string(),
+            crate::common::create_product(other, "new-1", 5),
+            &crate::common::metadata(),
+        )
+        .await;
+    assert!(
+        matches!(
+            clash,
+            Err(commands::CommandError::Duplicate { field: "sku" })
+        ),
+        "{clash:?}"
+    );
+}

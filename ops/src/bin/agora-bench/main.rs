@@ -11,6 +11,7 @@
 mod pipeline;
 mod report;
 mod stock;
+mod throughput;
 
 use report::Table;
 
@@ -28,20 +29,14 @@ fn settings() -> Settings {
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--quick", next) => {
-                settings.quick = true;
-                if let Some(next) = next {
-                    eprintln!("unexpected argument {next:?}");
-                    std::process::exit(2);
-                }
+        match arg.as_str() {
+            "--quick" => settings.quick = true,
+            "--reps" => {
+                settings.reps = args.next().and_then(|n| n.parse().ok()).unwrap_or(3).max(1)
             }
-            ("--reps", Some(n)) => settings.reps = n.parse().unwrap_or(3).max(1),
-            ("--only", Some(name)) => settings.only = Some(name),
+            "--only" => settings.only = args.next(),
             _ => {
-                eprintln!(
-                    "usage: agora-bench [--quick] [--reps N] [--only stock|relay|reads|latency]"
-                );
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--only commands|stock|relay|reads|latency]");
                 std::process::exit(2);
             }
         }
@@ -65,6 +60,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut table = Table::default();
     let wants = |name: &str| settings.only.as_deref().is_none_or(|only| only == name);
+    if wants("commands") {
+        throughput::run(&settings, &mut table).await?;
+    }
     if wants("stock") {
         stock::run(&settings, &mut table).await?;
     }
