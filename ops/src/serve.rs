@@ -23,6 +23,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     if role == Role::Saga {
         anyhow::bail!("role saga is not available in this build; run api, relay, projector or all");
     }
+    // The contract: no secret, no start, unless authentication is off on purpose.
+    if config.auth.enabled && config.auth.jwt_secret.is_none() {
+        anyhow::bail!("AGORA_JWT_SECRET is not set: set it, or set AGORA_AUTH=off to run without authentication");
+    }
     let runs = |r: Role| role == r || role == Role::All;
     let pool = crate::migrate::connect(&config, config.database.pool_size).await?;
     if !commands::migrate::is_current(&pool).await? {

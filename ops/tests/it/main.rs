@@ -3,4 +3,5 @@
 //! SIGKILL mid-load and the broker stopped under load. What was lost: nothing.
 
 mod crash;
+mod startup;
 mod support;
