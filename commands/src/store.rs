@@ -234,18 +234,7 @@ where
                 .append(id, loaded.version, &events, &aggregate, metadata)
                 .await
             {
-                Ok(version) => {
-                    if let Some(hook) = &self.inner.options.on_append {
-                        (hook.0)();
-                    }
-                    self.remember(id, aggregate.clone(), version);
-                    return Ok(Committed {
-                        id: id.to_owned(),
-                        version,
-                        events,
-                        aggregate,
-                    });
-                }
+                Ok(version) => return Ok(self.committed(id, version, events, aggregate)),
                 Err(AppendError::SequenceTaken) => {
                     self.forget(id);
                     if let Some(expected) = expected {
@@ -297,18 +286,7 @@ where
             });
         }
         match self.append(id, 0, &events, &aggregate, metadata).await {
-            Ok(version) => {
-                if let Some(hook) = &self.inner.options.on_append {
-                    (hook.0)();
-                }
-                self.remember(id, aggregate.clone(), version);
-                Ok(Committed {
-                    id: id.to_owned(),
-                    version,
-                    events,
-                    aggregate,
-                })
-            }
+            Ok(version) => Ok(self.committed(id, version, events, aggregate)),
             Err(AppendError::SequenceTaken) => self.execute(id, command, None, metadata).await,
             Err(AppendError::Claimed(kind)) => Err(CommandError::Duplicate {
                 field: A::unique_field(&kind),
@@ -444,6 +422,26 @@ where
                 event.event_version
             ))
         })
+    }
+
+    /// After an append committed: wake the relay, cache the new state.
+    fn committed(
+        &self,
+        id: &str,
+        version: usize,
+        events: Vec<A::Event>,
+        aggregate: A,
+    ) -> Committed<A> {
+        if let Some(hook) = &self.inner.options.on_append {
+            (hook.0)();
+        }
+        self.remember(id, aggregate.clone(), version);
+        Committed {
+            id: id.to_owned(),
+            version,
+            events,
+            aggregate,
+        }
     }
 
     // Keeps the newest state only: a slower command or load finishing late

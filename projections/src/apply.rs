@@ -125,6 +125,36 @@ pub(crate) async fn apply_batch_in(
         .collect())
 }
 
+/// A row of the events table, as projections read it from the store.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: serde_json::Value,
+    metadata: serde_json::Value,
+    position: i64,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl EventRow {
+    pub(crate) fn into_envelope(self) -> EventEnvelope {
+        EventEnvelope {
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+            event_version: self.event_version,
+            payload: self.payload,
+            metadata: self.metadata,
+            position: self.position,
+            recorded_at: self.recorded_at,
+        }
+    }
+}
+
 /// The stored events of `event`'s aggregate after sequence `after` and before
 /// `event`, in order; fewer than the gap if the store lacks some.
 async fn fetch_between(
@@ -132,16 +162,9 @@ async fn fetch_between(
     event: &EventEnvelope,
     after: i64,
 ) -> Result<Vec<EventEnvelope>, sqlx::Error> {
-    let rows: Vec<(
-        i64,
-        String,
-        String,
-        serde_json::Value,
-        serde_json::Value,
-        i64,
-        chrono::DateTime<chrono::Utc>,
-    )> = sqlx::query_as(
-        "SELECT sequence, event_type, event_version, payload, metadata, position, recorded_at
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
+                metadata, position, recorded_at
            FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4
           ORDER BY sequence",
@@ -152,24 +175,12 @@ async fn fetch_between(
     .bind(event.sequence)
     .fetch_all(&mut *tx)
     .await?;
-    let mut expected = after + 1;
     let mut found = Vec::with_capacity(rows.len());
-    for (sequence, event_type, event_version, payload, metadata, position, recorded_at) in rows {
-        if sequence != expected {
+    for (row, expected) in rows.into_iter().zip(after + 1..) {
+        if row.sequence != expected {
             break;
         }
-        expected += 1;
-        found.push(EventEnvelope {
-            aggregate_type: event.aggregate_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
-            sequence,
-            event_type,
-            event_version,
-            payload,
-            metadata,
-            position,
-            recorded_at,
-        });
+        found.push(row.into_envelope());
     }
     Ok(found)
 }

@@ -5,7 +5,7 @@
 use schemas::EventEnvelope;
 use sqlx::PgPool;
 
-use crate::apply::{apply_batch_in, mark_skipped, quote_ident, set_search_path, Outcome};
+use crate::apply::{apply_batch_in, mark_skipped, quote_ident, set_search_path, EventRow, Outcome};
 use crate::error::ProjectionError;
 use crate::projection::Projection;
 
@@ -262,35 +262,6 @@ fn check_schema(schema: &str) -> Result<(), RebuildError> {
         Ok(())
     } else {
         Err(RebuildError::InvalidSchema(schema.to_owned()))
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    aggregate_type: String,
-    aggregate_id: String,
-    sequence: i64,
-    event_type: String,
-    event_version: String,
-    payload: serde_json::Value,
-    metadata: serde_json::Value,
-    position: i64,
-    recorded_at: chrono::DateTime<chrono::Utc>,
-}
-
-impl EventRow {
-    fn into_envelope(self) -> EventEnvelope {
-        EventEnvelope {
-            aggregate_type: self.aggregate_type,
-            aggregate_id: self.aggregate_id,
-            sequence: self.sequence,
-            event_type: self.event_type,
-            event_version: self.event_version,
-            payload: self.payload,
-            metadata: self.metadata,
-            position: self.position,
-            recorded_at: self.recorded_at,
-        }
     }
 }
 
