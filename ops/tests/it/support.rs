@@ -14,6 +14,7 @@ pub struct Agora {
     database_url: String,
     nats_url: String,
     prefix: String,
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -44,8 +45,15 @@ impl Agora {
             database_url: db.url(),
             nats_url: nats_url.to_owned(),
             prefix: prefix.to_owned(),
+            env: Vec::new(),
             child: None,
         }
+    }
+
+    /// Sets one more variable for the child, over the defaults below.
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn base(&self) -> String {
@@ -65,6 +73,7 @@ impl Agora {
                 "RUST_LOG",
                 std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log())
             .stderr(Stdio::null())
             .spawn()
@@ -84,6 +93,49 @@ impl Agora {
 impl Drop for Agora {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// One `agora gateway` child process: the test payment gateway.
+pub struct Gateway {
+    pub port: u16,
+    database_url: String,
+    child: Option<Child>,
+}
+
+impl Gateway {
+    pub fn new(db: &TestDatabase) -> Self {
+        Self {
+            port: free_port(),
+            database_url: db.url(),
+            child: None,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+            .arg("gateway")
+            .env("DATABASE_URL", &self.database_url)
+            .env("AGORA_GATEWAY_ADDR", format!("127.0.0.1:{}", self.port))
+            .env("RUST_LOG", "warn")
+            .stdout(log())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start agora gateway");
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
