@@ -3,6 +3,8 @@
 //! nothing; the same key with another body is 422; a repeat while the first
 //! still runs is 409. Answers of 5xx are not stored, so a retry runs again.
 
+use std::sync::Arc;
+
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -11,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use commands::idempotency::{Claim, StoredResponse};
 use sha2::{Digest, Sha256};
 
+use crate::auth::ClientKey;
 use crate::error::{ApiError, PROBLEM_JSON};
 use crate::extract::too_large;
 use crate::state::AppState;
@@ -33,8 +36,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             .into_response()
         }
     };
-    // Keys are per client: until authentication lands, all callers share one scope.
-    let scope = "anonymous";
+    // Keys are per client (token subject, else peer address), so two
+    // clients never see each other's answers.
+    let scope = req
+        .extensions()
+        .get::<ClientKey>()
+        .map(|key| key.0.clone())
+        .unwrap_or_else(|| Arc::from("ip:unknown"));
+    let scope: &str = &scope;
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, state.options.body_limit).await else {
         return too_large().into_response();
