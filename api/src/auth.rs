@@ -290,6 +290,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// A handler argument that admits any signed-in caller (401 without a
+/// token), checked before the body is read; the handler then checks
+/// ownership with [`Caller::require_user`] or [`Caller::require_owner`].
+pub struct SignedIn(pub Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for SignedIn {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.restricted_to()?;
+        Ok(Self(caller))
+    }
+}
+
 /// A handler argument that admits only admins (401 without a token, 403 for
 /// a customer), checked before the body is read.
 pub struct Admin;

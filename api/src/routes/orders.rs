@@ -11,7 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{written, Fields};
-use crate::auth::{Admin, Caller};
+use crate::auth::{Admin, Caller, SignedIn};
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
@@ -51,11 +51,10 @@ fn view<'a>(id: &str, order: &'a Order, version: usize) -> OrderView<'a> {
 /// 403 whatever else is wrong with the body); an admin for anyone.
 pub async fn place(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Context(metadata): Context,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
-    caller.restricted_to()?;
     let mut fields = Fields::default();
     let user_id = Uuid::parse_str(&body.user_id).ok();
     match user_id {
@@ -176,7 +175,7 @@ pub async fn place(
 /// Policy: the order's user, or an admin.
 pub async fn cancel(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,

@@ -24,7 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::auth::{Admin, Caller};
+use crate::auth::{Admin, SignedIn};
 use crate::cache::{self, Wake};
 use crate::error::ApiError;
 use crate::extract::parse_id;
@@ -134,7 +134,7 @@ versioned!(UserView, ProductView, OrderView, PaymentView);
 /// Policy: the user itself, or an admin.
 pub async fn user(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<OneParams>,
 ) -> Result<Response, ApiError> {
@@ -164,7 +164,7 @@ pub async fn product(
 /// Policy: the order's user, or an admin.
 pub async fn order(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<OneParams>,
 ) -> Result<Response, ApiError> {
@@ -180,7 +180,7 @@ pub async fn order(
 /// Policy: the user of the payment's order, or an admin.
 pub async fn payment(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<OneParams>,
 ) -> Result<Response, ApiError> {
@@ -225,7 +225,7 @@ pub async fn products(
 /// Policy: the user itself, or an admin.
 pub async fn orders_of_user(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<Page<OrderView>>, ApiError> {
@@ -240,7 +240,7 @@ pub async fn orders_of_user(
 /// Policy: the user itself, or an admin.
 pub async fn notifications_of_user(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<Page<NotificationView>>, ApiError> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{written, Fields};
-use crate::auth::Caller;
+use crate::auth::SignedIn;
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
@@ -71,7 +71,7 @@ pub async fn register(
 /// Policy: the user itself, or an admin.
 pub async fn update(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -109,7 +109,7 @@ pub async fn update(
 /// Policy: the user itself, or an admin.
 pub async fn deactivate(
     State(state): State<AppState>,
-    caller: Caller,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,

@@ -459,3 +459,32 @@ async fn events_name_the_caller_and_idempotency_keys_are_per_caller() {
     .expect("the product's event");
     assert_eq!(actor, "root");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_may_call_is_decided_before_the_body_is_read() {
+    let app = spawn_authed_app(HttpOptions::default()).await;
+    let customer = format!(
+        "Bearer {}",
+        token(&Uuid::now_v7().to_string(), Role::Customer)
+    );
+    for (path, header, status, problem) in [
+        ("/orders", None, 401, "/problems/unauthorized"),
+        ("/products", None, 401, "/problems/unauthorized"),
+        ("/products", Some(&customer), 403, "/problems/forbidden"),
+    ] {
+        let mut request = app
+            .request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body("{ not json");
+        if let Some(header) = header {
+            request = request.header("authorization", header);
+        }
+        let answer = app.send(request).await;
+        assert_eq!(
+            (answer.status, answer.problem_type()),
+            (status, problem),
+            "{path}: {}",
+            answer.body
+        );
+    }
+}
