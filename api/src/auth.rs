@@ -223,15 +223,6 @@ impl Caller {
         }
     }
 
-    /// The token subject, when there is one.
-    fn subject(&self) -> Option<String> {
-        match self {
-            Self::Unchecked | Self::Anonymous => None,
-            Self::Customer(id) => Some(id.to_string()),
-            Self::Admin(sub) => Some(sub.to_string()),
-        }
-    }
-
     /// 401 unless the caller is signed in. A customer comes back as the id
     /// its access is limited to; an admin (or auth off) as `None`: no limit.
     pub fn restricted_to(&self) -> Result<Option<Uuid>, ApiError> {
@@ -322,17 +313,34 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 
 /// Who a request counts against, for rate limits and `Idempotency-Key`
 /// scopes: the token subject when there is one, else the peer's address.
+/// Built on every request, so it allocates nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ClientKey(pub Arc<str>);
+pub enum ClientKey {
+    Customer(Uuid),
+    Admin(Arc<str>),
+    /// No token (or auth off): the TCP peer, when known.
+    Address(Option<IpAddr>),
+}
 
 impl ClientKey {
     fn of(caller: &Caller, peer: Option<IpAddr>) -> Self {
-        let key = match (caller.subject(), peer) {
-            (Some(subject), _) => format!("sub:{subject}"),
-            (None, Some(ip)) => format!("ip:{ip}"),
-            (None, None) => "ip:unknown".to_owned(),
-        };
-        Self(Arc::from(key))
+        match caller {
+            Caller::Customer(id) => Self::Customer(*id),
+            Caller::Admin(sub) => Self::Admin(Arc::clone(sub)),
+            Caller::Unchecked | Caller::Anonymous => Self::Address(peer),
+        }
+    }
+}
+
+/// The `Idempotency-Key` scope: distinct for every client.
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Customer(id) => write!(f, "customer:{id}"),
+            Self::Admin(sub) => write!(f, "admin:{sub}"),
+            Self::Address(Some(ip)) => write!(f, "ip:{ip}"),
+            Self::Address(None) => f.write_str("ip:unknown"),
+        }
     }
 }
 

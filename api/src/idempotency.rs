@@ -3,8 +3,6 @@
 //! nothing; the same key with another body is 422; a repeat while the first
 //! still runs is 409. Answers of 5xx are not stored, so a retry runs again.
 
-use std::sync::Arc;
-
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -41,8 +39,9 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let scope = req
         .extensions()
         .get::<ClientKey>()
-        .map(|key| key.0.clone())
-        .unwrap_or_else(|| Arc::from("ip:unknown"));
+        .cloned()
+        .unwrap_or(ClientKey::Address(None))
+        .to_string();
     let scope: &str = &scope;
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, state.options.body_limit).await else {

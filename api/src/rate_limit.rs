@@ -11,7 +11,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -50,7 +49,7 @@ impl RateLimitOptions {
 const SWEEP_EVERY: u64 = 4096;
 
 pub struct RateLimiter {
-    buckets: DefaultKeyedRateLimiter<Arc<str>>,
+    buckets: DefaultKeyedRateLimiter<ClientKey>,
     checks: AtomicU64,
 }
 
@@ -69,7 +68,7 @@ impl RateLimiter {
             self.buckets.retain_recent();
             self.buckets.shrink_to_fit();
         }
-        self.buckets.check_key(&key.0).map_err(|not_until| {
+        self.buckets.check_key(key).map_err(|not_until| {
             let wait = not_until.wait_time_from(self.buckets.clock().now());
             wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
         })
@@ -89,12 +88,12 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
         .extensions()
         .get::<ClientKey>()
         .cloned()
-        .unwrap_or_else(|| ClientKey(Arc::from("ip:unknown")));
+        .unwrap_or(ClientKey::Address(None));
     match limiter.check(&key) {
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
             metrics::counter!("agora_rate_limited_total").increment(1);
-            tracing::debug!(client = %key.0, retry_after, "rate limited");
+            tracing::debug!(client = %key, retry_after, "rate limited");
             ApiError::rate_limited(retry_after).into_response()
         }
     }
