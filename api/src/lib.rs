@@ -52,15 +52,11 @@ pub fn router(state: AppState) -> Router {
 /// is dropped mid-way, so a write may or may not have happened; the answer
 /// says so.
 async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_owned();
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(
-                path,
-                limit_ms = limit.as_millis() as u64,
-                "request timed out"
-            );
+            // Inside the request's span, which names the method and path.
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
             ApiError::unavailable(
                 format!(
                     "the request took longer than {} ms and was abandoned; it may or may not have taken effect",

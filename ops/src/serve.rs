@@ -4,8 +4,8 @@
 //! `/readyz` turns 503 while requests are still served for the grace period
 //! (`AGORA_SHUTDOWN_GRACE_MS`), so load balancers stop sending; then the
 //! listener closes and requests in flight finish (each is bounded by the
-//! request timeout); then the relay and the workers stop (the workers finish
-//! their batch; checkpoints are stored with each batch), and the pool closes.
+//! request timeout); then the relay and the workers stop, each after
+//! finishing its batch and storing its checkpoint; then the pool closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,6 +137,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         ended = &mut server => {
             // The server never ends on its own: only an error stops it.
             ended.context("the HTTP server panicked")?.context("serving HTTP")?;
+            anyhow::bail!("the HTTP server stopped on its own");
         }
     }
     let grace = config.http.shutdown_grace;
