@@ -38,9 +38,11 @@ async fn sigterm_turns_readiness_off_then_drains_requests_in_flight() {
     let prefix = test_prefix();
     migrate_for(&db, &nats_url, &prefix).await;
     let mut agora = Agora::new(&db, &nats_url, &prefix);
+    // A grace long enough for the steps below on a busy machine, and a
+    // read-your-writes wait that outlasts it.
     agora.start_with(&[
-        ("AGORA_SHUTDOWN_GRACE_MS", "5000"),
-        ("AGORA_CONSISTENCY_WAIT_MS", "9000"),
+        ("AGORA_SHUTDOWN_GRACE_MS", "8000"),
+        ("AGORA_CONSISTENCY_WAIT_MS", "14000"),
     ]);
     let http = reqwest::Client::new();
     let (client, server) = (&http, &agora);
@@ -65,7 +67,7 @@ async fn sigterm_turns_readiness_off_then_drains_requests_in_flight() {
 
     agora.terminate();
     let (client, server) = (&http, &agora);
-    eventually("/readyz turns 503", Duration::from_secs(4), move || async move {
+    eventually("/readyz turns 503", Duration::from_secs(6), move || async move {
         matches!(readyz(client, server).await, Some((503, body)) if body["status"] == "draining")
     })
     .await;
