@@ -10,6 +10,7 @@ use commands::CommandMetadata;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::request_id::RequestId;
 
@@ -102,8 +103,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
         Ok(Self(CommandMetadata {
             correlation_id: request_id.clone(),
             causation_id: request_id,
-            // Until authentication lands every caller is anonymous.
-            actor: "anonymous".to_owned(),
+            actor: parts
+                .extensions
+                .get::<Caller>()
+                .map(Caller::actor)
+                .unwrap_or_else(|| "anonymous".to_owned()),
             time: Utc::now(),
         }))
     }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use commands::idempotency::{Claim, StoredResponse};
 use sha2::{Digest, Sha256};
 
+use crate::auth::ClientKey;
 use crate::error::{ApiError, PROBLEM_JSON};
 use crate::extract::too_large;
 use crate::state::AppState;
@@ -33,8 +34,15 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             .into_response()
         }
     };
-    // Keys are per client: until authentication lands, all callers share one scope.
-    let scope = "anonymous";
+    // Keys are per client (token subject, else peer address), so two
+    // clients never see each other's answers.
+    let scope = req
+        .extensions()
+        .get::<ClientKey>()
+        .cloned()
+        .unwrap_or(ClientKey::Address(None))
+        .to_string();
+    let scope: &str = &scope;
     let (parts, body) = req.into_parts();
     let Ok(bytes) = to_bytes(body, state.options.body_limit).await else {
         return too_large().into_response();

@@ -6,22 +6,26 @@
 //! (`projections::queries`) through an in-process cache that the change
 //! listener (`changes`) keeps fresh. Nothing here holds business rules.
 
+pub mod auth;
 pub mod cache;
 pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod state;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::timeout::TimeoutLayer;
 
 pub use error::ApiError;
 pub use state::{AppState, HttpOptions};
@@ -33,17 +37,36 @@ pub fn router(state: AppState) -> Router {
     routes::routes()
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
+        .layer(from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            timeout,
-        ))
+        // Authentication first, so the limit counts a verified subject;
+        // and both before the idempotency record, whose scope is the client.
+        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
+        .layer(from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(from_fn_with_state(timeout, time_limit))
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)
+}
+
+/// Answers 503 problem+json when a request runs past `limit`. The handler
+/// is dropped mid-way, so a write may or may not have happened; the answer
+/// says so.
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            // Inside the request's span, which names the method and path.
+            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+            ApiError::unavailable(
+                format!(
+                    "the request took longer than {} ms and was abandoned; it may or may not have taken effect",
+                    limit.as_millis()
+                ),
+                1,
+            )
+            .into_response()
+        }
+    }
 }
 
 /// The router of a process without the API role: `/healthz` and `/readyz`.
@@ -61,9 +84,13 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer address names anonymous clients for rate limits.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops taking
@@ -73,10 +100,7 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve(listener, router(state), shutdown).await
 }
 
 /// Default request timeout: longer than the read-your-writes wait.

@@ -6,7 +6,9 @@ use commands::idempotency::IdempotencyStore;
 use commands::Aggregates;
 use sqlx::PgPool;
 
+use crate::auth::JwtSecret;
 use crate::cache::{CacheOptions, ReadCache};
+use crate::rate_limit::{RateLimitOptions, RateLimiter};
 
 /// Limits of the HTTP edge.
 #[derive(Debug, Clone)]
@@ -21,6 +23,12 @@ pub struct HttpOptions {
     pub nats_prefix: String,
     /// The cache of single-resource reads.
     pub cache: CacheOptions,
+    /// The secret bearer tokens are checked with; `None` is `AGORA_AUTH=off`:
+    /// every caller may do everything. The default, so a library user opts in.
+    pub auth: Option<JwtSecret>,
+    /// Per-client request rate; off by default here (`agora serve` turns it
+    /// on with its configured defaults).
+    pub rate_limit: RateLimitOptions,
 }
 
 impl Default for HttpOptions {
@@ -31,6 +39,8 @@ impl Default for HttpOptions {
             consistency_wait: crate::DEFAULT_CONSISTENCY_WAIT,
             nats_prefix: "agora".to_owned(),
             cache: CacheOptions::default(),
+            auth: None,
+            rate_limit: RateLimitOptions::OFF,
         }
     }
 }
@@ -50,6 +60,8 @@ pub struct Shared {
     /// Cached single-resource reads and the wake-ups of `?min_version=`
     /// waiters, fed by [`crate::changes::listen`].
     pub reads: ReadCache,
+    /// `None` when rate limits are off.
+    pub limiter: Option<RateLimiter>,
     draining: AtomicBool,
 }
 
@@ -74,6 +86,7 @@ impl AppState {
             aggregates,
             nats,
             reads: ReadCache::new(&options.cache),
+            limiter: RateLimiter::new(options.rate_limit),
             options,
             draining: AtomicBool::new(false),
         }))

@@ -25,10 +25,16 @@ use futures::StreamExt;
 use schemas::subjects;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgPool, Row};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 /// How long JetStream remembers message ids to drop re-sent duplicates.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// On shutdown, how long the relay may take to confirm the batch it has in
+/// flight and store its checkpoint. Bounded, since a broker that is down
+/// never acknowledges; then the batch is re-sent after a restart, and the
+/// duplicate window drops it.
+pub const STOP_LIMIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
@@ -111,11 +117,19 @@ pub async fn run(
 ) {
     let js = jetstream::new(nats.clone());
     tokio::pin!(shutdown);
+    let (stopping, stop) = watch::channel(false);
     loop {
-        let round = lead(&pool, &nats, &js, &options, &wake);
+        let round = lead(&pool, &nats, &js, &options, &wake, stop.clone());
+        tokio::pin!(round);
         tokio::select! {
-            () = &mut shutdown => return,
-            result = round => {
+            () = &mut shutdown => {
+                let _ = stopping.send(true);
+                if tokio::time::timeout(STOP_LIMIT, &mut round).await.is_err() {
+                    tracing::warn!("relay stopped before its last batch was acknowledged");
+                }
+                return;
+            }
+            result = &mut round => {
                 if let Err(err) = result {
                     tracing::warn!(error = %err, "relay interrupted; retrying");
                 }
@@ -128,13 +142,16 @@ pub async fn run(
     }
 }
 
-/// One term as leader: take the lock (or wait for it), then relay until an error.
+/// One term as leader: take the lock (or wait for it), then relay until an
+/// error, or until `stop` turns true: then the batch in flight is confirmed
+/// (its checkpoint stored) and nothing more is published.
 async fn lead(
     pool: &PgPool,
     nats: &async_nats::Client,
     js: &jetstream::Context,
     options: &RelayOptions,
     wake: &Notify,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), RelayError> {
     let mut lock = pool.acquire().await?.detach();
     let key = format!("agora-relay:{}", options.prefix);
@@ -146,7 +163,13 @@ async fn lead(
         if locked {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        if *stop.borrow() {
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
     }
     tracing::info!(prefix = %options.prefix, "relay active");
     ensure_stream(js, &options.prefix).await?;
@@ -163,6 +186,9 @@ async fn lead(
         if let Some(batch) = in_flight.take() {
             batch.confirm(pool, &options.prefix).await?;
         }
+        if *stop.borrow() {
+            return Ok(());
+        }
         if rows.is_empty() {
             // Still the leader? A dropped lock connection means another relay may run.
             lock.ping().await.map_err(|_| RelayError::LostLock)?;
@@ -174,6 +200,7 @@ async fn lead(
                     }
                 }
                 () = tokio::time::sleep(options.idle_check) => {}
+                _ = stop.changed() => {}
             }
             continue;
         }

@@ -21,6 +21,22 @@ pub enum Command {
     /// List every projection with its position, lag, dead letters and the
     /// time it last applied an event; and the relay's lag.
     Projections,
+    /// Print a bearer token signed with AGORA_JWT_SECRET, for
+    /// `Authorization: Bearer <token>`.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The token's subject: a customer's user id (a UUID), or any name for an admin.
+    #[arg(long)]
+    pub sub: String,
+    /// customer: may act only on its own user, orders and payments; admin: everything.
+    #[arg(long, value_parser = ["customer", "admin"])]
+    pub role: String,
+    /// How long the token is valid, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,18 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Two load-balancer health checks at the usual half-second interval, and
+/// short enough that a deploy or a Ctrl-C is not kept waiting.
+pub const DEFAULT_SHUTDOWN_GRACE_MS: u64 = 1_000;
+
+/// Per client: far above what a person or a polite script sends, and about
+/// 1% of what one server commits (some 5,000 commands/s measured), so a
+/// runaway client cannot crowd out the others.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 50;
+
+/// A page load or a batch of writes may come at once: two seconds' worth.
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -38,9 +50,13 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     pub body_limit: usize,
     pub request_timeout: Duration,
-    /// How long `/readyz` reports 503 before the listener stops, so load
-    /// balancers notice first.
-    pub drain_delay: Duration,
+    /// On SIGTERM, how long `/readyz` reports 503 while requests are still
+    /// served, before the listener closes, so load balancers notice first
+    /// (`AGORA_SHUTDOWN_GRACE_MS`).
+    pub shutdown_grace: Duration,
+    /// Per-client requests per second and burst; 0 turns limits off.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +152,12 @@ impl Config {
                 request_timeout: Duration::from_millis(
                     env.get("AGORA_REQUEST_TIMEOUT_MS", 30_000)?,
                 ),
-                drain_delay: Duration::from_millis(env.get("AGORA_DRAIN_DELAY_MS", 0)?),
+                shutdown_grace: Duration::from_millis(
+                    env.get("AGORA_SHUTDOWN_GRACE_MS", DEFAULT_SHUTDOWN_GRACE_MS)?,
+                ),
+                rate_limit_per_second: env
+                    .get("AGORA_RATE_LIMIT_PER_SECOND", DEFAULT_RATE_LIMIT_PER_SECOND)?,
+                rate_limit_burst: env.get("AGORA_RATE_LIMIT_BURST", DEFAULT_RATE_LIMIT_BURST)?,
             },
             auth: AuthConfig {
                 enabled: auth_enabled,
@@ -227,6 +248,14 @@ mod tests {
         assert_eq!(config.log.filter, "info");
         assert!(config.auth.enabled);
         assert!(config.auth.jwt_secret.is_none());
+        assert_eq!(config.http.shutdown_grace, Duration::from_millis(1000));
+        assert_eq!(
+            (
+                config.http.rate_limit_per_second,
+                config.http.rate_limit_burst
+            ),
+            (50, 100)
+        );
     }
 
     #[test]
@@ -240,6 +269,10 @@ mod tests {
         assert_eq!(err.name, "AGORA_AUTH");
         let err = config(&[("AGORA_NATS_PREFIX", "a.b")]).unwrap_err();
         assert_eq!(err.name, "AGORA_NATS_PREFIX");
+        let err = config(&[("AGORA_RATE_LIMIT_BURST", "-1")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_RATE_LIMIT_BURST");
+        let err = config(&[("AGORA_SHUTDOWN_GRACE_MS", "1s")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_SHUTDOWN_GRACE_MS");
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! `agora serve`: start the roles this process runs and stop them cleanly.
 //!
 //! Every role shares one pool and one NATS connection. On SIGTERM or Ctrl-C:
-//! `/readyz` turns 503, the HTTP listener drains, then the relay and the
-//! workers finish their batch (checkpoints are stored with each batch), and
-//! the pool closes.
+//! `/readyz` turns 503 while requests are still served for the grace period
+//! (`AGORA_SHUTDOWN_GRACE_MS`), so load balancers stop sending; then the
+//! listener closes and requests in flight finish (each is bounded by the
+//! request timeout); then the relay and the workers stop, each after
+//! finishing its batch and storing its checkpoint; then the pool closes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use api::auth::JwtSecret;
+use api::rate_limit::RateLimitOptions;
 use api::{AppState, HttpOptions};
 use bytes::Bytes;
 use commands::relay::{self, RelayOptions};
 use commands::{Aggregates, AppendHook, StoreOptions};
 use projections::Projection;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::cli::Role;
 use crate::config::Config;
@@ -98,6 +103,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         request_timeout: config.http.request_timeout,
         consistency_wait: config.consistency_wait,
         nats_prefix: prefix.clone(),
+        auth: match (&config.auth.jwt_secret, config.auth.enabled) {
+            (Some(secret), true) => Some(JwtSecret::new(secret.expose().as_bytes())),
+            _ => None,
+        },
+        rate_limit: RateLimitOptions {
+            per_second: config.http.rate_limit_per_second,
+            burst: config.http.rate_limit_burst,
+        },
         ..HttpOptions::default()
     };
     let state = AppState::new(pool.clone(), aggregates, Some(nats.clone()), options);
@@ -114,17 +127,37 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.http.addr)
         .await
         .with_context(|| format!("binding AGORA_HTTP_ADDR={}", config.http.addr))?;
-    tracing::info!(addr = %config.http.addr, role = ?role, prefix = %prefix, "serving");
-    let draining = state.clone();
-    let drain_delay = config.http.drain_delay;
-    api::serve(listener, app, async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: readiness off, draining requests in flight");
-        draining.start_draining();
-        tokio::time::sleep(drain_delay).await;
-    })
-    .await
-    .context("serving HTTP")?;
+    tracing::info!(addr = %config.http.addr, role = ?role, prefix = %prefix, auth = config.auth.enabled, "serving");
+    let (close, closed) = oneshot::channel::<()>();
+    let mut server = tokio::spawn(api::serve(listener, app, async move {
+        let _ = closed.await;
+    }));
+    tokio::select! {
+        () = shutdown_signal() => {}
+        ended = &mut server => {
+            // The server never ends on its own: only an error stops it.
+            ended.context("the HTTP server panicked")?.context("serving HTTP")?;
+            anyhow::bail!("the HTTP server stopped on its own");
+        }
+    }
+    let grace = config.http.shutdown_grace;
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: /readyz answers 503; still serving during the grace period"
+    );
+    state.start_draining();
+    tokio::time::sleep(grace).await;
+    tracing::info!("closing the listener; finishing requests in flight");
+    let _ = close.send(());
+    // Every request ends within the request timeout (it answers 503 then),
+    // so this bound is only a guard against a stuck connection.
+    let drain_limit = config.http.request_timeout + Duration::from_secs(1);
+    match tokio::time::timeout(drain_limit, &mut server).await {
+        Ok(ended) => ended
+            .context("the HTTP server panicked")?
+            .context("serving HTTP")?,
+        Err(_) => tracing::warn!("connections still open past the request timeout; closing them"),
+    }
     let _ = stop.send(true);
     for task in tasks {
         let _ = task.await;

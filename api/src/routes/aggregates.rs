@@ -2,13 +2,17 @@ use axum::extract::{Path, State};
 use axum::Json;
 use commands::stream::{read_stream, StoredEvent};
 
+use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::extract::parse_id;
 use crate::state::AppState;
 
 /// The stream of one aggregate, straight from the event store.
+///
+/// Policy: admin only (metadata names other users).
 pub async fn events(
     State(state): State<AppState>,
+    _admin: Admin,
     Path((kind, id)): Path<(String, String)>,
 ) -> Result<Json<Vec<StoredEvent>>, ApiError> {
     if !matches!(kind.as_str(), "user" | "product" | "order" | "payment") {

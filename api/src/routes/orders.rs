@@ -11,6 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{written, Fields};
+use crate::auth::{Admin, Caller, SignedIn};
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
@@ -45,15 +46,20 @@ fn view<'a>(id: &str, order: &'a Order, version: usize) -> OrderView<'a> {
 
 /// Places an order: the user must be active and every product active and
 /// priced in one currency. Unit prices are taken from the products now.
+///
+/// Policy: a customer orders only for itself (`user_id` is its own, else
+/// 403 whatever else is wrong with the body); an admin for anyone.
 pub async fn place(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Context(metadata): Context,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
     let mut fields = Fields::default();
     let user_id = Uuid::parse_str(&body.user_id).ok();
-    if user_id.is_none() {
-        fields.fail("user_id", "must be a UUID");
+    match user_id {
+        Some(user_id) => caller.require_user(user_id)?,
+        None => fields.fail("user_id", "must be a UUID"),
     }
     if body.lines.is_empty() || body.lines.len() > MAX_LINES {
         fields.fail("lines", format!("must hold 1 to {MAX_LINES} lines"));
@@ -166,14 +172,18 @@ pub async fn place(
     ))
 }
 
+/// Policy: the order's user, or an admin.
 pub async fn cancel(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
     JsonBody(body): JsonBody<CancelOrder>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?.to_string();
+    let id = parse_id(&id)?;
+    authorize_order(&state, &caller, id).await?;
+    let id = id.to_string();
     if body.reason != "customer_request" {
         let mut fields = Fields::default();
         fields.fail("reason", "must be \"customer_request\"");
@@ -195,8 +205,10 @@ pub async fn cancel(
     ))
 }
 
+/// Policy: admin only.
 pub async fn ship(
     State(state): State<AppState>,
+    _admin: Admin,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -213,4 +225,23 @@ pub async fn ship(
         done.version,
         view(&id, &done.aggregate, done.version),
     ))
+}
+
+/// 401 without a token; 403 unless the caller owns order `id` or is an
+/// admin. A customer gets 403 for an order that does not exist, too.
+///
+/// The owner is read from the order's own stream (through the aggregate
+/// cache), not from the read model, which may not hold a new order yet. An
+/// order's user is set when it is placed and never changes, so a cached
+/// aggregate answers as well as a fresh one.
+pub(crate) async fn authorize_order(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    if caller.restricted_to()?.is_some() {
+        let order = state.aggregates.orders.load_id(id).await?;
+        caller.require_owner(order.aggregate.user_id())?;
+    }
+    Ok(())
 }

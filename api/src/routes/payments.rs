@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::written;
+use crate::auth::{Admin, Caller};
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch};
 use crate::state::AppState;
@@ -23,8 +24,11 @@ struct PaymentView<'a> {
 }
 
 /// Refunds a captured payment and cancels its order with reason `refunded`.
+///
+/// Policy: admin only.
 pub async fn refund(
     State(state): State<AppState>,
+    _admin: Admin,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -55,4 +59,29 @@ pub async fn refund(
         version: done.version,
     };
     Ok(written(StatusCode::OK, None, done.version, body))
+}
+
+/// 401 without a token; 403 unless the caller owns the order payment `id`
+/// is for, or is an admin. Read from the event streams, like
+/// [`super::orders::authorize_order`]: neither link ever changes.
+pub(crate) async fn authorize_payment(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    if caller.restricted_to()?.is_some() {
+        let payment = state.aggregates.payments.load_id(id).await?;
+        let owner = match payment.aggregate.order_id() {
+            Some(order_id) => state
+                .aggregates
+                .orders
+                .load_id(order_id)
+                .await?
+                .aggregate
+                .user_id(),
+            None => None,
+        };
+        caller.require_owner(owner)?;
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{written, Fields};
+use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
@@ -53,8 +54,10 @@ pub(crate) fn parse_price(fields: &mut Fields, field: &str, price: &MoneyBody) -
     (price.amount > 0).then(|| Money::new(price.amount, currency))
 }
 
+/// Policy: admin only.
 pub async fn create(
     State(state): State<AppState>,
+    _admin: Admin,
     Context(metadata): Context,
     JsonBody(body): JsonBody<CreateProduct>,
 ) -> Result<Response, ApiError> {
@@ -118,8 +121,10 @@ async fn run(
     ))
 }
 
+/// Policy: admin only.
 pub async fn update(
     State(state): State<AppState>,
+    _admin: Admin,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -144,8 +149,10 @@ pub async fn update(
     .await
 }
 
+/// Policy: admin only.
 pub async fn change_price(
     State(state): State<AppState>,
+    _admin: Admin,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -168,8 +175,10 @@ pub async fn change_price(
     .await
 }
 
+/// Policy: admin only.
 pub async fn adjust_stock(
     State(state): State<AppState>,
+    _admin: Admin,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -191,8 +200,10 @@ pub async fn adjust_stock(
     .await
 }
 
+/// Policy: admin only.
 pub async fn discontinue(
     State(state): State<AppState>,
+    _admin: Admin,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,

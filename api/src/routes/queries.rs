@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::auth::{Admin, SignedIn};
 use crate::cache::{self, Wake};
 use crate::error::ApiError;
 use crate::extract::parse_id;
@@ -130,12 +131,15 @@ macro_rules! versioned {
 }
 versioned!(UserView, ProductView, OrderView, PaymentView);
 
+/// Policy: the user itself, or an admin.
 pub async fn user(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<OneParams>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    caller.require_user(id)?;
     let min_version = params.min_version()?;
     one(&state, "users", id, min_version, || {
         queries::user(&state.pool, id)
@@ -143,6 +147,7 @@ pub async fn user(
     .await
 }
 
+/// Policy: open to all.
 pub async fn product(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -156,12 +161,15 @@ pub async fn product(
     .await
 }
 
+/// Policy: the order's user, or an admin.
 pub async fn order(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<OneParams>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    super::orders::authorize_order(&state, &caller, id).await?;
     let min_version = params.min_version()?;
     one(&state, "orders", id, min_version, || {
         queries::order(&state.pool, id)
@@ -169,12 +177,15 @@ pub async fn order(
     .await
 }
 
+/// Policy: the user of the payment's order, or an admin.
 pub async fn payment(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<OneParams>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
+    super::payments::authorize_payment(&state, &caller, id).await?;
     let min_version = params.min_version()?;
     one(&state, "payments", id, min_version, || {
         queries::payment(&state.pool, id)
@@ -182,8 +193,10 @@ pub async fn payment(
     .await
 }
 
+/// Policy: admin only (it finds users by email).
 pub async fn users(
     State(state): State<AppState>,
+    _admin: Admin,
     QueryParams(params): QueryParams<UsersParams>,
 ) -> Result<Json<Page<UserView>>, ApiError> {
     let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
@@ -192,6 +205,7 @@ pub async fn users(
     ))
 }
 
+/// Policy: open to all.
 pub async fn products(
     State(state): State<AppState>,
     QueryParams(params): QueryParams<ProductsParams>,
@@ -208,11 +222,14 @@ pub async fn products(
     Ok(Json(queries::products(&state.pool, &filter, &page).await?))
 }
 
+/// Policy: the user itself, or an admin.
 pub async fn orders_of_user(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<Page<OrderView>>, ApiError> {
+    caller.require_user(parse_id(&id)?)?;
     let user_id = known_user(&state, &id).await?;
     let page = params.page()?;
     Ok(Json(
@@ -220,11 +237,14 @@ pub async fn orders_of_user(
     ))
 }
 
+/// Policy: the user itself, or an admin.
 pub async fn notifications_of_user(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<PageParams>,
 ) -> Result<Json<Page<NotificationView>>, ApiError> {
+    caller.require_user(parse_id(&id)?)?;
     let user_id = known_user(&state, &id).await?;
     let page = params.page()?;
     Ok(Json(

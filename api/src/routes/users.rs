@@ -8,6 +8,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{written, Fields};
+use crate::auth::SignedIn;
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
@@ -31,6 +32,7 @@ fn view<'a>(id: &str, user: &'a User, version: usize) -> UserView<'a> {
     }
 }
 
+/// Policy: open to all, so anyone can sign up.
 pub async fn register(
     State(state): State<AppState>,
     Context(metadata): Context,
@@ -66,14 +68,18 @@ pub async fn register(
     ))
 }
 
+/// Policy: the user itself, or an admin.
 pub async fn update(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
     JsonBody(body): JsonBody<UpdateUser>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?.to_string();
+    let id = parse_id(&id)?;
+    caller.require_user(id)?;
+    let id = id.to_string();
     let mut fields = Fields::default();
     let name = body
         .name
@@ -100,13 +106,17 @@ pub async fn update(
     ))
 }
 
+/// Policy: the user itself, or an admin.
 pub async fn deactivate(
     State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?.to_string();
+    let id = parse_id(&id)?;
+    caller.require_user(id)?;
+    let id = id.to_string();
     let done = state
         .aggregates
         .users

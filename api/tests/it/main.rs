@@ -1,9 +1,11 @@
 //! HTTP tests of the command and query API against the real Postgres (a database per
 //! test) and the real NATS.
 
+mod auth;
 mod bad_input;
 mod commands;
 mod concurrency;
 mod helpers;
 mod idempotency;
+mod limits;
 mod queries;

@@ -59,6 +59,14 @@ impl RunningRelay {
         }
     }
 
+    /// Stops the relay as SIGTERM would, and waits until it has.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.expect("the relay ended cleanly");
+    }
+
     /// Ends the relay abruptly, as SIGKILL would: no clean shutdown.
     fn kill(self) {
         self.task.abort();
@@ -453,4 +461,36 @@ async fn transactions_are_read_in_numeric_id_order_across_digit_counts() {
         }
     }
     assert_eq!(seen, vec![nine, ten]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_relay_has_checkpointed_everything_it_published() {
+    let db = TestDatabase::new().await;
+    let nats = TestNats::new().await;
+    let store = AggregateStore::<Product>::new(db.pool.clone(), StoreOptions::default());
+    let id = Uuid::now_v7();
+    store
+        .execute(
+            &id.to_string(),
+            create_product(id, "STOP-1", 100),
+            None,
+            &metadata(),
+        )
+        .await
+        .unwrap();
+    adjust(&store, &id.to_string(), 30).await;
+    let relay = RunningRelay::start(
+        &db.pool,
+        &nats.client,
+        &nats.prefix,
+        Arc::new(Notify::new()),
+    );
+    eventually("all events in the stream", || async {
+        nats.messages().await.len() >= 31
+    })
+    .await;
+    relay.stop().await;
+    // The acks of the last batch were awaited and its cursor stored: a
+    // restart re-sends nothing.
+    assert_eq!(relay::lag(&db.pool, &nats.prefix).await.unwrap(), 0);
 }

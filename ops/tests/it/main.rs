@@ -1,8 +1,10 @@
-//! Failure tests of the whole pipeline, driving the real `agora` binary as a
-//! child process against the real Postgres and NATS: processes killed with
-//! SIGKILL mid-load and the broker stopped under load. What was lost: nothing.
+//! Tests of the real `agora` binary as a child process against the real
+//! Postgres and NATS: processes killed with SIGKILL mid-load and the broker
+//! stopped under load (what was lost: nothing), start-up and shutdown, and
+//! the deployment files held to the binary.
 
 mod crash;
 mod deploy;
+mod shutdown;
 mod startup;
 mod support;

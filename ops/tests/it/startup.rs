@@ -40,9 +40,55 @@ fn every_command_explains_itself() {
         vec!["migrate", "--help"],
         vec!["serve", "--help"],
         vec!["projections", "--help"],
+        vec!["token", "--help"],
     ] {
         let output = agora(&command, &[]);
         assert!(output.status.success(), "{command:?}");
         assert!(!output.stdout.is_empty(), "{command:?}");
+    }
+}
+
+#[test]
+fn token_prints_a_token_the_server_accepts_for_that_subject_and_role() {
+    let user = uuid::Uuid::now_v7();
+    let output = agora(
+        &[
+            "token",
+            "--sub",
+            &user.to_string(),
+            "--role",
+            "customer",
+            "--ttl",
+            "5m",
+        ],
+        &[("AGORA_JWT_SECRET", "s3cret")],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let caller = api::auth::JwtSecret::new(b"s3cret")
+        .verify(&token)
+        .expect("a valid token");
+    assert_eq!(caller, api::auth::Caller::Customer(user));
+    assert!(api::auth::JwtSecret::new(b"other").verify(&token).is_err());
+
+    let output = agora(&["token", "--sub", "ops", "--role", "admin"], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AGORA_JWT_SECRET"), "{stderr}");
+
+    for args in [
+        vec!["token", "--sub", "ops", "--role", "root"],
+        vec!["token", "--sub", "not-a-user-id", "--role", "customer"],
+        vec![
+            "token", "--sub", "ops", "--role", "admin", "--ttl", "forever",
+        ],
+    ] {
+        let output = agora(&args, &[("AGORA_JWT_SECRET", "s3cret")]);
+        assert!(!output.status.success(), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
     }
 }

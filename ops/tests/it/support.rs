@@ -61,13 +61,21 @@ impl Agora {
     }
 
     pub fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        self.start_with(&[]);
+    }
+
+    /// Starts it with `env` on top of the defaults above.
+    pub fn start_with(&mut self, env: &[(&str, &str)]) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
+        command
             .arg("serve")
             .env("DATABASE_URL", &self.database_url)
             .env("NATS_URL", &self.nats_url)
             .env("AGORA_NATS_PREFIX", &self.prefix)
             .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
             .env("AGORA_AUTH", "off")
+            // The load below is many requests a second from one address.
+            .env("AGORA_RATE_LIMIT_PER_SECOND", "0")
             .env("AGORA_DB_POOL_SIZE", "6")
             .env(
                 "RUST_LOG",
@@ -75,10 +83,37 @@ impl Agora {
             )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start agora");
-        self.child = Some(child);
+            .stderr(Stdio::null());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        self.child = Some(command.spawn().expect("start agora"));
+    }
+
+    /// SIGTERM: the graceful shutdown.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM failed");
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit on its own; its status.
+    pub async fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(child) = &mut self.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Some(status);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
     }
 
     /// SIGKILL: no shutdown, no flush, nothing finished.
@@ -315,4 +350,23 @@ pub async fn assert_read_models_match_rebuild(db: &TestDatabase, nats_url: &str,
         "read models differ from a rebuild: {:#?}\nstatus: {status:#?}\napplied: {applied:?}\ndead: {dead:?}\nconsumers: {consumers:#?}",
         &last_diff[..last_diff.len().min(6)]
     );
+}
+
+/// A NATS prefix of a test's own.
+pub fn test_prefix() -> String {
+    format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// `agora migrate` against the test database and prefix.
+pub async fn migrate_for(db: &TestDatabase, nats_url: &str, prefix: &str) {
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("migrate")
+        .env("DATABASE_URL", db.url())
+        .env("NATS_URL", nats_url)
+        .env("AGORA_NATS_PREFIX", prefix)
+        .env("RUST_LOG", "warn")
+        .status()
+        .await
+        .expect("run agora migrate");
+    assert!(status.success(), "agora migrate failed");
 }
