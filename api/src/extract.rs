@@ -105,6 +105,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
             // Until authentication lands every caller is anonymous.
             actor: "anonymous".to_owned(),
             time: Utc::now(),
+            traceparent: parts
+                .extensions
+                .get::<schemas::TraceParent>()
+                .copied()
+                .unwrap_or_else(schemas::TraceParent::new_root),
         }))
     }
 }

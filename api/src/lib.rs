@@ -11,9 +11,11 @@ pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod metrics;
 pub mod request_id;
 pub mod routes;
 pub mod state;
+pub mod trace;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,7 +32,9 @@ pub use state::{AppState, HttpOptions};
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.body_limit;
     let timeout = state.options.request_timeout;
+    metrics::install();
     routes::routes()
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -42,15 +46,21 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
+        .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::middleware::from_fn(request_id::request_id))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 
 /// The router of a process without the API role: `/healthz` and `/readyz`.
 pub fn operations_router(state: AppState) -> Router {
+    metrics::install();
     routes::operations()
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::middleware::from_fn(request_id::request_id))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 
