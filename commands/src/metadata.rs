@@ -78,3 +78,52 @@ impl CommandMetadata {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(metadata: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            aggregate_type: "order".to_owned(),
+            aggregate_id: "o-1".to_owned(),
+            sequence: 3,
+            event_type: "OrderPlaced".to_owned(),
+            event_version: "1.0".to_owned(),
+            payload: serde_json::json!({}),
+            metadata,
+            position: 9,
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_caused_command_keeps_the_correlation_and_trace_and_names_the_event() {
+        let parent = TraceParent::new_root();
+        let event = envelope(serde_json::json!({
+            "correlation_id": "req-1",
+            "causation_id": "req-1",
+            "traceparent": parent.to_string(),
+        }));
+        let caused = CommandMetadata::caused_by(&event);
+        assert_eq!(caused.correlation_id, "req-1");
+        assert_eq!(caused.causation_id, "order:o-1:3");
+        assert_eq!(caused.actor, "system");
+        assert_eq!(caused.traceparent.trace_id, parent.trace_id);
+        assert_ne!(caused.traceparent.span_id, parent.span_id);
+        assert_eq!(
+            caused.to_json()["traceparent"],
+            caused.traceparent.to_string()
+        );
+    }
+
+    #[test]
+    fn an_event_without_trace_or_correlation_starts_fresh_ones() {
+        let event = envelope(serde_json::json!({ "traceparent": "not-a-traceparent" }));
+        let caused = CommandMetadata::caused_by(&event);
+        assert!(!caused.correlation_id.is_empty());
+        assert_eq!(caused.causation_id, "order:o-1:3");
+        let reparsed: TraceParent = caused.traceparent.to_string().parse().unwrap();
+        assert_eq!(reparsed, caused.traceparent);
+    }
+}

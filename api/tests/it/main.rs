@@ -4,6 +4,8 @@
 mod bad_input;
 mod commands;
 mod concurrency;
+mod exposition;
 mod helpers;
 mod idempotency;
+mod observability;
 mod queries;
