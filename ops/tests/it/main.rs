@@ -3,5 +3,8 @@
 //! SIGKILL mid-load and the broker stopped under load. What was lost: nothing.
 
 mod crash;
+#[path = "../../../api/tests/it/exposition.rs"]
+mod exposition;
+mod observability;
 mod startup;
 mod support;

@@ -53,6 +53,11 @@ impl Agora {
     }
 
     pub fn start(&mut self) {
+        self.start_with(&[], log());
+    }
+
+    /// Starts it with extra environment variables and its stdout (the logs) sent to `stdout`.
+    pub fn start_with(&mut self, env: &[(&str, &str)], stdout: Stdio) {
         let child = Command::new(env!("CARGO_BIN_EXE_agora"))
             .arg("serve")
             .env("DATABASE_URL", &self.database_url)
@@ -65,7 +70,8 @@ impl Agora {
                 "RUST_LOG",
                 std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
-            .stdout(log())
+            .envs(env.iter().copied())
+            .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()
             .expect("start agora");
