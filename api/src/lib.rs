@@ -46,8 +46,8 @@ pub fn router(state: AppState) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             timeout,
         ))
-        .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::middleware::from_fn(request_id::request_id))
+        .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
@@ -58,8 +58,8 @@ pub fn operations_router(state: AppState) -> Router {
     routes::operations()
         .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::middleware::from_fn(request_id::request_id))
+        .layer(axum::middleware::from_fn(trace::trace))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }

@@ -14,14 +14,20 @@ use tracing::Instrument;
 pub const HEADER: &str = schemas::trace::TRACEPARENT_HEADER;
 
 pub async fn trace(mut req: Request, next: Next) -> Response {
-    let incoming = req.headers().get(HEADER).and_then(|v| v.to_str().ok());
-    let trace = TraceParent::continue_or_start(incoming);
-    req.extensions_mut().insert(trace);
+    let incoming = req
+        .headers()
+        .get(HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<TraceParent>().ok());
     let span = tracing::info_span!(
         "trace",
-        trace_id = %trace.trace_id_hex(),
-        span_id = %trace.span_id_hex(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
+    let trace = schemas::trace::step(&span, incoming);
+    span.record("trace_id", trace.trace_id_hex());
+    span.record("span_id", trace.span_id_hex());
+    req.extensions_mut().insert(trace);
     let mut response = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
         response.headers_mut().insert(HEADER, value);

@@ -590,17 +590,20 @@ fn message_span(projection: &'static str, delivery: &Delivery) -> tracing::Span 
     let parent = header(trace::TRACEPARENT_HEADER)
         .and_then(|value| value.parse::<TraceParent>().ok())
         .or_else(|| event.and_then(EventEnvelope::traceparent));
-    let step = parent.map_or_else(TraceParent::new_root, |parent| parent.child());
     let causation_id = header("Nats-Msg-Id").or_else(|| event.map(EventEnvelope::message_id));
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "projection_message",
         projection,
         correlation_id = correlation_id.as_deref().unwrap_or(""),
         causation_id = causation_id.as_deref().unwrap_or(""),
-        trace_id = %step.trace_id_hex(),
-        span_id = %step.span_id_hex(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
         parent_span_id = parent.map(|p| p.span_id_hex()),
-    )
+    );
+    let step = trace::step(&span, parent);
+    span.record("trace_id", step.trace_id_hex());
+    span.record("span_id", step.span_id_hex());
+    span
 }
 
 /// Postgres text cannot hold NUL.

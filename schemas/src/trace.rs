@@ -138,6 +138,30 @@ impl FromStr for TraceParent {
     }
 }
 
+/// Opens a step of a trace for an exporter (OpenTelemetry): given the span
+/// that carries the step and the step's parent, it links the span to the
+/// parent and answers the step's own `traceparent` with the exporter's span
+/// id, so what we pass on names a span the exporter knows. `None` when it
+/// cannot (the span is disabled).
+pub type StepHook = fn(&tracing::Span, Option<TraceParent>) -> Option<TraceParent>;
+
+static STEP_HOOK: std::sync::OnceLock<StepHook> = std::sync::OnceLock::new();
+
+/// Installs the process's [`StepHook`]; only the first call counts.
+pub fn set_step_hook(hook: StepHook) {
+    let _ = STEP_HOOK.set(hook);
+}
+
+/// The `traceparent` of a new step under `parent` (a new trace without one),
+/// carried by `span`. Ids are made here unless an exporter's hook is
+/// installed, in which case the exporter's span ids are used.
+pub fn step(span: &tracing::Span, parent: Option<TraceParent>) -> TraceParent {
+    STEP_HOOK
+        .get()
+        .and_then(|hook| hook(span, parent))
+        .unwrap_or_else(|| parent.map_or_else(TraceParent::new_root, |parent| parent.child()))
+}
+
 // UUID v4 draws from the thread's RNG; 122 random bits are plenty for an id
 // that only has to be unique, and it spares a dependency on `rand`.
 fn nonzero_u128() -> u128 {
