@@ -218,3 +218,141 @@ async fn one_request_can_be_followed_through_metrics_nats_and_logs() {
     drop(agora);
     let _ = std::fs::remove_file(&log_path);
 }
+
+#[cfg(not(feature = "otlp"))]
+#[test]
+fn a_build_without_otlp_warns_when_an_endpoint_is_set() {
+    // `serve` without a JWT secret stops right after start-up logging.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("serve")
+        .env_remove("AGORA_JWT_SECRET")
+        .env_remove("AGORA_AUTH")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+        .env("AGORA_LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run agora");
+    let logs = String::from_utf8_lossy(&output.stdout);
+    let warning = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {logs:?}"));
+    let message = warning["message"].as_str().unwrap_or_default();
+    assert!(message.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{message}");
+    assert!(message.contains("otlp"), "{message}");
+}
+
+/// With the `otlp` feature: spans reach an OTLP/HTTP collector (a stand-in
+/// on a loopback port that records what is posted), in the client's trace.
+#[cfg(feature = "otlp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_in_the_callers_trace() {
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let received: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", collector.local_addr().expect("addr"));
+    let sink = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = collector.accept().await {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Read the head, then exactly content-length bytes of body.
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if buffer.len() < end + 4 + length {
+                        continue;
+                    }
+                    let path = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_owned();
+                    sink.lock()
+                        .expect("lock")
+                        .push((path, buffer[end + 4..end + 4 + length].to_vec()));
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    buffer.clear();
+                }
+            });
+        }
+    });
+
+    let db = TestDatabase::with_pool_size(2).await;
+    let nats = TestNats::new().await;
+    migrate(&db, &nats.prefix).await;
+    let mut agora = Agora::new(&db, &commands::testing::nats_url(), &nats.prefix);
+    agora.start_with(
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("RUST_LOG", "info"),
+        ],
+        Stdio::null(),
+    );
+    let base = agora.base();
+    let http = reqwest::Client::new();
+    eventually("agora is ready", Duration::from_secs(30), || async {
+        matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
+    })
+    .await;
+    let created = http
+        .post(format!("{base}/products"))
+        .header("traceparent", INCOMING)
+        .json(&json!({ "sku": "OTLP-1", "name": "Exported", "price": { "amount": 990, "currency": "EUR" }, "stock": 5 }))
+        .send()
+        .await
+        .expect("create a product");
+    assert_eq!(created.status(), 201);
+
+    // The batch exporter sends every few seconds; the request's span and the
+    // projector's spans both carry the trace id the client sent.
+    let trace_id: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&TRACE_ID[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect();
+    eventually(
+        "spans of the caller's trace at the collector",
+        Duration::from_secs(30),
+        || {
+            let received = Arc::clone(&received);
+            let trace_id = trace_id.clone();
+            async move {
+                let received = received.lock().expect("lock");
+                let bodies: Vec<&Vec<u8>> = received
+                    .iter()
+                    .filter(|(path, _)| path == "/v1/traces")
+                    .map(|(_, b)| b)
+                    .collect();
+                let has = |needle: &[u8]| {
+                    bodies
+                        .iter()
+                        .any(|b| b.windows(needle.len()).any(|w| w == needle))
+                };
+                has(&trace_id) && has(b"projection_message") && has(b"trace")
+            }
+        },
+    )
+    .await;
+}
