@@ -59,6 +59,7 @@ pub fn init(config: &LogConfig) -> Telemetry {
     } else {
         logs.with_filter(filter(config)).boxed()
     };
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut layers = vec![logs];
 
     #[cfg(feature = "otlp")]

@@ -270,6 +270,9 @@ impl Worker {
             let event = delivery.event.as_ref().expect("decoded");
             let last_try = delivery.delivered >= MAX_DELIVER;
             let out_of_retries = delivery.delivered >= RETRY_LIMIT;
+            // Everything logged about this message happens inside its span;
+            // an instrumented block, since a span guard must not be held
+            // across the acks' awaits.
             let span = message_span(name, delivery);
             let (changes, dead, final_gaps) = (&mut changes, &mut dead, &mut final_gaps);
             async move {

@@ -69,14 +69,6 @@ impl TraceParent {
         }
     }
 
-    /// The valid `traceparent` in `value`, else a new trace: what a process
-    /// does with whatever a caller sent.
-    pub fn continue_or_start(value: Option<&str>) -> Self {
-        value
-            .and_then(|v| v.parse::<Self>().ok())
-            .map_or_else(Self::new_root, |parent| parent.child())
-    }
-
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
@@ -261,7 +253,9 @@ mod tests {
     #[test]
     fn a_valid_parent_is_continued_and_anything_else_starts_a_trace() {
         let parent: TraceParent = VALID.parse().expect("valid");
-        let continued = TraceParent::continue_or_start(Some(VALID));
+        let from_header =
+            |value: Option<&str>| step(&tracing::Span::none(), value.and_then(|v| v.parse().ok()));
+        let continued = from_header(Some(VALID));
         assert_eq!(continued.trace_id, parent.trace_id);
         assert_ne!(continued.span_id, parent.span_id);
         assert_eq!(continued.flags, parent.flags);
@@ -271,7 +265,7 @@ mod tests {
             Some("nope"),
             Some("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         ] {
-            let started = TraceParent::continue_or_start(given);
+            let started = from_header(given);
             assert_ne!(started.trace_id, parent.trace_id);
             let reparsed: TraceParent = started
                 .to_string()
