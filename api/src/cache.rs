@@ -97,8 +97,21 @@ impl ReadCache {
         }
     }
 
+    /// The cached answer for `key`, counted as a hit or a miss of its model.
     pub fn get(&self, key: &str) -> Option<Arc<CachedView>> {
-        self.entries.get(key)
+        let found = self.entries.get(key);
+        // Keys are `<model>/<id>` with a model from a fixed set, so the label
+        // stays bounded.
+        let model = key
+            .split_once('/')
+            .map_or(key, |(model, _)| model)
+            .to_owned();
+        if found.is_some() {
+            metrics::counter!("agora_read_cache_hits_total", "model" => model).increment(1);
+        } else {
+            metrics::counter!("agora_read_cache_misses_total", "model" => model).increment(1);
+        }
+        found
     }
 
     /// Keeps an answer just read from the database. Inserted first and then

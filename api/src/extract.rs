@@ -109,6 +109,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Context {
                 .map(Caller::actor)
                 .unwrap_or_else(|| "anonymous".to_owned()),
             time: Utc::now(),
+            traceparent: parts
+                .extensions
+                .get::<schemas::TraceParent>()
+                .copied()
+                .unwrap_or_else(schemas::TraceParent::new_root),
         }))
     }
 }

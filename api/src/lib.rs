@@ -12,10 +12,12 @@ pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod metrics;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
 pub mod state;
+pub mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,7 +36,9 @@ pub use state::{AppState, HttpOptions};
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.body_limit;
     let timeout = state.options.request_timeout;
+    metrics::install();
     routes::routes()
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), idempotency::idempotency))
@@ -45,6 +49,8 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::authenticate))
         .layer(from_fn_with_state(timeout, time_limit))
         .layer(axum::middleware::from_fn(request_id::request_id))
+        .layer(axum::middleware::from_fn(trace::trace))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 
@@ -71,9 +77,13 @@ async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> 
 
 /// The router of a process without the API role: `/healthz` and `/readyz`.
 pub fn operations_router(state: AppState) -> Router {
+    metrics::install();
     routes::operations()
+        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn(request_id::request_id))
+        .layer(axum::middleware::from_fn(trace::trace))
+        .layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

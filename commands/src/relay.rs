@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::subjects;
+use schemas::{subjects, trace};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgPool, Row};
 use tokio::sync::{watch, Notify};
@@ -96,6 +96,8 @@ const SELECT_BATCH: &str = r#"
 SELECT aggregate_type, aggregate_id, sequence, event_type, event_version,
        payload::text AS payload, metadata::text AS metadata,
        metadata->>'correlation_id' AS correlation_id,
+       metadata->>'causation_id' AS causation_id,
+       metadata->>'traceparent' AS traceparent,
        position, recorded_at, transaction_id::text AS transaction_text
   FROM events
  WHERE (transaction_id, position) > ($1::text::xid8, $2)
@@ -172,6 +174,7 @@ async fn lead(
         }
     }
     tracing::info!(prefix = %options.prefix, "relay active");
+    let _leader = Leader::mark();
     ensure_stream(js, &options.prefix).await?;
     let mut hints = nats
         .subscribe(appended_subject(&options.prefix))
@@ -217,6 +220,29 @@ async fn lead(
     }
 }
 
+/// `agora_relay_leader` is 1 while this process holds the lock: set when it
+/// is taken, cleared however the term ends (error, lost lock, shutdown).
+struct Leader;
+
+impl Leader {
+    fn mark() -> Self {
+        metrics::gauge!("agora_relay_leader").set(1.0);
+        Self
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        metrics::gauge!("agora_relay_leader").set(0.0);
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 /// The next committed events after the cursor `(transaction_id, position)`,
 /// in relay order; none of a transaction that might still commit.
 pub async fn read_batch(
@@ -244,10 +270,13 @@ impl InFlight {
     /// Waits for every ack of the batch, then stores its cursor as the
     /// checkpoint: only what JetStream holds is ever marked relayed.
     pub async fn confirm(self, pool: &PgPool, name: &str) -> Result<(), RelayError> {
+        let published = self.acks.len() as u64;
         for ack in self.acks {
             ack.await
                 .map_err(|e| RelayError::JetStream(e.to_string()))?;
         }
+        metrics::counter!("agora_relay_published_total").increment(published);
+        metrics::gauge!("agora_relay_last_publish_timestamp_seconds").set(unix_now());
         sqlx::query(
             "INSERT INTO relay_checkpoints (name, transaction_id, position, updated_at) VALUES ($1, $2::text::xid8, $3, now())
              ON CONFLICT (name) DO UPDATE SET transaction_id = EXCLUDED.transaction_id, position = EXCLUDED.position, updated_at = now()",
@@ -295,8 +324,16 @@ pub async fn publish(
             "Nats-Msg-Id",
             schemas::envelope::message_id(aggregate_type, aggregate_id, sequence).as_str(),
         );
-        if let Some(correlation_id) = row.try_get::<Option<&str>, _>("correlation_id")? {
-            headers.insert("Agora-Correlation-Id", correlation_id);
+        // Trace and causality ride in headers too, so a consumer can open
+        // its span before (or without) decoding the body.
+        for (column, header) in [
+            ("correlation_id", trace::CORRELATION_HEADER),
+            ("causation_id", trace::CAUSATION_HEADER),
+            ("traceparent", trace::TRACEPARENT_HEADER),
+        ] {
+            if let Some(value) = row.try_get::<Option<&str>, _>(column)? {
+                headers.insert(header, value);
+            }
         }
         let subject = subjects::event(prefix, aggregate_type, aggregate_id);
         let ack = js

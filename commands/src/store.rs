@@ -192,6 +192,19 @@ where
         expected: Option<usize>,
         metadata: &CommandMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let started = std::time::Instant::now();
+        let result = self.execute_counted(id, command, expected, metadata).await;
+        record_command(A::TYPE, &result, started);
+        result
+    }
+
+    async fn execute_counted(
+        &self,
+        id: &str,
+        command: A::Command,
+        expected: Option<usize>,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
         let _turn = self.stripe(id).lock().await;
         for attempt in 0..=self.inner.options.max_retries {
             if attempt > 0 {
@@ -248,6 +261,8 @@ where
                         aggregate_id = id,
                         "lost a race, retrying"
                     );
+                    metrics::counter!("agora_command_retries_total", "aggregate" => A::TYPE)
+                        .increment(1);
                 }
                 Err(AppendError::Claimed(kind)) => {
                     return Err(CommandError::Duplicate {
@@ -270,6 +285,18 @@ where
         command: A::Command,
         metadata: &CommandMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let started = std::time::Instant::now();
+        let result = self.execute_new_counted(id, command, metadata).await;
+        record_command(A::TYPE, &result, started);
+        result
+    }
+
+    async fn execute_new_counted(
+        &self,
+        id: &str,
+        command: A::Command,
+        metadata: &CommandMetadata,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
         let mut aggregate = A::default();
         let sink = EventSink::default();
         aggregate
@@ -287,7 +314,11 @@ where
         }
         match self.append(id, 0, &events, &aggregate, metadata).await {
             Ok(version) => Ok(self.committed(id, version, events, aggregate)),
-            Err(AppendError::SequenceTaken) => self.execute(id, command, None, metadata).await,
+            Err(AppendError::SequenceTaken) => {
+                metrics::counter!("agora_command_retries_total", "aggregate" => A::TYPE)
+                    .increment(1);
+                self.execute_counted(id, command, None, metadata).await
+            }
             Err(AppendError::Claimed(kind)) => Err(CommandError::Duplicate {
                 field: A::unique_field(&kind),
             }),
@@ -299,8 +330,12 @@ where
     /// whether it came from the cache (and so may lag another process).
     pub async fn load(&self, id: &str) -> Result<(Arc<Loaded<A>>, bool), StoreError> {
         if let Some(hit) = self.inner.cache.get(id) {
+            metrics::counter!("agora_aggregate_cache_hits_total", "aggregate" => A::TYPE)
+                .increment(1);
             return Ok((hit, true));
         }
+        metrics::counter!("agora_aggregate_cache_misses_total", "aggregate" => A::TYPE)
+            .increment(1);
         let loaded = Arc::new(self.load_stored(id).await?);
         if loaded.version > 0 {
             self.keep_newest(id, Arc::clone(&loaded));
@@ -518,7 +553,11 @@ where
             .execute(&self.inner.pool)
             .await;
         match result {
-            Ok(_) => Ok(new_version),
+            Ok(_) => {
+                metrics::counter!("agora_events_appended_total", "aggregate" => A::TYPE)
+                    .increment(events.len() as u64);
+                Ok(new_version)
+            }
             Err(err) => match unique_violation(&err) {
                 Some(Violation::Sequence) => Err(AppendError::SequenceTaken),
                 Some(Violation::Claim) => Err(AppendError::Claimed(claim_kind(&err, &claim_kinds))),
@@ -526,6 +565,27 @@ where
             },
         }
     }
+}
+
+/// Counts and times one command by its outcome, the labels of
+/// `agora_commands_total`.
+fn record_command<A: Aggregate, E: std::error::Error>(
+    aggregate: &'static str,
+    result: &Result<Committed<A>, CommandError<E>>,
+    started: std::time::Instant,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        // A taken email or sku is a business refusal like any other.
+        Err(CommandError::Rejected(_) | CommandError::Duplicate { .. }) => "rejected",
+        Err(CommandError::Conflict) => "conflict",
+        Err(CommandError::PreconditionFailed { .. }) => "precondition_failed",
+        Err(CommandError::Store(_)) => "error",
+    };
+    metrics::counter!("agora_commands_total", "aggregate" => aggregate, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("agora_command_duration_seconds", "aggregate" => aggregate)
+        .record(started.elapsed().as_secs_f64());
 }
 
 // Postgres names the clashing key in the detail: `Key (kind, value)=(email, a@b.c) already exists.`

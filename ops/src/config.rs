@@ -76,6 +76,11 @@ pub struct GatewayConfig {
 pub struct LogConfig {
     pub filter: String,
     pub format: Option<String>,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: export traces there over OTLP
+    /// (HTTP/protobuf), in builds with the `otlp` feature.
+    pub otlp_endpoint: Option<String>,
+    /// `OTEL_SERVICE_NAME`, else `agora`.
+    pub service_name: String,
 }
 
 /// A value that must never reach a log: printed as `***`.
@@ -180,6 +185,13 @@ impl Config {
             log: LogConfig {
                 filter: env.get("RUST_LOG", "info".to_owned())?,
                 format: env.raw("AGORA_LOG_FORMAT"),
+                otlp_endpoint: env
+                    .raw("OTEL_EXPORTER_OTLP_ENDPOINT")
+                    .filter(|s| !s.trim().is_empty()),
+                service_name: env
+                    .raw("OTEL_SERVICE_NAME")
+                    .filter(|s| !s.trim().is_empty())
+                    .unwrap_or_else(|| "agora".to_owned()),
             },
         })
     }
@@ -246,6 +258,8 @@ mod tests {
             Duration::from_millis(60000)
         );
         assert_eq!(config.log.filter, "info");
+        assert_eq!(config.log.otlp_endpoint, None);
+        assert_eq!(config.log.service_name, "agora");
         assert!(config.auth.enabled);
         assert!(config.auth.jwt_secret.is_none());
         assert_eq!(config.http.shutdown_grace, Duration::from_millis(1000));

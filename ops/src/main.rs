@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init(&config.log);
+    let _telemetry = telemetry::init(&config.log);
     match cli.command {
         Command::Migrate => migrate::run(&config).await,
         Command::Serve(args) => serve::run(config, args.role).await,

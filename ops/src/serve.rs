@@ -98,6 +98,17 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         }
     }
 
+    if runs(Role::Relay) || runs(Role::Projector) {
+        tasks.push(tokio::spawn(crate::sampler::run(
+            pool.clone(),
+            prefix.clone(),
+            runs(Role::Relay),
+            runs(Role::Projector),
+            crate::sampler::EVERY,
+            until_stopped(),
+        )));
+    }
+
     let options = HttpOptions {
         body_limit: config.http.body_limit,
         request_timeout: config.http.request_timeout,

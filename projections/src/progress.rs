@@ -64,3 +64,18 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
     }
     Ok(statuses)
 }
+
+/// Sets the projection gauges (`agora_projection_position`, `_lag_events`,
+/// `_dead_letters`) from the statuses, as `agora projections` would print
+/// them. A sampler calls it periodically in processes running projectors.
+pub fn record_metrics(statuses: &[ProjectionStatus]) {
+    for status in statuses {
+        let projection = status.name.clone();
+        metrics::gauge!("agora_projection_position", "projection" => projection.clone())
+            .set(status.position as f64);
+        metrics::gauge!("agora_projection_lag_events", "projection" => projection.clone())
+            .set(status.lag as f64);
+        metrics::gauge!("agora_projection_dead_letters", "projection" => projection)
+            .set(status.dead_letters as f64);
+    }
+}

@@ -11,8 +11,9 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::message::Message;
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
-use schemas::{subjects, EventEnvelope};
+use schemas::{subjects, trace, EventEnvelope, TraceParent};
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::apply::{apply_batch, mark_skipped, Outcome};
 use crate::changes::Change;
@@ -269,65 +270,75 @@ impl Worker {
             let event = delivery.event.as_ref().expect("decoded");
             let last_try = delivery.delivered >= MAX_DELIVER;
             let out_of_retries = delivery.delivered >= RETRY_LIMIT;
-            tracing::debug!(
-                projection = name,
-                aggregate_type = %event.aggregate_type,
-                aggregate_id = %event.aggregate_id,
-                sequence = event.sequence,
-                event_type = %event.event_type,
-                correlation_id = event.correlation_id().unwrap_or(""),
-                delivered = delivery.delivered,
-                ?outcome,
-                "event"
-            );
-            match outcome {
-                Outcome::Applied(applied) => {
-                    changes.extend(applied);
-                    ack(&delivery.message, AckKind::Ack, name).await;
-                }
-                Outcome::Duplicate | Outcome::Skipped => {
-                    ack(&delivery.message, AckKind::Ack, name).await;
-                }
-                Outcome::Gap { .. } if last_try => final_gaps.push(i),
-                Outcome::Gap { last } => {
-                    let delay = gap_delay(delivery.delivered);
-                    tracing::debug!(
-                        projection = name,
-                        aggregate_id = %event.aggregate_id,
-                        sequence = event.sequence,
-                        last_applied = last,
-                        correlation_id = event.correlation_id().unwrap_or(""),
-                        ?delay,
-                        "waiting for an earlier event"
-                    );
-                    ack(&delivery.message, AckKind::Nak(Some(delay)), name).await;
-                }
-                Outcome::Failed(ProjectionError::Retryable(error)) if !out_of_retries => {
-                    let delay = redelivery_delay(delivery.delivered);
-                    tracing::warn!(
-                        projection = name,
-                        aggregate_type = %event.aggregate_type,
-                        aggregate_id = %event.aggregate_id,
-                        sequence = event.sequence,
-                        correlation_id = event.correlation_id().unwrap_or(""),
-                        delivered = delivery.delivered,
-                        %error,
-                        ?delay,
-                        "event failed; it will be retried"
-                    );
-                    ack(&delivery.message, AckKind::Nak(Some(delay)), name).await;
-                }
-                Outcome::Failed(ProjectionError::Retryable(error)) => dead.push(DeadLetter {
-                    index: i,
-                    error: format!(
-                        "still failing after {} deliveries: {error}",
-                        delivery.delivered
-                    ),
-                }),
-                Outcome::Failed(ProjectionError::Poison(error)) => {
-                    dead.push(DeadLetter { index: i, error })
+            // Everything logged about this message happens inside its span;
+            // an instrumented block, since a span guard must not be held
+            // across the acks' awaits.
+            let span = message_span(name, delivery);
+            let (changes, dead, final_gaps) = (&mut changes, &mut dead, &mut final_gaps);
+            async move {
+                tracing::debug!(
+                    projection = name,
+                    aggregate_type = %event.aggregate_type,
+                    aggregate_id = %event.aggregate_id,
+                    sequence = event.sequence,
+                    event_type = %event.event_type,
+                    correlation_id = event.correlation_id().unwrap_or(""),
+                    delivered = delivery.delivered,
+                    ?outcome,
+                    "event"
+                );
+                match outcome {
+                    Outcome::Applied(applied) => {
+                        applied_total(name).increment(1);
+                        changes.extend(applied);
+                        ack(&delivery.message, AckKind::Ack, name).await;
+                    }
+                    Outcome::Duplicate | Outcome::Skipped => {
+                        ack(&delivery.message, AckKind::Ack, name).await;
+                    }
+                    Outcome::Gap { .. } if last_try => final_gaps.push(i),
+                    Outcome::Gap { last } => {
+                        let delay = gap_delay(delivery.delivered);
+                        tracing::debug!(
+                            projection = name,
+                            aggregate_id = %event.aggregate_id,
+                            sequence = event.sequence,
+                            last_applied = last,
+                            correlation_id = event.correlation_id().unwrap_or(""),
+                            ?delay,
+                            "waiting for an earlier event"
+                        );
+                        ack(&delivery.message, AckKind::Nak(Some(delay)), name).await;
+                    }
+                    Outcome::Failed(ProjectionError::Retryable(error)) if !out_of_retries => {
+                        let delay = redelivery_delay(delivery.delivered);
+                        tracing::warn!(
+                            projection = name,
+                            aggregate_type = %event.aggregate_type,
+                            aggregate_id = %event.aggregate_id,
+                            sequence = event.sequence,
+                            correlation_id = event.correlation_id().unwrap_or(""),
+                            delivered = delivery.delivered,
+                            %error,
+                            ?delay,
+                            "event failed; it will be retried"
+                        );
+                        ack(&delivery.message, AckKind::Nak(Some(delay)), name).await;
+                    }
+                    Outcome::Failed(ProjectionError::Retryable(error)) => dead.push(DeadLetter {
+                        index: i,
+                        error: format!(
+                            "still failing after {} deliveries: {error}",
+                            delivery.delivered
+                        ),
+                    }),
+                    Outcome::Failed(ProjectionError::Poison(error)) => {
+                        dead.push(DeadLetter { index: i, error })
+                    }
                 }
             }
+            .instrument(span)
+            .await;
         }
         self.publish_changes(changes).await;
 
@@ -358,6 +369,7 @@ impl Worker {
             let event = delivery.event.as_ref().expect("decoded");
             match outcome {
                 Outcome::Applied(applied) => {
+                    applied_total(name).increment(1);
                     changes.extend(applied);
                     ack(&delivery.message, AckKind::Ack, name).await;
                 }
@@ -464,6 +476,7 @@ impl Worker {
         for letter in &dead {
             let delivery = &deliveries[letter.index];
             let event = delivery.event.as_ref().ok();
+            let _span = message_span(name, delivery).entered();
             tracing::error!(
                 projection = name,
                 subject = %delivery.message.subject,
@@ -552,6 +565,48 @@ impl Worker {
         mark_skipped(&mut tx, self.projection, &skipped).await?;
         tx.commit().await
     }
+}
+
+fn applied_total(projection: &'static str) -> metrics::Counter {
+    metrics::counter!("agora_projection_applied_total", "projection" => projection)
+}
+
+/// The span under which one message is handled: the trace it belongs to
+/// (continued as a new step), the correlation id of the request that started
+/// it, and the message that caused this step. Read from the headers the relay
+/// sets, else from the event's metadata.
+fn message_span(projection: &'static str, delivery: &Delivery) -> tracing::Span {
+    let header = |name: &str| {
+        delivery
+            .message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(name))
+            .map(ToString::to_string)
+    };
+    let event = delivery.event.as_ref().ok();
+    let correlation_id = header(trace::CORRELATION_HEADER).or_else(|| {
+        event
+            .and_then(EventEnvelope::correlation_id)
+            .map(str::to_owned)
+    });
+    let parent = header(trace::TRACEPARENT_HEADER)
+        .and_then(|value| value.parse::<TraceParent>().ok())
+        .or_else(|| event.and_then(EventEnvelope::traceparent));
+    let causation_id = header("Nats-Msg-Id").or_else(|| event.map(EventEnvelope::message_id));
+    let span = tracing::info_span!(
+        "projection_message",
+        projection,
+        correlation_id = correlation_id.as_deref().unwrap_or(""),
+        causation_id = causation_id.as_deref().unwrap_or(""),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+        parent_span_id = parent.map(|p| p.span_id_hex()),
+    );
+    let step = trace::step(&span, parent);
+    span.record("trace_id", step.trace_id_hex());
+    span.record("span_id", step.span_id_hex());
+    span
 }
 
 /// Postgres text cannot hold NUL.

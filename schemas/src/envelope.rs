@@ -19,7 +19,8 @@ pub struct EventEnvelope {
     pub event_version: String,
     /// The event as stored: `{"<event_type>": {...fields}}`.
     pub payload: Value,
-    /// `correlation_id`, `causation_id`, `actor`, `time`.
+    /// `correlation_id`, `causation_id`, `actor`, `time`, and `traceparent`
+    /// (absent from events written before tracing).
     pub metadata: Value,
     /// Global commit-order position in the events table.
     pub position: i64,
@@ -39,6 +40,18 @@ impl EventEnvelope {
 
     pub fn correlation_id(&self) -> Option<&str> {
         self.metadata.get("correlation_id").and_then(Value::as_str)
+    }
+
+    pub fn causation_id(&self) -> Option<&str> {
+        self.metadata.get("causation_id").and_then(Value::as_str)
+    }
+
+    /// The trace the event was written in, if its metadata names a valid one.
+    pub fn traceparent(&self) -> Option<crate::TraceParent> {
+        self.metadata
+            .get("traceparent")
+            .and_then(Value::as_str)
+            .and_then(|v| v.parse().ok())
     }
 }
 

@@ -8,5 +8,7 @@
 pub mod commands;
 pub mod envelope;
 pub mod subjects;
+pub mod trace;
 
 pub use envelope::EventEnvelope;
+pub use trace::TraceParent;

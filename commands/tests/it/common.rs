@@ -17,6 +17,9 @@ pub fn metadata() -> CommandMetadata {
         causation_id: "cause-test".to_owned(),
         actor: "tester".to_owned(),
         time: DateTime::<Utc>::from_timestamp_micros(1_715_000_000_123_456).unwrap(),
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
     }
 }
 

@@ -22,6 +22,10 @@ fn assert_metadata(stored: &Value, expected: &CommandMetadata) {
         .parse()
         .expect("time is RFC 3339");
     assert_eq!(time, expected.time);
+    assert_eq!(
+        stored["traceparent"],
+        expected.traceparent.to_string().as_str()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,6 +47,7 @@ async fn every_event_stores_the_commands_metadata() {
         causation_id: "evt-17".to_owned(),
         actor: "user:42".to_owned(),
         time: DateTime::<Utc>::from_timestamp_micros(1_720_000_000_000_001).unwrap(),
+        traceparent: schemas::TraceParent::new_root(),
     };
     let committed = users
         .execute(

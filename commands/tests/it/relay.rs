@@ -498,3 +498,48 @@ async fn a_stopped_relay_has_checkpointed_everything_it_published() {
     // restart re-sends nothing.
     assert_eq!(relay::lag(&db.pool, &nats.prefix).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_and_causality_travel_as_nats_headers_and_in_the_envelope() {
+    let db = TestDatabase::new().await;
+    let nats = TestNats::new().await;
+    let store = AggregateStore::<Product>::new(db.pool.clone(), StoreOptions::default());
+    let _relay = RunningRelay::start(
+        &db.pool,
+        &nats.client,
+        &nats.prefix,
+        Arc::new(Notify::new()),
+    );
+    let request = metadata();
+    let id = Uuid::now_v7();
+    store
+        .execute(
+            &id.to_string(),
+            create_product(id, "TRACED-1", 5),
+            None,
+            &request,
+        )
+        .await
+        .unwrap();
+    eventually("the event is published", || async {
+        !nats.messages().await.is_empty()
+    })
+    .await;
+
+    let messages = nats.messages().await;
+    let headers = messages[0].headers.clone();
+    let header = |name: &str| headers.get(name).map(ToString::to_string);
+    assert_eq!(header("traceparent"), Some(request.traceparent.to_string()));
+    assert_eq!(header("Agora-Correlation-Id").as_deref(), Some("corr-test"));
+    assert_eq!(header("Agora-Causation-Id").as_deref(), Some("cause-test"));
+    let envelope = &envelopes(&messages)[0];
+    assert_eq!(envelope.traceparent(), Some(request.traceparent));
+
+    // A command caused by that event (as the saga issues them) keeps the
+    // correlation id and the trace, and names the event as its cause.
+    let caused = commands::CommandMetadata::caused_by(envelope);
+    assert_eq!(caused.correlation_id, "corr-test");
+    assert_eq!(caused.causation_id, format!("product:{id}:1"));
+    assert_eq!(caused.traceparent.trace_id, request.traceparent.trace_id);
+    assert_ne!(caused.traceparent.span_id, request.traceparent.span_id);
+}

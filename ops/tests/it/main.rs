@@ -6,5 +6,8 @@
 mod crash;
 mod deploy;
 mod shutdown;
+#[path = "../../../api/tests/it/exposition.rs"]
+mod exposition;
+mod observability;
 mod startup;
 mod support;

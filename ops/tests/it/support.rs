@@ -66,6 +66,12 @@ impl Agora {
 
     /// Starts it with `env` on top of the defaults above.
     pub fn start_with(&mut self, env: &[(&str, &str)]) {
+        self.start_logged(env, log());
+    }
+
+    /// Starts it with `env` on top of the defaults above and its stdout (the
+    /// logs) sent to `stdout`.
+    pub fn start_logged(&mut self, env: &[(&str, &str)], stdout: Stdio) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
         command
             .arg("serve")
@@ -82,7 +88,7 @@ impl Agora {
                 std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(log())
+            .stdout(stdout)
             .stderr(Stdio::null());
         for (name, value) in env {
             command.env(name, value);

@@ -1,0 +1,240 @@
+//! Prometheus metrics: the process-wide recorder, `GET /metrics`, and the
+//! HTTP middleware that counts and times every request.
+//!
+//! Every crate records through the `metrics` facade; this module installs the
+//! one recorder those calls reach. A process has one global recorder, so
+//! installation happens once however many routers are built (tests build
+//! many), and `/metrics` renders from the handle kept here.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// The content type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+// Latencies from a cached read (well under a millisecond) to a request
+// waiting out the read-your-writes wait or the request timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How often histograms are folded into their buckets when nobody scrapes,
+/// so samples do not pile up in memory.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder for this process, once, and registers the
+/// main series at zero. Later calls return the same handle.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS);
+        // Only a malformed bucket list can fail here, and ours is a constant.
+        let recorder = match builder {
+            Ok(builder) => builder.build_recorder(),
+            Err(error) => {
+                tracing::error!(%error, "invalid histogram buckets; using summaries");
+                PrometheusBuilder::new().build_recorder()
+            }
+        };
+        let handle = recorder.handle();
+        if let Err(error) = metrics::set_global_recorder(recorder) {
+            // Someone else's recorder got there first (an embedding
+            // program): our handle then renders nothing, but nothing breaks.
+            tracing::warn!(%error, "a metrics recorder was already installed; /metrics will be empty");
+        }
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the metrics upkeep thread; histograms fold only when scraped");
+        }
+        describe();
+        handle
+    })
+}
+
+/// `GET /metrics`: every series of this process in the text format.
+pub async fn render() -> Response {
+    let body = install().render();
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        body,
+    )
+        .into_response()
+}
+
+/// Counts and times every request by method, route template and status. The
+/// route is the matched template (`/products/{id}`), never the raw path, so
+/// ids cannot multiply the series; a path that matched nothing is
+/// `unmatched`.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = method_label(req.method());
+    let in_flight = metrics::gauge!("agora_http_requests_in_flight");
+    in_flight.increment(1.0);
+    let _done = Decrement(in_flight);
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("agora_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("agora_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed);
+    response
+}
+
+/// Lowers the in-flight gauge however the request ends, a dropped
+/// connection or a timeout included.
+struct Decrement(metrics::Gauge);
+
+impl Drop for Decrement {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+// A fixed set, so a client inventing methods cannot create series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Aggregate types, as stored and as labelled.
+const AGGREGATES: [&str; 4] = ["user", "product", "order", "payment"];
+const OUTCOMES: [&str; 5] = ["ok", "rejected", "conflict", "precondition_failed", "error"];
+/// Read-cache models, as in the cache keys (`<model>/<id>`).
+const READ_MODELS: [&str; 4] = ["users", "products", "orders", "payments"];
+
+/// Describes the series this crate and its dependencies record, and sets
+/// the main ones to zero, so dashboards show 0 rather than "no data" before
+/// the first event.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+    describe_counter!(
+        "agora_http_requests_total",
+        "HTTP requests answered, by method, route template and status."
+    );
+    describe_histogram!(
+        "agora_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route template."
+    );
+    describe_gauge!(
+        "agora_http_requests_in_flight",
+        "HTTP requests being answered now."
+    );
+    metrics::gauge!("agora_http_requests_in_flight").set(0.0);
+
+    describe_counter!("agora_commands_total", "Commands run, by aggregate and outcome (ok, rejected, conflict, precondition_failed, error).");
+    describe_counter!(
+        "agora_command_retries_total",
+        "Commands run again after losing an optimistic race on their aggregate."
+    );
+    describe_histogram!(
+        "agora_command_duration_seconds",
+        Unit::Seconds,
+        "Time to run a command, load and append included."
+    );
+    describe_counter!(
+        "agora_events_appended_total",
+        "Events appended to the store, by aggregate."
+    );
+    describe_counter!(
+        "agora_aggregate_cache_hits_total",
+        "Aggregate loads served from the in-process cache."
+    );
+    describe_counter!(
+        "agora_aggregate_cache_misses_total",
+        "Aggregate loads that read the store."
+    );
+    for aggregate in AGGREGATES {
+        for outcome in OUTCOMES {
+            metrics::counter!("agora_commands_total", "aggregate" => aggregate, "outcome" => outcome).absolute(0);
+        }
+        metrics::counter!("agora_command_retries_total", "aggregate" => aggregate).absolute(0);
+        metrics::counter!("agora_events_appended_total", "aggregate" => aggregate).absolute(0);
+        metrics::counter!("agora_aggregate_cache_hits_total", "aggregate" => aggregate).absolute(0);
+        metrics::counter!("agora_aggregate_cache_misses_total", "aggregate" => aggregate)
+            .absolute(0);
+    }
+
+    describe_counter!(
+        "agora_read_cache_hits_total",
+        "Single-resource reads answered from the read cache, by model."
+    );
+    describe_counter!(
+        "agora_read_cache_misses_total",
+        "Single-resource reads that went to the read tables, by model."
+    );
+    for model in READ_MODELS {
+        metrics::counter!("agora_read_cache_hits_total", "model" => model).absolute(0);
+        metrics::counter!("agora_read_cache_misses_total", "model" => model).absolute(0);
+    }
+
+    describe_counter!(
+        "agora_relay_published_total",
+        "Events the relay published and JetStream acknowledged."
+    );
+    describe_gauge!(
+        "agora_relay_lag_events",
+        "Committed events not yet acknowledged by JetStream."
+    );
+    describe_gauge!(
+        "agora_relay_leader",
+        "1 on the process holding the relay's leadership lock."
+    );
+    describe_gauge!(
+        "agora_relay_last_publish_timestamp_seconds",
+        Unit::Seconds,
+        "When the relay last had a batch acknowledged (Unix time)."
+    );
+    metrics::counter!("agora_relay_published_total").absolute(0);
+    metrics::gauge!("agora_relay_leader").set(0.0);
+
+    describe_gauge!(
+        "agora_projection_position",
+        "The last global position a projection applied."
+    );
+    describe_gauge!(
+        "agora_projection_lag_events",
+        "How far the newest event a projection receives is ahead of its position."
+    );
+    describe_gauge!(
+        "agora_projection_dead_letters",
+        "Messages a projection gave up on."
+    );
+    describe_counter!(
+        "agora_projection_applied_total",
+        "Events a projection applied (repeats and skips not counted)."
+    );
+    for projection in projections::Projection::ALL {
+        metrics::counter!("agora_projection_applied_total", "projection" => projection.name())
+            .absolute(0);
+    }
+}
