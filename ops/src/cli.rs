@@ -21,6 +21,11 @@ pub enum Command {
     /// List every projection with its position, lag, dead letters and the
     /// time it last applied an event; and the relay's lag.
     Projections,
+    /// Run the bundled test payment gateway on AGORA_GATEWAY_ADDR. Tokens:
+    /// tok_ok approves, tok_decline declines, tok_slow approves after 2 s,
+    /// tok_flaky fails with a 5xx twice per key, then approves. Its ledger
+    /// is kept in the database of DATABASE_URL (schema `gateway`).
+    Gateway,
 }
 
 #[derive(Debug, Args)]

@@ -2,8 +2,8 @@
 //!
 //! Every role shares one pool and one NATS connection. On SIGTERM or Ctrl-C:
 //! `/readyz` turns 503, the HTTP listener drains, then the relay and the
-//! workers finish their batch (checkpoints are stored with each batch), and
-//! the pool closes.
+//! workers finish their batch (checkpoints are stored with each batch), the
+//! saga finishes the steps in flight, and the pool closes.
 
 use std::sync::Arc;
 
@@ -20,9 +20,6 @@ use crate::cli::Role;
 use crate::config::Config;
 
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
-    if role == Role::Saga {
-        anyhow::bail!("role saga is not available in this build; run api, relay, projector or all");
-    }
     // The contract: no secret, no start, unless authentication is off on purpose.
     if config.auth.enabled && config.auth.jwt_secret.is_none() {
         anyhow::bail!("AGORA_JWT_SECRET is not set: set it, or set AGORA_AUTH=off to run without authentication");
@@ -92,6 +89,28 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             }));
         }
     }
+    if runs(Role::Saga) {
+        let gateway = &config.gateway;
+        let options = saga::SagaOptions {
+            payment_deadline: gateway.payment_deadline,
+            gateway_timeout: gateway.timeout,
+            retry_base: gateway.retry_base,
+            retry_max: gateway.retry_max,
+            breaker_threshold: gateway.circuit_threshold,
+            breaker_cool_down: gateway.circuit_cool_down,
+            lease: gateway.saga_lease,
+            concurrency: gateway.saga_concurrency,
+            ..saga::SagaOptions::new(prefix.clone(), gateway.url.clone())
+        };
+        let saga = saga::Saga::new(
+            pool.clone(),
+            async_nats::jetstream::new(nats.clone()),
+            aggregates.clone(),
+            options,
+        )
+        .context("starting the saga")?;
+        tasks.push(tokio::spawn(saga.run(until_stopped())));
+    }
 
     let options = HttpOptions {
         body_limit: config.http.body_limit,
@@ -146,7 +165,7 @@ async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("connecting to NATS_URL={}", config.nats.url))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
