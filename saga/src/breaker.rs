@@ -11,6 +11,7 @@
 //! the next caller gets the one probe; its success closes the breaker, its
 //! failure (or its being dropped unfinished) opens it again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,8 +54,15 @@ enum Inner {
 #[derive(Debug, Clone)]
 pub struct Breaker {
     inner: Arc<Mutex<Inner>>,
+    counts: Arc<Counts>,
     threshold: u32,
     cool_down: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    transitions: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// The call was refused: the circuit is open, or half-open with its probe
@@ -77,6 +85,7 @@ impl Breaker {
         metrics::gauge!("agora_circuit_state").set(CircuitState::Closed.gauge());
         Self {
             inner: Arc::new(Mutex::new(Inner::Closed { failures: 0 })),
+            counts: Arc::default(),
             threshold: threshold.max(1),
             cool_down,
         }
@@ -90,20 +99,34 @@ impl Breaker {
         }
     }
 
+    /// State changes so far: with `refused`, lets an observer tell that
+    /// calls were refused within one spell of the circuit being open.
+    pub fn transitions(&self) -> u64 {
+        self.counts.transitions.load(Ordering::SeqCst)
+    }
+
+    /// Calls refused so far.
+    pub fn refused(&self) -> u64 {
+        self.counts.refused.load(Ordering::SeqCst)
+    }
+
     pub fn try_acquire(&self) -> Result<Permit, Refused> {
         let mut inner = self.lock();
-        match *inner {
-            Inner::Closed { .. } => {}
-            Inner::Open { until } if Instant::now() < until => {
-                return Err(Refused { retry_at: until })
+        let retry_at = match *inner {
+            Inner::Closed { .. } => None,
+            Inner::Open { until } if Instant::now() < until => Some(until),
+            Inner::Open { .. } => {
+                self.transition(&mut inner, Inner::HalfOpen);
+                None
             }
-            Inner::Open { .. } => transition(&mut inner, Inner::HalfOpen),
             // The probe is out: everyone else waits for its verdict.
             Inner::HalfOpen => {
-                return Err(Refused {
-                    retry_at: Instant::now() + self.cool_down.min(Duration::from_millis(200)),
-                })
+                Some(Instant::now() + self.cool_down.min(Duration::from_millis(200)))
             }
+        };
+        if let Some(retry_at) = retry_at {
+            self.counts.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(Refused { retry_at });
         }
         Ok(Permit {
             breaker: self.clone(),
@@ -122,7 +145,7 @@ impl Breaker {
     fn success(&self) {
         let mut inner = self.lock();
         if !matches!(*inner, Inner::Closed { .. }) {
-            transition(&mut inner, Inner::Closed { failures: 0 });
+            self.transition(&mut inner, Inner::Closed { failures: 0 });
         } else {
             *inner = Inner::Closed { failures: 0 };
         }
@@ -135,18 +158,25 @@ impl Breaker {
         };
         match *inner {
             Inner::Closed { failures } if failures + 1 >= self.threshold => {
-                transition(&mut inner, open)
+                self.transition(&mut inner, open)
             }
             Inner::Closed { failures } => {
                 *inner = Inner::Closed {
                     failures: failures + 1,
                 }
             }
-            Inner::HalfOpen => transition(&mut inner, open),
+            Inner::HalfOpen => self.transition(&mut inner, open),
             // A call let through before the circuit opened failed late: the
             // circuit is already open, and its cool-down stands.
             Inner::Open { .. } => {}
         }
+    }
+}
+
+impl Breaker {
+    fn transition(&self, inner: &mut Inner, to: Inner) {
+        self.counts.transitions.fetch_add(1, Ordering::SeqCst);
+        transition(inner, to);
     }
 }
 
@@ -169,9 +199,10 @@ impl Permit {
         self.reported = true;
         let mut inner = self.breaker.lock();
         if matches!(*inner, Inner::HalfOpen) {
-            *inner = Inner::Open {
+            let open = Inner::Open {
                 until: Instant::now(),
             };
+            self.breaker.transition(&mut inner, open);
         }
     }
 
