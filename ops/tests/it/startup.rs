@@ -40,6 +40,7 @@ fn every_command_explains_itself() {
         vec!["migrate", "--help"],
         vec!["serve", "--help"],
         vec!["projections", "--help"],
+        vec!["gateway", "--help"],
     ] {
         let output = agora(&command, &[]);
         assert!(output.status.success(), "{command:?}");

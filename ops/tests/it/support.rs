@@ -8,13 +8,16 @@ use commands::testing::TestDatabase;
 use schemas::EventEnvelope;
 use serde_json::{json, Value};
 
-/// One `agora serve --role all` child process, killable and restartable.
+/// One `agora serve --role all` child process, killable and restartable,
+/// with an `agora gateway` child beside it for its saga to charge.
 pub struct Agora {
     pub port: u16,
+    gateway_port: u16,
     database_url: String,
     nats_url: String,
     prefix: String,
     child: Option<Child>,
+    gateway: Option<Child>,
 }
 
 // Where the child's logs go: AGORA_TEST_LOG names a file to append to.
@@ -41,10 +44,12 @@ impl Agora {
     pub fn new(db: &TestDatabase, nats_url: &str, prefix: &str) -> Self {
         Self {
             port: free_port(),
+            gateway_port: free_port(),
             database_url: db.url(),
             nats_url: nats_url.to_owned(),
             prefix: prefix.to_owned(),
             child: None,
+            gateway: None,
         }
     }
 
@@ -53,8 +58,27 @@ impl Agora {
     }
 
     pub fn start(&mut self) {
+        if self.gateway.is_none() {
+            let gateway = Command::new(env!("CARGO_BIN_EXE_agora"))
+                .arg("gateway")
+                .env("DATABASE_URL", &self.database_url)
+                .env(
+                    "AGORA_GATEWAY_ADDR",
+                    format!("127.0.0.1:{}", self.gateway_port),
+                )
+                .env("RUST_LOG", "warn")
+                .stdout(log())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start agora gateway");
+            self.gateway = Some(gateway);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_agora"))
             .arg("serve")
+            .env(
+                "AGORA_GATEWAY_URL",
+                format!("http://127.0.0.1:{}", self.gateway_port),
+            )
             .env("DATABASE_URL", &self.database_url)
             .env("NATS_URL", &self.nats_url)
             .env("AGORA_NATS_PREFIX", &self.prefix)
@@ -84,7 +108,50 @@ impl Agora {
 impl Drop for Agora {
     fn drop(&mut self) {
         self.kill();
+        if let Some(mut gateway) = self.gateway.take() {
+            let _ = gateway.kill();
+            let _ = gateway.wait();
+        }
     }
+}
+
+/// Waits until the saga has brought every order to an end: none is pending
+/// and its work table has nothing left to do.
+pub async fn assert_saga_finished(db: &TestDatabase) {
+    eventually(
+        "the saga finished every order",
+        Duration::from_secs(120),
+        || async {
+            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_orders WHERE NOT done")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap_or(-1);
+            open == 0
+        },
+    )
+    .await;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events o WHERE o.event_type = 'OrderPlaced' AND NOT EXISTS (
+             SELECT 1 FROM events e WHERE e.aggregate_type = 'order' AND e.aggregate_id = o.aggregate_id
+                AND e.event_type IN ('OrderConfirmed', 'OrderCancelled'))",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count pending orders");
+    assert_eq!(pending, 0, "every order reached an end");
+    // One charge key per payment at the gateway, and never two payments
+    // for one order.
+    let payments_per_order: Option<i64> = sqlx::query_scalar(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM events WHERE event_type = 'PaymentRequested'
+            GROUP BY payload->'PaymentRequested'->>'order_id') AS per_order",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("payments per order");
+    assert!(
+        payments_per_order.unwrap_or(0) <= 1,
+        "one payment per order"
+    );
 }
 
 /// Concurrent clients sending a mix of commands until `target` succeeded;
