@@ -108,3 +108,76 @@ async fn an_admin_refund_moves_the_money_back_through_the_gateway_once() {
     assert_eq!((stock.available(), stock.reserved()), (2, 0));
     system.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivered_events_change_nothing() {
+    let system = System::start().await;
+    let _saga = system.start_saga();
+    let product = system.product(2).await;
+    let order_id = system.place(vec![(product, 1)], "tok_ok").await;
+    system.settled(order_id, OrderStatus::Confirmed).await;
+    eventually("the confirmation is notified", || async {
+        system.notifications(order_id, "order_confirmed").await == 1
+    })
+    .await;
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+
+    // Every message of the order published again under a new id, so
+    // JetStream delivers each a second time to the saga and the projections.
+    let messages = system.nats.messages().await;
+    let mut again = 0;
+    for message in messages {
+        let envelope: schemas::EventEnvelope = serde_json::from_slice(&message.payload).unwrap();
+        if envelope.aggregate_id != order_id.to_string() {
+            continue;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+        system
+            .nats
+            .jetstream
+            .publish_with_headers(message.subject.to_string(), headers, message.payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        again += 1;
+    }
+    assert!(again >= 3, "placed, payment assigned, confirmed");
+    let consumer = saga::consumer::consumer_name(&system.nats.prefix);
+    eventually("the saga consumed the copies", || async {
+        let Ok(stream) = system
+            .nats
+            .jetstream
+            .get_stream(system.nats.stream_name())
+            .await
+        else {
+            return false;
+        };
+        let Ok(info) = stream.consumer_info(&consumer).await else {
+            return false;
+        };
+        let last = stream.cached_info().state.last_sequence;
+        info.delivered.stream_sequence >= last && info.num_ack_pending == 0
+    })
+    .await;
+    assert!(system.saga_done(order_id).await);
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events_after, events_before, "no step was done again");
+    assert_eq!(system.notifications(order_id, "order_confirmed").await, 1);
+    assert_eq!(
+        charges_for(
+            &system.charges().await,
+            system.order(order_id).await.payment_id().unwrap()
+        )
+        .len(),
+        1
+    );
+    system.stop().await;
+}
