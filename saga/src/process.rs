@@ -147,18 +147,8 @@ impl Process {
         }
     }
 
-    /// The delay before retry number `failures` (1-based): exponential from
-    /// the base, capped, with jitter so waiting orders do not retry in step.
     pub(crate) fn backoff(&self, failures: i32) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(self.options.retry_base)
-            .with_max_delay(self.options.retry_max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(usize::try_from(failures.max(1) - 1).unwrap_or(0))
-            .unwrap_or(self.options.retry_max)
+        retry_delay(self.options.retry_base, self.options.retry_max, failures)
     }
 
     async fn advance(&self, ctx: &mut Ctx) -> Result<Step, StepError> {
@@ -705,9 +695,46 @@ impl Process {
     }
 }
 
+/// The delay before retry number `failures` (1-based): doubling from `base`,
+/// capped at `max`, then stretched by a random jitter of up to as much again
+/// (backon's), so orders that failed together do not retry in step.
+pub(crate) fn retry_delay(base: Duration, max: Duration, failures: i32) -> Duration {
+    ExponentialBuilder::default()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        // Past 32 doublings any sane base has long reached the cap, and the
+        // iterator need not walk a long outage's failure count.
+        .nth(usize::try_from(failures.clamp(1, 32) - 1).unwrap_or(0))
+        .unwrap_or(max)
+}
+
 fn later(wait: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(wait)
         .ok()
         .and_then(|wait| Utc::now().checked_add_signed(wait))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_double_from_the_base_and_stay_under_twice_the_cap() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        for failures in 1..=3 {
+            let floor = base * 2u32.pow(failures as u32 - 1);
+            let delay = retry_delay(base, max, failures);
+            assert!(delay >= floor && delay < floor * 2, "{failures}: {delay:?}");
+        }
+        for failures in [10, 1000, i32::MAX] {
+            let delay = retry_delay(base, max, failures);
+            assert!(delay >= max && delay < max * 2, "{failures}: {delay:?}");
+        }
+        assert!(retry_delay(base, max, 0) < base * 2);
+    }
 }
