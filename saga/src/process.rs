@@ -317,6 +317,11 @@ impl Process {
             count("charge", "deadline");
             return Ok(Step::Again);
         }
+        let (amount, currency) = match payment.amount() {
+            Some(money) => (money.amount, money.currency.as_str().to_owned()),
+            None => return Err(StepError::Command("the payment has no amount".to_owned())),
+        };
+        let token = payment.token().unwrap_or_default();
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(refused) => {
@@ -328,21 +333,24 @@ impl Process {
                 return Ok(Step::Wait(later(wait).min(deadline)));
             }
         };
-        if !store::start_charge(&self.pool, ctx.row.order_id, self.owner, self.options.lease)
-            .await?
+        // Nothing was sent if this fails: the breaker gets no verdict.
+        match store::start_charge(&self.pool, ctx.row.order_id, self.owner, self.options.lease)
+            .await
         {
-            permit.abandon();
-            return Err(StepError::LeaseLost);
+            Ok(true) => {}
+            Ok(false) => {
+                permit.abandon();
+                return Err(StepError::LeaseLost);
+            }
+            Err(err) => {
+                permit.abandon();
+                return Err(err.into());
+            }
         }
         if ctx.row.charge_attempts > 0 {
             metrics::counter!("agora_gateway_retries_total", "operation" => "charge").increment(1);
         }
         ctx.row.charge_attempts += 1;
-        let (amount, currency) = match payment.amount() {
-            Some(money) => (money.amount, money.currency.as_str().to_owned()),
-            None => return Err(StepError::Command("the payment has no amount".to_owned())),
-        };
-        let token = payment.token().unwrap_or_default();
         match self
             .client
             .charge(payment_id, amount, &currency, token)
