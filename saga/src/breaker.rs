@@ -63,6 +63,7 @@ pub struct Breaker {
 struct Counts {
     transitions: AtomicU64,
     refused: AtomicU64,
+    in_flight: AtomicU64,
 }
 
 /// The call was refused: the circuit is open, or half-open with its probe
@@ -110,6 +111,12 @@ impl Breaker {
         self.counts.refused.load(Ordering::SeqCst)
     }
 
+    /// Calls let through and not yet reported: calls let through while the
+    /// circuit was closed may still be on their way when it opens.
+    pub fn in_flight(&self) -> u64 {
+        self.counts.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn try_acquire(&self) -> Result<Permit, Refused> {
         let mut inner = self.lock();
         let retry_at = match *inner {
@@ -128,6 +135,7 @@ impl Breaker {
             self.counts.refused.fetch_add(1, Ordering::SeqCst);
             return Err(Refused { retry_at });
         }
+        self.counts.in_flight.fetch_add(1, Ordering::SeqCst);
         Ok(Permit {
             breaker: self.clone(),
             reported: false,
@@ -197,6 +205,7 @@ impl Permit {
     /// probe returned this way lets the next caller probe at once.
     pub fn abandon(mut self) {
         self.reported = true;
+        self.breaker.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
         let mut inner = self.breaker.lock();
         if matches!(*inner, Inner::HalfOpen) {
             let open = Inner::Open {
@@ -208,11 +217,13 @@ impl Permit {
 
     pub fn succeeded(mut self) {
         self.reported = true;
+        self.breaker.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.breaker.success();
     }
 
     pub fn failed(mut self) {
         self.reported = true;
+        self.breaker.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.breaker.failure();
     }
 }
@@ -220,6 +231,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.reported {
+            self.breaker.counts.in_flight.fetch_sub(1, Ordering::SeqCst);
             self.breaker.failure();
         }
     }

@@ -24,14 +24,19 @@ async fn a_gateway_outage_opens_the_circuit_and_orders_wait_until_it_is_back() {
         orders.push(system.place(vec![(product, 1)], "tok_ok").await);
     }
 
-    // While the circuit is open, refused calls never reach the gateway.
+    // While the circuit is open, refused calls never reach the gateway. The
+    // window checked starts open with no call in flight (calls let through
+    // before it opened may still be on their way) and has no state change.
     let mut checked = false;
-    for _ in 0..5 {
-        eventually("the circuit opens", || async {
-            saga.breaker.state() == CircuitState::Open
+    for _ in 0..10 {
+        eventually("the circuit is open with no call in flight", || async {
+            saga.breaker.state() == CircuitState::Open && saga.breaker.in_flight() == 0
         })
         .await;
         let (transitions, refused) = (saga.breaker.transitions(), saga.breaker.refused());
+        if saga.breaker.state() != CircuitState::Open || saga.breaker.in_flight() != 0 {
+            continue;
+        }
         let calls = system.charge_requests().await;
         eventually("calls are refused by the open circuit", || async {
             saga.breaker.refused() >= refused + 2 || saga.breaker.transitions() != transitions
