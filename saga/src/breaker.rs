@@ -283,4 +283,42 @@ mod tests {
         breaker.try_acquire().unwrap().failed();
         assert_eq!(breaker.state(), CircuitState::Closed);
     }
+
+    #[test]
+    fn state_and_transitions_are_reported_as_metrics() {
+        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || {
+            let breaker = Breaker::new(1, Duration::from_secs(60));
+            breaker.try_acquire().unwrap().failed();
+        });
+        let metrics: Vec<(String, Vec<String>, DebugValue)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let labels = key.labels().map(|l| format!("{}={}", l.key(), l.value()));
+                (key.name().to_owned(), labels.collect(), value)
+            })
+            .collect();
+        assert!(
+            metrics.contains(&(
+                "agora_circuit_state".to_owned(),
+                vec![],
+                DebugValue::Gauge(2.0.into())
+            )),
+            "{metrics:?}"
+        );
+        assert!(
+            metrics.contains(&(
+                "agora_circuit_transitions_total".to_owned(),
+                vec!["to=open".to_owned()],
+                DebugValue::Counter(1)
+            )),
+            "{metrics:?}"
+        );
+    }
 }

@@ -195,3 +195,93 @@ pub fn record_rejected(operation: &'static str) {
     metrics::counter!("agora_gateway_requests_total", "operation" => operation, "outcome" => "rejected_open")
         .increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+    use axum::{Json, Router};
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    // A stand-in gateway whose answer depends on the token alone.
+    async fn gateway() -> String {
+        async fn charge(
+            headers: HeaderMap,
+            Json(body): Json<serde_json::Value>,
+        ) -> (StatusCode, Json<serde_json::Value>) {
+            assert!(headers.contains_key("idempotency-key"));
+            match body["token"].as_str() {
+                Some("tok_ok") => (
+                    StatusCode::OK,
+                    Json(json!({ "id": Uuid::now_v7(), "status": "approved" })),
+                ),
+                Some("tok_decline") => (
+                    StatusCode::PAYMENT_REQUIRED,
+                    Json(json!({ "status": "declined", "reason": "card_declined" })),
+                ),
+                Some("tok_slow") => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    (StatusCode::OK, Json(json!({})))
+                }
+                _ => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": "down" })),
+                ),
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, Router::new().route("/charges", post(charge))).await
+        });
+        url
+    }
+
+    // Current-thread runtime: the thread-local recorder sees every call.
+    #[tokio::test]
+    async fn every_outcome_is_told_apart_and_counted() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let _guard = metrics::set_default_local_recorder(&recorder);
+        let client = GatewayClient::new(&gateway().await, Duration::from_millis(300)).unwrap();
+        let id = Uuid::now_v7();
+        assert!(matches!(
+            client.charge(id, 100, "EUR", "tok_ok").await,
+            Ok(ChargeOutcome::Approved { .. })
+        ));
+        assert_eq!(
+            client.charge(id, 100, "EUR", "tok_decline").await.unwrap(),
+            ChargeOutcome::Declined {
+                reason: "card_declined".to_owned()
+            }
+        );
+        let down = client.charge(id, 100, "EUR", "tok_down").await.unwrap_err();
+        assert!(matches!(down, GatewayError::Status { status: 503, .. }));
+        assert!(down.is_gateway_fault());
+        let slow = client.charge(id, 100, "EUR", "tok_slow").await.unwrap_err();
+        assert!(matches!(slow, GatewayError::Timeout(_)), "{slow:?}");
+
+        let snapshot = snapshotter.snapshot().into_vec();
+        for outcome in ["approved", "declined", "error", "timeout"] {
+            let counted = snapshot.iter().any(|(key, _, _, value)| {
+                let key = key.key();
+                key.name() == "agora_gateway_requests_total"
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "outcome" && l.value() == outcome)
+                    && key
+                        .labels()
+                        .any(|l| l.key() == "operation" && l.value() == "charge")
+                    && *value == DebugValue::Counter(1)
+            });
+            assert!(counted, "{outcome}: {snapshot:?}");
+        }
+        let timed = snapshot.iter().any(|(key, _, _, value)| {
+            key.key().name() == "agora_gateway_request_duration_seconds"
+                && matches!(value, DebugValue::Histogram(v) if v.len() == 4)
+        });
+        assert!(timed, "{snapshot:?}");
+    }
+}
