@@ -292,4 +292,21 @@ mod tests {
             "{printed}"
         );
     }
+
+    #[test]
+    fn every_variable_read_is_listed_in_the_example() {
+        let example = include_str!("../../.env.example");
+        let names = include_str!("config.rs").split('"').filter(|s| {
+            s.len() > "AGORA_".len()
+                && s.starts_with("AGORA_")
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        });
+        for name in names {
+            let listed = example
+                .lines()
+                .any(|line| line.starts_with(&format!("{name}=")));
+            assert!(listed, "{name} is missing from .env.example");
+        }
+    }
 }
