@@ -24,6 +24,11 @@ pub enum Command {
     /// Print a bearer token signed with AGORA_JWT_SECRET, for
     /// `Authorization: Bearer <token>`.
     Token(TokenArgs),
+    /// Run the bundled test payment gateway on AGORA_GATEWAY_ADDR. Tokens:
+    /// tok_ok approves, tok_decline declines, tok_slow approves after 2 s,
+    /// tok_flaky fails with a 5xx twice per key, then approves. Its ledger
+    /// is kept in the database of DATABASE_URL (schema `gateway`).
+    Gateway,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,19 @@ pub struct GatewayConfig {
     pub url: String,
     pub addr: SocketAddr,
     pub payment_deadline: Duration,
+    /// One call from the saga to the gateway, at most.
+    pub timeout: Duration,
+    /// First retry delay after a failed gateway call; doubles, with jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Consecutive gateway failures that open the circuit breaker.
+    pub circuit_threshold: u32,
+    /// How long the circuit stays open before one probe call.
+    pub circuit_cool_down: Duration,
+    /// How long one saga process holds an order it steps.
+    pub saga_lease: Duration,
+    /// Orders one saga process steps at once.
+    pub saga_concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +152,17 @@ impl Config {
         if pool_size == 0 {
             return Err(env.invalid("AGORA_DB_POOL_SIZE", "0", "at least 1 connection is needed"));
         }
+        let gateway_timeout = Duration::from_millis(env.get("AGORA_GATEWAY_TIMEOUT_MS", 5_000)?);
+        let saga_lease = Duration::from_millis(env.get("AGORA_SAGA_LEASE_MS", 30_000)?);
+        // A step holds its order for one gateway call and a few commands; a
+        // lease shorter than that would let a second process step it too.
+        if saga_lease < gateway_timeout * 2 {
+            return Err(env.invalid(
+                "AGORA_SAGA_LEASE_MS",
+                &saga_lease.as_millis().to_string(),
+                "must be at least twice AGORA_GATEWAY_TIMEOUT_MS",
+            ));
+        }
         Ok(Self {
             database: DatabaseConfig {
                 url: Secret(env.get(
@@ -180,6 +204,15 @@ impl Config {
                 payment_deadline: Duration::from_millis(
                     env.get("AGORA_PAYMENT_DEADLINE_MS", 60_000)?,
                 ),
+                timeout: gateway_timeout,
+                retry_base: Duration::from_millis(env.get("AGORA_GATEWAY_RETRY_BASE_MS", 200)?),
+                retry_max: Duration::from_millis(env.get("AGORA_GATEWAY_RETRY_MAX_MS", 10_000)?),
+                circuit_threshold: env.get("AGORA_CIRCUIT_THRESHOLD", 5)?,
+                circuit_cool_down: Duration::from_millis(
+                    env.get("AGORA_CIRCUIT_COOL_DOWN_MS", 5_000)?,
+                ),
+                saga_lease,
+                saga_concurrency: env.get("AGORA_SAGA_CONCURRENCY", 64)?,
             },
             consistency_wait: Duration::from_millis(env.get("AGORA_CONSISTENCY_WAIT_MS", 3_000)?),
             log: LogConfig {
@@ -257,6 +290,8 @@ mod tests {
             config.gateway.payment_deadline,
             Duration::from_millis(60000)
         );
+        assert_eq!(config.gateway.timeout, Duration::from_secs(5));
+        assert_eq!(config.gateway.circuit_threshold, 5);
         assert_eq!(config.log.filter, "info");
         assert_eq!(config.log.otlp_endpoint, None);
         assert_eq!(config.log.service_name, "agora");
@@ -287,6 +322,8 @@ mod tests {
         assert_eq!(err.name, "AGORA_RATE_LIMIT_BURST");
         let err = config(&[("AGORA_SHUTDOWN_GRACE_MS", "1s")]).unwrap_err();
         assert_eq!(err.name, "AGORA_SHUTDOWN_GRACE_MS");
+        let err = config(&[("AGORA_SAGA_LEASE_MS", "1000")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_SAGA_LEASE_MS");
     }
 
     #[test]
@@ -301,5 +338,22 @@ mod tests {
             !printed.contains("hunter2") && !printed.contains("pw@"),
             "{printed}"
         );
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_in_the_example() {
+        let example = include_str!("../../.env.example");
+        let names = include_str!("config.rs").split('"').filter(|s| {
+            s.len() > "AGORA_".len()
+                && s.starts_with("AGORA_")
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        });
+        for name in names {
+            let listed = example
+                .lines()
+                .any(|line| line.starts_with(&format!("{name}=")));
+            assert!(listed, "{name} is missing from .env.example");
+        }
     }
 }

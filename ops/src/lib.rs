@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod gateway;
 pub mod migrate;
 pub mod sampler;
 pub mod serve;

@@ -5,7 +5,8 @@
 //! (`AGORA_SHUTDOWN_GRACE_MS`), so load balancers stop sending; then the
 //! listener closes and requests in flight finish (each is bounded by the
 //! request timeout); then the relay and the workers stop, each after
-//! finishing its batch and storing its checkpoint; then the pool closes.
+//! finishing its batch and storing its checkpoint, the saga finishes the
+//! steps in flight; then the pool closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,9 +26,6 @@ use crate::cli::Role;
 use crate::config::Config;
 
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
-    if role == Role::Saga {
-        anyhow::bail!("role saga is not available in this build; run api, relay, projector or all");
-    }
     // The contract: no secret, no start, unless authentication is off on purpose.
     if config.auth.enabled && config.auth.jwt_secret.is_none() {
         anyhow::bail!("AGORA_JWT_SECRET is not set: set it, or set AGORA_AUTH=off to run without authentication");
@@ -96,6 +94,28 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
                 projections::worker::run(projection, pool, jetstream, nats, &prefix, stopped).await;
             }));
         }
+    }
+    if runs(Role::Saga) {
+        let gateway = &config.gateway;
+        let options = saga::SagaOptions {
+            payment_deadline: gateway.payment_deadline,
+            gateway_timeout: gateway.timeout,
+            retry_base: gateway.retry_base,
+            retry_max: gateway.retry_max,
+            breaker_threshold: gateway.circuit_threshold,
+            breaker_cool_down: gateway.circuit_cool_down,
+            lease: gateway.saga_lease,
+            concurrency: gateway.saga_concurrency,
+            ..saga::SagaOptions::new(prefix.clone(), gateway.url.clone())
+        };
+        let saga = saga::Saga::new(
+            pool.clone(),
+            async_nats::jetstream::new(nats.clone()),
+            aggregates.clone(),
+            options,
+        )
+        .context("starting the saga")?;
+        tasks.push(tokio::spawn(saga.run(until_stopped())));
     }
 
     if runs(Role::Relay) || runs(Role::Projector) {
@@ -190,7 +210,7 @@ async fn connect_nats(config: &Config) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("connecting to NATS_URL={}", config.nats.url))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

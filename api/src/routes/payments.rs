@@ -1,7 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use domain::order::{CancelReason, OrderCommand};
+use domain::order::{CancelReason, OrderCommand, OrderStatus};
 use domain::payment::{Payment, PaymentCommand};
 use domain::values::Money;
 use serde::Serialize;
@@ -25,6 +25,11 @@ struct PaymentView<'a> {
 
 /// Refunds a captured payment and cancels its order with reason `refunded`.
 ///
+/// This records the decision; the money moves afterwards. The saga sees the
+/// `PaymentRefunded` event (the event store is its outbox), sends the refund
+/// to the gateway under the idempotency key `<payment id>:refund`, retrying
+/// until the gateway answers, and returns the order's stock.
+///
 /// Policy: admin only.
 pub async fn refund(
     State(state): State<AppState>,
@@ -34,6 +39,24 @@ pub async fn refund(
     Context(metadata): Context,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?.to_string();
+    // A payment is captured a moment before the saga confirms its order. A
+    // refund in that moment could not cancel the order (`refunded` needs a
+    // confirmed or shipped order), so it is refused before anything is
+    // written. Read from the store: the saga confirms in another process.
+    let (payment, _) = state.aggregates.payments.load(&id).await?;
+    if let Some(order_id) = payment.aggregate.order_id() {
+        let order = state
+            .aggregates
+            .orders
+            .load_stored(&order_id.to_string())
+            .await?;
+        if order.aggregate.status() == OrderStatus::Pending {
+            return Err(ApiError::rule(
+                "invalid-transition",
+                "the order is still being paid for; refund it once it is confirmed",
+            ));
+        }
+    }
     let done = state
         .aggregates
         .payments

@@ -366,3 +366,80 @@ async fn operations_paths() {
         (503, Some("draining"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_refunded_only_once_its_order_is_confirmed() {
+    use commands::CommandMetadata;
+    use domain::order::OrderCommand;
+    use domain::payment::PaymentCommand;
+    use domain::values::{Currency, Money};
+
+    let app = spawn_app().await;
+    let user = app.register("refund@example.com").await.id();
+    let product = app.create_product("SKU-R", 500, "EUR", 3).await.id();
+    let order = app
+        .post(
+            "/orders",
+            json!({ "user_id": user, "lines": [{ "product_id": product, "quantity": 1 }], "payment_token": "tok_ok" }),
+        )
+        .await;
+    assert_eq!(order.status, 201, "{}", order.body);
+    let order_id = uuid::Uuid::parse_str(&order.id()).unwrap();
+
+    // What the saga does up to the capture, the moment before it confirms.
+    let payment_id = uuid::Uuid::now_v7();
+    let metadata = CommandMetadata::system();
+    let aggregates = &app.state.aggregates;
+    let amount = Money::new(500, Currency::parse("EUR").unwrap());
+    for command in [
+        PaymentCommand::Request {
+            payment_id,
+            order_id,
+            amount,
+            token: "tok_ok".to_owned(),
+        },
+        PaymentCommand::Authorize {
+            authorization_id: "ch_1".to_owned(),
+        },
+        PaymentCommand::Capture,
+    ] {
+        aggregates
+            .payments
+            .execute(&payment_id.to_string(), command, None, &metadata)
+            .await
+            .unwrap();
+    }
+    let before = app.event_count().await;
+    let answer = app
+        .post_empty(&format!("/payments/{payment_id}/refund"))
+        .await;
+    assert_eq!(answer.status, 422, "{}", answer.body);
+    assert_eq!(answer.problem_type(), "/problems/invalid-transition");
+    assert_eq!(app.event_count().await, before, "nothing was written");
+
+    aggregates
+        .orders
+        .execute(
+            &order_id.to_string(),
+            OrderCommand::Confirm,
+            None,
+            &metadata,
+        )
+        .await
+        .unwrap();
+    let answer = app
+        .post_empty(&format!("/payments/{payment_id}/refund"))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["status"], "refunded");
+    let order = aggregates
+        .orders
+        .load_stored(&order_id.to_string())
+        .await
+        .unwrap()
+        .aggregate;
+    assert_eq!(
+        order.cancel_reason(),
+        Some(domain::order::CancelReason::Refunded)
+    );
+}

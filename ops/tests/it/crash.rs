@@ -3,7 +3,8 @@ use std::time::Duration;
 use commands::testing::{TestDatabase, TestNatsServer};
 
 use crate::support::{
-    assert_read_models_match_rebuild, assert_stream_matches_store, eventually, load, Agora,
+    assert_read_models_match_rebuild, assert_saga_finished, assert_stream_matches_store,
+    eventually, load, Agora,
 };
 
 fn prefix() -> String {
@@ -74,6 +75,19 @@ async fn sigkill_at_random_points_under_load_loses_nothing() {
             .unwrap_or(false)
     })
     .await;
+    // The saga writes as long as orders are open: wait for it before comparing.
+    assert_saga_finished(&db).await;
+    eventually(
+        "the relay caught up with the saga",
+        Duration::from_secs(60),
+        || async {
+            commands::relay::lag(&db.pool, &prefix)
+                .await
+                .map(|lag| lag == 0)
+                .unwrap_or(false)
+        },
+    )
+    .await;
     assert_stream_matches_store(&db, &nats_url, &prefix, false).await;
     assert_read_models_match_rebuild(&db, &nats_url, &prefix).await;
     agora.kill();
@@ -106,6 +120,18 @@ async fn nats_down_for_ten_seconds_under_load_loses_nothing() {
             .map(|lag| lag == 0)
             .unwrap_or(false)
     })
+    .await;
+    assert_saga_finished(&db).await;
+    eventually(
+        "the relay caught up with the saga",
+        Duration::from_secs(60),
+        || async {
+            commands::relay::lag(&db.pool, &prefix)
+                .await
+                .map(|lag| lag == 0)
+                .unwrap_or(false)
+        },
+    )
     .await;
     assert_read_models_match_rebuild(&db, &nats_url, &prefix).await;
     agora.kill();

@@ -41,6 +41,7 @@ fn every_command_explains_itself() {
         vec!["serve", "--help"],
         vec!["projections", "--help"],
         vec!["token", "--help"],
+        vec!["gateway", "--help"],
     ] {
         let output = agora(&command, &[]);
         assert!(output.status.success(), "{command:?}");

@@ -8,14 +8,16 @@ use commands::testing::TestDatabase;
 use schemas::EventEnvelope;
 use serde_json::{json, Value};
 
-/// One `agora serve --role all` child process, killable and restartable.
+/// One `agora serve --role all` child process, killable and restartable,
+/// with an `agora gateway` child beside it for its saga to charge.
 pub struct Agora {
     pub port: u16,
+    gateway_port: u16,
     database_url: String,
     nats_url: String,
     prefix: String,
-    env: Vec<(String, String)>,
     child: Option<Child>,
+    gateway: Option<Child>,
 }
 
 // Where the child's logs go: AGORA_TEST_LOG names a file to append to.
@@ -42,18 +44,13 @@ impl Agora {
     pub fn new(db: &TestDatabase, nats_url: &str, prefix: &str) -> Self {
         Self {
             port: free_port(),
+            gateway_port: free_port(),
             database_url: db.url(),
             nats_url: nats_url.to_owned(),
             prefix: prefix.to_owned(),
-            env: Vec::new(),
             child: None,
+            gateway: None,
         }
-    }
-
-    /// Sets one more variable for the child, over the defaults below.
-    pub fn with_env(mut self, name: &str, value: &str) -> Self {
-        self.env.push((name.to_owned(), value.to_owned()));
-        self
     }
 
     pub fn base(&self) -> String {
@@ -72,9 +69,28 @@ impl Agora {
     /// Starts it with `env` on top of the defaults above and its stdout (the
     /// logs) sent to `stdout`.
     pub fn start_logged(&mut self, env: &[(&str, &str)], stdout: Stdio) {
+        if self.gateway.is_none() {
+            let gateway = Command::new(env!("CARGO_BIN_EXE_agora"))
+                .arg("gateway")
+                .env("DATABASE_URL", &self.database_url)
+                .env(
+                    "AGORA_GATEWAY_ADDR",
+                    format!("127.0.0.1:{}", self.gateway_port),
+                )
+                .env("RUST_LOG", "warn")
+                .stdout(log())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start agora gateway");
+            self.gateway = Some(gateway);
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_agora"));
         command
             .arg("serve")
+            .env(
+                "AGORA_GATEWAY_URL",
+                format!("http://127.0.0.1:{}", self.gateway_port),
+            )
             .env("DATABASE_URL", &self.database_url)
             .env("NATS_URL", &self.nats_url)
             .env("AGORA_NATS_PREFIX", &self.prefix)
@@ -87,7 +103,6 @@ impl Agora {
                 "RUST_LOG",
                 std::env::var("AGORA_TEST_RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(stdout)
             .stderr(Stdio::null());
         for (name, value) in env {
@@ -134,50 +149,50 @@ impl Agora {
 impl Drop for Agora {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// One `agora gateway` child process: the test payment gateway.
-pub struct Gateway {
-    pub port: u16,
-    database_url: String,
-    child: Option<Child>,
-}
-
-impl Gateway {
-    pub fn new(db: &TestDatabase) -> Self {
-        Self {
-            port: free_port(),
-            database_url: db.url(),
-            child: None,
+        if let Some(mut gateway) = self.gateway.take() {
+            let _ = gateway.kill();
+            let _ = gateway.wait();
         }
     }
-
-    pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_agora"))
-            .arg("gateway")
-            .env("DATABASE_URL", &self.database_url)
-            .env("AGORA_GATEWAY_ADDR", format!("127.0.0.1:{}", self.port))
-            .env("RUST_LOG", "warn")
-            .stdout(log())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start agora gateway");
-        self.child = Some(child);
-    }
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Waits until the saga has brought every order to an end: none is pending
+/// and its work table has nothing left to do.
+pub async fn assert_saga_finished(db: &TestDatabase) {
+    eventually(
+        "the saga finished every order",
+        Duration::from_secs(120),
+        || async {
+            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_orders WHERE NOT done")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap_or(-1);
+            open == 0
+        },
+    )
+    .await;
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events o WHERE o.event_type = 'OrderPlaced' AND NOT EXISTS (
+             SELECT 1 FROM events e WHERE e.aggregate_type = 'order' AND e.aggregate_id = o.aggregate_id
+                AND e.event_type IN ('OrderConfirmed', 'OrderCancelled'))",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("count pending orders");
+    assert_eq!(pending, 0, "every order reached an end");
+    // One charge key per payment at the gateway, and never two payments
+    // for one order.
+    let payments_per_order: Option<i64> = sqlx::query_scalar(
+        "SELECT max(n) FROM (SELECT count(*) AS n FROM events WHERE event_type = 'PaymentRequested'
+            GROUP BY payload->'PaymentRequested'->>'order_id') AS per_order",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("payments per order");
+    assert!(
+        payments_per_order.unwrap_or(0) <= 1,
+        "one payment per order"
+    );
 }
 
 /// Concurrent clients sending a mix of commands until `target` succeeded;

@@ -1,0 +1,244 @@
+//! `saga_orders`: the saga's durable work list (see migrations/0003_saga.sql).
+//!
+//! A row is due when it is not done and its `next_attempt_at` has come. A
+//! step loop takes due rows with a lease (`lease_owner`, `lease_until`), so
+//! several saga processes never step one order at once, and rows held by a
+//! process that died come back when their lease runs out.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+/// A claimed row: what a step needs to know beyond the aggregates.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub order_id: Uuid,
+    pub placed_at: DateTime<Utc>,
+    pub correlation_id: Option<String>,
+    pub payment_id: Option<Uuid>,
+    pub generation: i64,
+    pub charge_attempts: i32,
+    pub failures: i32,
+    pub refund_sent: bool,
+}
+
+/// Why a row woke up, from an event the consumer saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wake {
+    Placed {
+        order_id: Uuid,
+        at: DateTime<Utc>,
+        correlation_id: Option<String>,
+    },
+    /// A cancellation or a refund: the saga must compensate.
+    Compensate {
+        order_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    Refunded {
+        payment_id: Uuid,
+    },
+}
+
+/// Records the wake-ups in one transaction. Idempotent: a redelivered
+/// `OrderPlaced` finds its row and changes nothing; a redelivered
+/// cancellation wakes the row once more, which costs one look.
+pub async fn wake(pool: &PgPool, wakes: &[Wake]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    for wake in wakes {
+        match wake {
+            Wake::Placed {
+                order_id,
+                at,
+                correlation_id,
+            } => {
+                sqlx::query(
+                    "INSERT INTO saga_orders (order_id, placed_at, correlation_id) VALUES ($1, $2, $3)
+                     ON CONFLICT (order_id) DO UPDATE
+                        SET placed_at = least(saga_orders.placed_at, EXCLUDED.placed_at),
+                            correlation_id = EXCLUDED.correlation_id",
+                )
+                .bind(order_id)
+                .bind(at)
+                .bind(correlation_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Wake::Compensate { order_id, at } => {
+                sqlx::query(
+                    "INSERT INTO saga_orders (order_id, placed_at) VALUES ($1, $2)
+                     ON CONFLICT (order_id) DO UPDATE
+                        SET done = false, generation = saga_orders.generation + 1,
+                            next_attempt_at = now(), failures = 0, updated_at = now()",
+                )
+                .bind(order_id)
+                .bind(at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Wake::Refunded { payment_id } => {
+                sqlx::query(
+                    "UPDATE saga_orders
+                        SET done = false, generation = generation + 1,
+                            next_attempt_at = now(), failures = 0, updated_at = now()
+                      WHERE payment_id = $1",
+                )
+                .bind(payment_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+    }
+    tx.commit().await
+}
+
+const CLAIM: &str = "
+UPDATE saga_orders s
+   SET lease_owner = $1, lease_until = now() + $2 * interval '1 millisecond', updated_at = now()
+ WHERE s.order_id IN (
+        SELECT order_id FROM saga_orders
+         WHERE NOT done AND next_attempt_at <= now()
+           AND (lease_until IS NULL OR lease_until < now())
+         ORDER BY next_attempt_at
+         LIMIT $3
+           FOR UPDATE SKIP LOCKED)
+RETURNING s.order_id, s.placed_at, s.correlation_id, s.payment_id, s.generation, s.charge_attempts,
+          s.failures, s.refund_sent";
+
+/// Leases up to `limit` due rows to `owner` for `lease`.
+pub async fn claim(
+    pool: &PgPool,
+    owner: Uuid,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let rows = sqlx::query(CLAIM)
+        .bind(owner)
+        .bind(lease.as_millis() as i64)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Claimed {
+                order_id: row.try_get("order_id")?,
+                placed_at: row.try_get("placed_at")?,
+                correlation_id: row.try_get("correlation_id")?,
+                payment_id: row.try_get("payment_id")?,
+                generation: row.try_get("generation")?,
+                charge_attempts: row.try_get("charge_attempts")?,
+                failures: row.try_get("failures")?,
+                refund_sent: row.try_get("refund_sent")?,
+            })
+        })
+        .collect()
+}
+
+/// What a step decided for its row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// The order reached an end: nothing more until an event wakes it.
+    Done,
+    /// Look again at this time (a retry, the circuit's cool-down, a deadline).
+    At(DateTime<Utc>),
+}
+
+/// Ends the lease with the step's decision. A row woken (its generation
+/// bumped) while the step ran is never marked done: it is due at once, so
+/// the wake-up is not lost. False if the lease was lost meanwhile.
+pub async fn finish(
+    pool: &PgPool,
+    owner: Uuid,
+    row: &Claimed,
+    next: &Next,
+    failures: i32,
+    error: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let (done, at) = match next {
+        Next::Done => (true, None),
+        Next::At(at) => (false, Some(*at)),
+    };
+    let result = sqlx::query(
+        "UPDATE saga_orders
+            SET lease_owner = NULL, lease_until = NULL,
+                done = (generation = $3 AND $4),
+                next_attempt_at = CASE WHEN generation = $3 THEN coalesce($5, now()) ELSE now() END,
+                failures = $6, last_error = $7, updated_at = now()
+          WHERE order_id = $1 AND lease_owner = $2",
+    )
+    .bind(row.order_id)
+    .bind(owner)
+    .bind(row.generation)
+    .bind(done)
+    .bind(at)
+    .bind(failures)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Stores the payment id the order will use, unless one is stored already,
+/// and returns the stored one: written before the Payment is created, so a
+/// re-run after a crash creates and charges the same payment.
+pub async fn choose_payment_id(
+    pool: &PgPool,
+    order_id: Uuid,
+    owner: Uuid,
+    candidate: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE saga_orders SET payment_id = coalesce(payment_id, $3)
+          WHERE order_id = $1 AND lease_owner = $2 RETURNING payment_id",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .bind(candidate)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
+}
+
+/// Counts a charge call about to go out (before it goes, so a crash during
+/// the call still leaves the trace that money may have moved), and renews
+/// the lease for the call. False if the lease was lost.
+pub async fn start_charge(
+    pool: &PgPool,
+    order_id: Uuid,
+    owner: Uuid,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "UPDATE saga_orders
+            SET charge_attempts = charge_attempts + 1,
+                lease_until = now() + $3 * interval '1 millisecond'
+          WHERE order_id = $1 AND lease_owner = $2",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .bind(lease.as_millis() as i64)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Records that the gateway answered the refund.
+pub async fn refund_sent(pool: &PgPool, order_id: Uuid, owner: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE saga_orders SET refund_sent = true WHERE order_id = $1 AND lease_owner = $2",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Orders the saga has not finished.
+pub async fn active(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM saga_orders WHERE NOT done")
+        .fetch_one(pool)
+        .await
+}

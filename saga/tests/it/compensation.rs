@@ -1,0 +1,183 @@
+//! Giving back: a customer's cancellation, an admin's refund, notifications.
+
+use domain::order::{CancelReason, OrderStatus};
+use domain::payment::PaymentStatus;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_confirmed_order_refunds_once_and_returns_the_stock() {
+    let system = System::start().await;
+    let _saga = system.start_saga();
+    let product = system.product(4).await;
+    let order_id = system.place(vec![(product, 3)], "tok_ok").await;
+    let order = system.settled(order_id, OrderStatus::Confirmed).await;
+    let payment_id = order.payment_id().unwrap();
+    assert_eq!(system.stock(product).await.available(), 1);
+
+    system.cancel(order_id).await;
+    eventually("the payment is refunded and the saga done", || async {
+        system.payment(payment_id).await.status() == PaymentStatus::Refunded
+            && system.saga_done(order_id).await
+    })
+    .await;
+    let order = system.order(order_id).await;
+    assert_eq!(order.cancel_reason(), Some(CancelReason::CustomerRequest));
+    let stock = system.stock(product).await;
+    assert_eq!((stock.available(), stock.reserved()), (4, 0));
+
+    let refunds = system.refunds().await;
+    assert_eq!(refunds.len(), 1, "{refunds:?}");
+    assert_eq!(refunds[0].charge_key, payment_id.to_string());
+    assert_eq!(refunds[0].status, "refunded");
+    assert_eq!(refunds[0].amount, 750);
+    assert_eq!(charges_for(&system.charges().await, payment_id).len(), 1);
+    assert_eq!(
+        system
+            .events("payment", payment_id, "PaymentRefunded")
+            .await,
+        1
+    );
+    assert_eq!(system.events("product", product, "StockReturned").await, 1);
+
+    for kind in ["order_confirmed", "order_cancelled", "payment_refunded"] {
+        eventually(&format!("{kind} is notified"), || async {
+            system.notifications(order_id, kind).await >= 1
+        })
+        .await;
+    }
+    // Each event is notified once, even though the saga looked at the
+    // order again after every one of its own events.
+    for kind in ["order_confirmed", "order_cancelled", "payment_refunded"] {
+        assert_eq!(system.notifications(order_id, kind).await, 1, "{kind}");
+    }
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_pending_order_before_payment_charges_nothing() {
+    let system = System::start().await;
+    // No saga yet: the order is cancelled before anyone reserved anything.
+    let product = system.product(2).await;
+    let order_id = system.place(vec![(product, 1)], "tok_ok").await;
+    system.cancel(order_id).await;
+    let _saga = system.start_saga();
+    system.settled(order_id, OrderStatus::Cancelled).await;
+    let stock = system.stock(product).await;
+    assert_eq!((stock.available(), stock.reserved()), (2, 0));
+    assert!(system.charges().await.is_empty());
+    assert!(system.refunds().await.is_empty());
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_refund_moves_the_money_back_through_the_gateway_once() {
+    let system = System::start().await;
+    let _saga = system.start_saga();
+    let product = system.product(3).await;
+    let kept = system.place(vec![(product, 1)], "tok_ok").await;
+    let shipped = system.place(vec![(product, 1)], "tok_ok").await;
+    let kept = system.settled(kept, OrderStatus::Confirmed).await;
+    let shipped_order = system.settled(shipped, OrderStatus::Confirmed).await;
+    system.ship(shipped).await;
+
+    let (kept_payment, shipped_payment) = (
+        kept.payment_id().unwrap(),
+        shipped_order.payment_id().unwrap(),
+    );
+    system.refund(kept_payment).await;
+    system.refund(shipped_payment).await;
+    eventually("both refunds reached the gateway", || async {
+        system.refunds().await.len() == 2
+            && system.saga_done(kept.id().unwrap()).await
+            && system.saga_done(shipped).await
+    })
+    .await;
+    for refund in system.refunds().await {
+        assert_eq!(refund.status, "refunded");
+        assert_eq!(refund.amount, 250);
+    }
+    for order in [kept.id().unwrap(), shipped] {
+        assert_eq!(
+            system.order(order).await.cancel_reason(),
+            Some(CancelReason::Refunded)
+        );
+    }
+    // The kept order's unit comes back; the shipped one is with the customer.
+    let stock = system.stock(product).await;
+    assert_eq!((stock.available(), stock.reserved()), (2, 0));
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivered_events_change_nothing() {
+    let system = System::start().await;
+    let _saga = system.start_saga();
+    let product = system.product(2).await;
+    let order_id = system.place(vec![(product, 1)], "tok_ok").await;
+    system.settled(order_id, OrderStatus::Confirmed).await;
+    eventually("the confirmation is notified", || async {
+        system.notifications(order_id, "order_confirmed").await == 1
+    })
+    .await;
+    let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+
+    // Every message of the order published again under a new id, so
+    // JetStream delivers each a second time to the saga and the projections.
+    let messages = system.nats.messages().await;
+    let mut again = 0;
+    for message in messages {
+        let envelope: schemas::EventEnvelope = serde_json::from_slice(&message.payload).unwrap();
+        if envelope.aggregate_id != order_id.to_string() {
+            continue;
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::new_v4().to_string().as_str());
+        system
+            .nats
+            .jetstream
+            .publish_with_headers(message.subject.to_string(), headers, message.payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        again += 1;
+    }
+    assert!(again >= 3, "placed, payment assigned, confirmed");
+    let consumer = saga::consumer::consumer_name(&system.nats.prefix);
+    eventually("the saga consumed the copies", || async {
+        let Ok(stream) = system
+            .nats
+            .jetstream
+            .get_stream(system.nats.stream_name())
+            .await
+        else {
+            return false;
+        };
+        let Ok(info) = stream.consumer_info(&consumer).await else {
+            return false;
+        };
+        let last = stream.cached_info().state.last_sequence;
+        info.delivered.stream_sequence >= last && info.num_ack_pending == 0
+    })
+    .await;
+    assert!(system.saga_done(order_id).await);
+    let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(events_after, events_before, "no step was done again");
+    assert_eq!(system.notifications(order_id, "order_confirmed").await, 1);
+    assert_eq!(
+        charges_for(
+            &system.charges().await,
+            system.order(order_id).await.payment_id().unwrap()
+        )
+        .len(),
+        1
+    );
+    system.stop().await;
+}

@@ -1,0 +1,9 @@
+//! The saga against real Postgres, NATS and the HTTP gateway: the relay,
+//! the projections, the gateway and one or more sagas run in this process.
+
+mod support;
+
+mod compensation;
+mod concurrency;
+mod faults;
+mod tokens;
