@@ -1,89 +1,120 @@
 //! Request bodies of the command API, one struct per route.
+//!
+//! Fields are plain strings and integers so that a value breaking a rule is a
+//! 422 naming its field, not a broken body; their JSON Schemas still state
+//! those rules (borrowed from the domain's value types), so the OpenAPI
+//! document tells clients and generated tests what the server will accept.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MoneyBody {
+    /// Integer minor units (cents for EUR), greater than zero.
+    #[schemars(range(min = 1))]
     pub amount: i64,
+    #[schemars(with = "domain::Currency")]
     pub currency: String,
 }
 
 /// `POST /users`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUser {
+    #[schemars(with = "domain::EmailAddress")]
     pub email: String,
+    #[schemars(with = "domain::Name")]
     pub name: String,
 }
 
 /// `PATCH /users/{id}`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     #[serde(default)]
+    #[schemars(with = "Option<domain::Name>")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<domain::EmailAddress>")]
     pub email: Option<String>,
 }
 
 /// `POST /products`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
+    #[schemars(with = "domain::Sku")]
     pub sku: String,
+    #[schemars(with = "domain::Name")]
     pub name: String,
     #[serde(default)]
+    #[schemars(with = "Option<domain::Description>")]
     pub description: Option<String>,
     pub price: MoneyBody,
+    /// Units in stock at creation.
+    #[schemars(range(min = 0))]
     pub stock: i64,
 }
 
 /// `PATCH /products/{id}`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
     #[serde(default)]
+    #[schemars(with = "Option<domain::Name>")]
     pub name: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Option<domain::Description>")]
     pub description: Option<String>,
 }
 
 /// `POST /products/{id}/price`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePrice {
     pub price: MoneyBody,
 }
 
 /// `POST /products/{id}/stock`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustStock {
+    /// Units to add (positive) or remove (negative); never zero.
+    #[schemars(extend("not" = { "const": 0 }))]
     pub delta: i64,
 }
 
 /// One line of `POST /orders`. Ids are strings here so that a malformed id is
 /// reported as a validation error on its field, not as a broken body.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderLineBody {
+    #[schemars(with = "uuid::Uuid")]
     pub product_id: String,
+    #[schemars(range(min = 1, max = 1000))]
     pub quantity: i64,
 }
 
 /// `POST /orders`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
+    #[schemars(with = "uuid::Uuid")]
     pub user_id: String,
+    /// 1 to 50 lines, each product at most once.
+    #[schemars(length(min = 1, max = 50))]
     pub lines: Vec<OrderLineBody>,
+    /// What the payment gateway charges: 1 to 255 characters.
+    #[schemars(length(min = 1, max = 255))]
     pub payment_token: String,
 }
 
 /// `POST /orders/{id}/cancel`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrder {
+    /// Only `customer_request` can be asked for; other reasons come from the order flow.
+    #[schemars(extend("enum" = ["customer_request"]))]
     pub reason: String,
 }
