@@ -11,6 +11,7 @@ pub mod changes;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;
 pub mod state;

@@ -118,6 +118,16 @@ pub fn schema_of<T: JsonSchema>() -> Value {
         .to_value()
 }
 
+/// The root schema of what serializing `T` produces, for answers: a field
+/// skipped when empty is optional there, and every other field required.
+pub fn serialized_schema_of<T: JsonSchema>() -> Value {
+    settings()
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value()
+}
+
 /// The schema of one variant of an externally tagged enum, as a root schema
 /// titled with the variant's name; `null` if the enum has no such variant
 /// (a table typo, which the checked-in-files test reports).

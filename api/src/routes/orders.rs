@@ -6,6 +6,7 @@ use axum::response::Response;
 use domain::order::{CancelReason, Order, OrderCommand, OrderLine};
 use domain::values::{Money, Quantity};
 use futures::future::try_join_all;
+use schemars::JsonSchema;
 use schemas::commands::{CancelOrder, PlaceOrder};
 use serde::Serialize;
 use uuid::Uuid;
@@ -18,8 +19,9 @@ use crate::state::AppState;
 const MAX_LINES: usize = 50;
 const MAX_TOKEN_LEN: usize = 255;
 
-#[derive(Serialize)]
-struct OrderView<'a> {
+/// The answer to a write on an order: the aggregate as it now is.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct OrderView<'a> {
     id: String,
     user_id: Option<Uuid>,
     lines: &'a [OrderLine],

@@ -6,4 +6,5 @@ mod commands;
 mod concurrency;
 mod helpers;
 mod idempotency;
+mod openapi;
 mod queries;
