@@ -345,7 +345,9 @@ fn parameters(route: &Route) -> Vec<Value> {
             "name": "Idempotency-Key", "in": "header", "required": false,
             "description": "A repeat with the same key and body within 24 h replays the first \
                 answer; the same key with another body is 422; a repeat while the first runs is 409.",
-            "schema": { "type": "string", "pattern": "^[!-~]([ -~]{0,253}[!-~])?$" },
+            // HTTP drops the whitespace around a header value, so only the
+            // core is constrained: 1 to 255 printable ASCII characters.
+            "schema": { "type": "string", "pattern": "^[ \\t]*[!-~]([ -~]{0,253}[!-~])?[ \\t]*$" },
         }));
     }
     list
@@ -390,12 +392,14 @@ fn responses(route: &Route) -> Value {
             .links
             .iter()
             .map(|target| {
+                let mut parameters = json!({ "id": "$response.body#/id" });
+                // Reads are eventually consistent: a link to one waits for this write.
+                if target.starts_with("get") {
+                    parameters["query.min_version"] = json!("$response.body#/version");
+                }
                 (
                     (*target).to_owned(),
-                    json!({
-                        "operationId": target,
-                        "parameters": { "id": "$response.body#/id" },
-                    }),
+                    json!({ "operationId": target, "parameters": parameters }),
                 )
             })
             .collect();

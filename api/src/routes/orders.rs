@@ -60,11 +60,15 @@ pub async fn place(
     if body.lines.is_empty() || body.lines.len() > MAX_LINES {
         fields.fail("lines", format!("must hold 1 to {MAX_LINES} lines"));
     }
-    if body.payment_token.is_empty() || body.payment_token.len() > MAX_TOKEN_LEN {
+    let token_length = body.payment_token.chars().count();
+    if token_length == 0 || token_length > MAX_TOKEN_LEN {
         fields.fail(
             "payment_token",
             format!("must be 1 to {MAX_TOKEN_LEN} characters"),
         );
+    } else if body.payment_token.chars().any(char::is_control) {
+        // Stored in the event's JSON, where Postgres refuses NUL outright.
+        fields.fail("payment_token", "must not contain control characters");
     }
     let mut seen = HashSet::new();
     let mut wanted = Vec::with_capacity(body.lines.len());

@@ -107,7 +107,8 @@ impl PageRequest {
         };
         Ok(Self {
             limit,
-            cursor: cursor.map(str::to_owned),
+            // `cursor=` is the first page, as no cursor is.
+            cursor: cursor.filter(|c| !c.is_empty()).map(str::to_owned),
         })
     }
 
