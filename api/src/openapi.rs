@@ -55,6 +55,8 @@ pub enum Answer {
     },
     /// An HTML page.
     Html,
+    /// Plain text (e.g. the Prometheus exposition format).
+    Text,
 }
 
 /// The description of one operation, beside its handler in the route table.
@@ -143,6 +145,13 @@ impl Operation {
     pub fn html(self) -> Self {
         Self {
             answer: Answer::Html,
+            ..self
+        }
+    }
+
+    pub fn text(self) -> Self {
+        Self {
+            answer: Answer::Text,
             ..self
         }
     }
@@ -278,8 +287,8 @@ fn parameters(route: &Route) -> Vec<Value> {
     let mut list = Vec::new();
     for name in path_parameters(route.path) {
         list.push(match name {
-            "kind" => json!({
-                "name": "kind", "in": "path", "required": true,
+            "type" => json!({
+                "name": "type", "in": "path", "required": true,
                 "description": "The aggregate type.",
                 "schema": { "type": "string", "enum": ["user", "product", "order", "payment"] },
             }),
@@ -379,6 +388,9 @@ fn responses(route: &Route) -> Value {
         }
         Answer::Html => {
             success["content"] = json!({ "text/html": { "schema": { "type": "string" } } });
+        }
+        Answer::Text => {
+            success["content"] = json!({ "text/plain": { "schema": { "type": "string" } } });
         }
     }
     if doc.status == 201 {

@@ -22,21 +22,6 @@ pub struct StoredEvent {
     pub position: i64,
 }
 
-/// Whether the store holds any event of this aggregate.
-pub async fn exists(
-    pool: &PgPool,
-    aggregate_type: &str,
-    aggregate_id: &str,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2)",
-    )
-    .bind(aggregate_type)
-    .bind(aggregate_id)
-    .fetch_one(pool)
-    .await?)
-}
-
 pub async fn read_stream(
     pool: &PgPool,
     aggregate_type: &str,

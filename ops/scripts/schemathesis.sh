@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 
 SCHEMATHESIS_VERSION=4.32.5
 NATS_PY_VERSION=2.16.0
-MAX_EXAMPLES=${ST_MAX_EXAMPLES:-25}
+MAX_EXAMPLES=${ST_MAX_EXAMPLES:-50}
 SEED=${ST_SEED:-}
 
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/agora/venv-schemathesis-$SCHEMATHESIS_VERSION"
@@ -46,7 +46,7 @@ export AGORA_NATS_PREFIX="st$suffix"
 export AGORA_HTTP_ADDR="127.0.0.1:$port"
 # Reads with ?min_version= of rows that never get there wait this long: keep
 # it short so random versions do not dominate the run.
-export AGORA_CONSISTENCY_WAIT_MS=${AGORA_CONSISTENCY_WAIT_MS:-1000}
+export AGORA_CONSISTENCY_WAIT_MS=${AGORA_CONSISTENCY_WAIT_MS:-500}
 export AGORA_AUTH=${AGORA_AUTH:-off}
 export RUST_LOG=${RUST_LOG:-warn}
 if [[ "$AGORA_AUTH" != off && -z "${AGORA_JWT_SECRET:-}" ]]; then

@@ -262,7 +262,7 @@ pub fn table() -> Vec<Route> {
         ),
         route(
             Method::GET,
-            "/aggregates/{kind}/{id}/events",
+            "/aggregates/{type}/{id}/events",
             aggregates::events,
             op(
                 "getEvents",

@@ -285,17 +285,9 @@ where
     let mut wakes = state.reads.subscribe();
     let deadline = Instant::now() + state.options.consistency_wait;
     loop {
-        match read().await? {
-            Some(view) if view.version() >= wanted => return fresh(state, key, &view),
-            Some(_) => {}
-            // An id the event store has never seen will reach no version.
-            None => {
-                if !commands::stream::exists(&state.pool, singular(model), &id_text).await? {
-                    return Err(ApiError::not_found(format!(
-                        "no {} has the id {id}",
-                        singular(model)
-                    )));
-                }
+        if let Some(view) = read().await? {
+            if view.version() >= wanted {
+                return fresh(state, key, &view);
             }
         }
         loop {
