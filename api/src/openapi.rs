@@ -227,8 +227,12 @@ pub fn document(routes: &[Route]) -> Value {
             .or_insert_with(|| json!({}));
         item[route.method.as_str().to_ascii_lowercase()] = operation(route);
     }
-    let mut tags: Vec<&str> = routes.iter().map(|r| r.doc.tag).collect();
-    tags.dedup();
+    let mut tags: Vec<&str> = Vec::new();
+    for route in routes {
+        if !tags.contains(&route.doc.tag) {
+            tags.push(route.doc.tag);
+        }
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
