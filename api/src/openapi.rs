@@ -6,7 +6,7 @@
 //! types the handlers serialize.
 //!
 //! What each operation can answer follows from what it is, the way the
-//! handlers and middleware behave (see `/work/shared/docs/api.md`): a body
+//! handlers and middleware behave (the contract's `docs/api.md`): a body
 //! means 413/415 and 400; a path id means 404; every POST takes
 //! `Idempotency-Key` (400, 409 in flight, 413, 422 reused); a write on an
 //! existing aggregate takes `If-Match` (412); every API route may be refused
@@ -78,7 +78,7 @@ pub struct Operation {
     /// Operations whose `{id}` is the `id` of this answer, for clients and
     /// stateful tests that follow links.
     pub links: &'static [&'static str],
-    /// The answer is 503 with a [`Readiness`](crate::routes) body when not ready.
+    /// Answers 503 with the `Readiness` body, not a problem, when not ready.
     pub readiness: bool,
 }
 
