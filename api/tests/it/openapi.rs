@@ -188,10 +188,23 @@ async fn request_bodies_are_the_checked_in_schemas_and_every_reference_resolves(
     }
 }
 
+/// A row of the events table, as an envelope carries it.
+type EventRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    Value,
+    Value,
+    i64,
+    chrono::DateTime<chrono::Utc>,
+);
+
 /// Applies every stored event to every read model, as the projection
 /// workers would (they are not part of these tests).
 async fn project(app: &TestApp) {
-    let rows: Vec<(String, String, i64, String, String, Value, Value, i64, chrono::DateTime<chrono::Utc>)> =
+    let rows: Vec<EventRow> =
         sqlx::query_as(
             "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, position, recorded_at
                FROM events ORDER BY position",
