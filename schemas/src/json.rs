@@ -375,6 +375,87 @@ mod tests {
             .is_err());
     }
 
+    /// The value types' schemas say what their parsers accept: a sample the
+    /// parser takes is schema-valid and one it refuses is not.
+    #[test]
+    fn value_schemas_agree_with_the_parsers() {
+        fn agree<T: JsonSchema, V>(
+            parse: fn(String) -> Result<V, domain::ValidationError>,
+            samples: &[&str],
+        ) {
+            let validator = jsonschema::validator_for(&schema_of::<T>()).unwrap();
+            for sample in samples {
+                let parsed = parse((*sample).to_owned()).is_ok();
+                let valid = validator.is_valid(&json!(sample));
+                assert_eq!(
+                    parsed,
+                    valid,
+                    "{} {sample:?}: parser {parsed}, schema {valid}",
+                    T::schema_name()
+                );
+            }
+        }
+        let long_name = "n".repeat(201);
+        let long_sku = "S".repeat(65);
+        let long_local = format!("{}@x.com", "a".repeat(65));
+        agree::<domain::Name, _>(
+            |s| domain::Name::parse(s),
+            &[
+                "Ada",
+                " Ada ",
+                "é",
+                "",
+                "   ",
+                "\t",
+                "Ada\nLovelace",
+                "Ada\u{0}",
+                "Ada\u{85}",
+                &long_name,
+            ],
+        );
+        agree::<domain::Sku, _>(
+            |s| domain::Sku::parse(s),
+            &[
+                "PEN-1",
+                "a.b_c",
+                "",
+                "has space",
+                "ümlaut",
+                "slash/no",
+                &long_sku,
+            ],
+        );
+        agree::<domain::Description, _>(
+            |s| domain::Description::parse(s),
+            &["", "line\n\tnext", "bad\r\n", "bell\u{7}"],
+        );
+        agree::<domain::EmailAddress, _>(
+            |s| domain::EmailAddress::parse(s),
+            &[
+                "a@b.co",
+                "Jane.Doe+shop@Example.COM",
+                "x_y@sub-domain.example.org",
+                "",
+                "a@",
+                "a@b",
+                "@x.com",
+                "a b@x.com",
+                "a@@x.com",
+                "a@b@x.com",
+                "a@x..com",
+                "a@.x.com",
+                "a@x.com.",
+                "a@x_y.com",
+                "a\u{7}@x.com",
+                &long_local,
+            ],
+        );
+        agree::<domain::Currency, _>(
+            |s| domain::Currency::parse(s),
+            &["EUR", "XCG", "eur", "ABC", "HRK", "EURO"],
+        );
+    }
+
     #[test]
     fn command_bodies_reject_unknown_fields_and_state_the_rules() {
         let register = schema_of::<RegisterUser>();
