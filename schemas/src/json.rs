@@ -399,7 +399,7 @@ mod tests {
         let long_sku = "S".repeat(65);
         let long_local = format!("{}@x.com", "a".repeat(65));
         agree::<domain::Name, _>(
-            |s| domain::Name::parse(s),
+            domain::Name::parse,
             &[
                 "Ada",
                 " Ada ",
@@ -414,7 +414,7 @@ mod tests {
             ],
         );
         agree::<domain::Sku, _>(
-            |s| domain::Sku::parse(s),
+            domain::Sku::parse,
             &[
                 "PEN-1",
                 "a.b_c",
@@ -426,11 +426,11 @@ mod tests {
             ],
         );
         agree::<domain::Description, _>(
-            |s| domain::Description::parse(s),
+            domain::Description::parse,
             &["", "line\n\tnext", "bad\r\n", "bell\u{7}"],
         );
         agree::<domain::EmailAddress, _>(
-            |s| domain::EmailAddress::parse(s),
+            domain::EmailAddress::parse,
             &[
                 "a@b.co",
                 "Jane.Doe+shop@Example.COM",
@@ -451,7 +451,7 @@ mod tests {
             ],
         );
         agree::<domain::Currency, _>(
-            |s| domain::Currency::parse(s),
+            domain::Currency::parse,
             &["EUR", "XCG", "eur", "ABC", "HRK", "EURO"],
         );
     }
