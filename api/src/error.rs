@@ -3,12 +3,13 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::{CommandError, StoreError};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// A field that failed validation, as listed in a 422's `errors`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -33,13 +34,16 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// RFC 9457 problem details, the body of every error.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Problem<'a> {
+    /// `/problems/<slug>`, e.g. `/problems/validation`.
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
     status: u16,
     detail: &'a str,
+    /// Every field that failed validation (422 `validation`), else absent.
     #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
     errors: &'a [FieldError],
 }

@@ -76,7 +76,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             return Ok(Self(None));
         };
         let text = value.to_str().unwrap_or("").trim();
-        if text == "*" {
+        // An empty header asks for nothing, like an absent one.
+        if text == "*" || text.is_empty() {
             return Ok(Self(None));
         }
         let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');

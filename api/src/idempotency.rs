@@ -26,7 +26,8 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         return next.run(req).await;
     };
     let key = match key.to_str() {
-        Ok(key) if (1..=255).contains(&key.len()) => key.to_owned(),
+        // `to_str` lets tabs through; a key is printable ASCII only.
+        Ok(key) if (1..=255).contains(&key.len()) && !key.contains('\t') => key.to_owned(),
         _ => {
             return ApiError::bad_request(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod metrics;
 pub mod rate_limit;
+pub mod openapi;
 pub mod request_id;
 pub mod routes;
 pub mod state;
@@ -38,7 +39,6 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.options.request_timeout;
     metrics::install();
     routes::routes()
-        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), idempotency::idempotency))
@@ -79,7 +79,6 @@ async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> 
 pub fn operations_router(state: AppState) -> Router {
     metrics::install();
     routes::operations()
-        .route("/metrics", axum::routing::get(metrics::render))
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn(request_id::request_id))
         .layer(axum::middleware::from_fn(trace::trace))

@@ -7,12 +7,16 @@ use sqlx::PgPool;
 
 use crate::error::StoreError;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct StoredEvent {
+    /// 1-based position in the aggregate's stream.
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
+    /// The event as stored, `{"<event_type>": {...}}`; its JSON Schema is
+    /// `schemas/json/events/<aggregate>/<event_type>.v<event_version>.json`.
     pub payload: Value,
+    /// `correlation_id`, `causation_id`, `actor`, `time`.
     pub metadata: Value,
     pub recorded_at: DateTime<Utc>,
     pub position: i64,

@@ -1,7 +1,16 @@
 //! A throwaway database per test, so tests run in parallel against the real
 //! Postgres and leave nothing behind.
+//!
+//! Before a test database is dropped, every row of its events table is
+//! validated against the JSON Schema of its (aggregate type, event type,
+//! event version) (`schemas::json`), so every event any test writes, through
+//! the aggregates or by hand, is checked against the published contract. A
+//! mismatch fails the test that owned the database, naming the rows.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::TryStreamExt;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -18,6 +27,7 @@ pub struct TestDatabase {
     pub pool: PgPool,
     pub name: String,
     pub options: PgConnectOptions,
+    check_events: AtomicBool,
 }
 
 impl TestDatabase {
@@ -50,7 +60,20 @@ impl TestDatabase {
             pool,
             name,
             options,
+            check_events: AtomicBool::new(true),
         }
+    }
+
+    /// For tests that store malformed events on purpose (poison messages,
+    /// hand-made rows): skips the schema check at drop.
+    pub fn allow_invalid_events(&self) {
+        self.check_events.store(false, Ordering::Relaxed);
+    }
+
+    /// Every stored event whose payload does not match the schema of its
+    /// (aggregate type, event type, event version), one line each.
+    pub async fn invalid_events(&self) -> Result<Vec<String>, String> {
+        invalid_events(&self.options).await
     }
 
     /// The URL of this database, for a child process. Assumes the admin URL
@@ -68,33 +91,86 @@ impl TestDatabase {
     }
 }
 
+/// Reads the events table on a connection of its own (the test may have
+/// closed its pool) in commit order, a row at a time.
+async fn invalid_events(options: &PgConnectOptions) -> Result<Vec<String>, String> {
+    let validator = schemas::json::EventValidator::new()?;
+    let mut conn = PgConnection::connect_with(options)
+        .await
+        .map_err(|err| err.to_string())?;
+    let mut invalid = Vec::new();
+    {
+        let mut rows =
+            sqlx::query_as::<_, (String, String, i64, String, String, serde_json::Value)>(
+                "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload
+               FROM events ORDER BY position",
+            )
+            .fetch(&mut conn);
+        while let Some((aggregate_type, id, sequence, event_type, version, payload)) =
+            rows.try_next().await.map_err(|err| err.to_string())?
+        {
+            if let Err(why) = validator.validate(&aggregate_type, &event_type, &version, &payload) {
+                invalid.push(format!(
+                    "{aggregate_type} {id} #{sequence} {event_type} v{version}: {why}\n      payload: {payload}"
+                ));
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(invalid)
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
         let pool = self.pool.clone();
+        let options = self.options.clone();
+        // Never a second panic while the test is already failing.
+        let check = self.check_events.load(Ordering::Relaxed) && !std::thread::panicking();
         // Drop runs outside async; a short-lived thread with its own runtime
-        // closes the pool and drops the database (FORCE ends stray sessions).
-        let _ = std::thread::spawn(move || {
+        // checks the events, closes the pool and drops the database (FORCE
+        // ends stray sessions).
+        let checked = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             else {
-                return;
+                return Ok(Vec::new());
             };
             runtime.block_on(async move {
-                pool.close().await;
-                let Ok(admin) = PgConnectOptions::from_str(&admin_url()) else {
-                    return;
+                let checked = if check {
+                    invalid_events(&options).await
+                } else {
+                    Ok(Vec::new())
                 };
-                if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                    let _ = conn.close().await;
+                pool.close().await;
+                if let Ok(admin) = PgConnectOptions::from_str(&admin_url()) {
+                    if let Ok(mut conn) = PgConnection::connect_with(&admin).await {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut conn)
+                                .await;
+                        let _ = conn.close().await;
+                    }
                 }
-            });
+                checked
+            })
         })
         .join();
+        match checked {
+            Ok(Ok(invalid)) if !invalid.is_empty() => panic!(
+                "{} stored event(s) of test database {} do not match their JSON Schema \
+                 (schemas/json; call allow_invalid_events() if the test writes them on purpose):\n  {}",
+                invalid.len(),
+                self.name,
+                invalid.join("\n  ")
+            ),
+            // A test that dropped the events table, say, has nothing to check.
+            Ok(Err(err)) if check => {
+                eprintln!("could not check the events of {}: {err}", self.name)
+            }
+            _ => {}
+        }
     }
 }
 

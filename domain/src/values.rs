@@ -281,6 +281,7 @@ impl fmt::Display for Currency {
 
 /// An amount in the currency's minor unit (cents for EUR). Integer only, so
 /// sums are exact.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {
     pub amount: i64,
@@ -358,6 +359,97 @@ impl fmt::Display for Quantity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)
     }
+}
+
+/// The JSON Schemas of the value types: their wire form (a bare string for
+/// the newtypes) with the rules their parsers enforce, as far as JSON Schema
+/// can say them. Patterns stick to the regex syntax that ECMA-262, Python and
+/// Rust share, since schemathesis and the `jsonschema` crate both read them.
+#[cfg(feature = "schemars")]
+mod json_schema {
+    use std::borrow::Cow;
+
+    use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+
+    use super::{Currency, Description, EmailAddress, Name, Sku, ISO_4217_ACTIVE};
+
+    /// `char::is_control`: the Unicode category Cc.
+    const CONTROL: &str = r"\x00-\x1F\x7F-\x9F";
+
+    macro_rules! string_schema {
+        ($type:ty, $name:literal, $schema:expr) => {
+            impl JsonSchema for $type {
+                fn inline_schema() -> bool {
+                    true
+                }
+
+                fn schema_name() -> Cow<'static, str> {
+                    Cow::Borrowed($name)
+                }
+
+                fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                    $schema
+                }
+            }
+        };
+    }
+
+    string_schema!(
+        EmailAddress,
+        "EmailAddress",
+        json_schema!({
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 254,
+            "pattern": format!(r"^[^\s@{CONTROL}]{{1,64}}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"),
+            "description": "An email address; unique across users, compared case-insensitively."
+        })
+    );
+
+    string_schema!(
+        Name,
+        "Name",
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 200,
+            "pattern": format!(r"^[^{CONTROL}]*[^\s{CONTROL}][^{CONTROL}]*$"),
+            "description": "1 to 200 characters, not blank, no control characters."
+        })
+    );
+
+    string_schema!(
+        Description,
+        "Description",
+        json_schema!({
+            "type": "string",
+            "maxLength": 2000,
+            "pattern": r"^[^\x00-\x08\x0B-\x1F\x7F-\x9F]*$",
+            "description": "Up to 2000 characters; newline and tab are the only control characters allowed."
+        })
+    );
+
+    string_schema!(
+        Sku,
+        "Sku",
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": r"^[A-Za-z0-9._-]+$",
+            "description": "A stock-keeping unit; unique across products, compared case-insensitively."
+        })
+    );
+
+    string_schema!(
+        Currency,
+        "Currency",
+        json_schema!({
+            "type": "string",
+            "enum": ISO_4217_ACTIVE,
+            "description": "An active ISO 4217 currency code."
+        })
+    );
 }
 
 #[cfg(test)]

@@ -3,10 +3,13 @@
 //!
 //! Command bodies only describe shape; they reject unknown fields so a typo
 //! never silently does nothing, and leave value rules (email syntax, price > 0)
-//! to the domain's parsers, which the API applies to build commands.
+//! to the domain's parsers, which the API applies to build commands. `json`
+//! holds the JSON Schemas of those bodies and of every stored event, per
+//! version, checked in under `schemas/json/`.
 
 pub mod commands;
 pub mod envelope;
+pub mod json;
 pub mod subjects;
 pub mod trace;
 

@@ -1,57 +1,365 @@
 //! One file per resource. Handlers parse, call a store, and render.
+//!
+//! [`table`] is the one list of routes: each line is a method, a path, its
+//! handler and its description, so the router and the OpenAPI document
+//! (`crate::openapi`) are built from the same lines. Add a route here, never
+//! with `Router::route` elsewhere.
 
 mod aggregates;
-mod operations;
-mod orders;
-mod payments;
-mod products;
+pub(crate) mod operations;
+pub(crate) mod orders;
+pub(crate) mod payments;
+pub(crate) mod products;
 pub mod queries;
-mod users;
+pub(crate) mod users;
 
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use std::sync::OnceLock;
+
+use axum::handler::Handler;
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Json, Router};
+use bytes::Bytes;
 use domain::values::ValidationError;
 use serde::Serialize;
 
 use crate::error::{ApiError, FieldError};
+use crate::openapi::{Access, Operation, Query};
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/users", post(users::register).get(queries::users))
-        .route("/users/{id}", get(queries::user).patch(users::update))
-        .route("/users/{id}/deactivate", post(users::deactivate))
-        .route("/users/{id}/orders", get(queries::orders_of_user))
-        .route(
+/// One line of the route table.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub doc: Operation,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, handler: H, doc: Operation) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match method {
+        Method::GET => MethodFilter::GET,
+        Method::PATCH => MethodFilter::PATCH,
+        Method::PUT => MethodFilter::PUT,
+        Method::DELETE => MethodFilter::DELETE,
+        _ => MethodFilter::POST,
+    };
+    Route {
+        method,
+        path,
+        doc,
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route of the API, with what the OpenAPI document says of it.
+pub fn table() -> Vec<Route> {
+    use Access::{Admin, Open, Operations};
+    let op = Operation::new;
+    vec![
+        route(
+            Method::POST,
+            "/users",
+            users::register,
+            op("registerUser", "users", "Register a user")
+                .access(Open)
+                .body("RegisterUser")
+                .unique()
+                .create(
+                    "UserWritten",
+                    &[
+                        "getUser",
+                        "updateUser",
+                        "deactivateUser",
+                        "listOrdersOfUser",
+                        "listNotificationsOfUser",
+                    ],
+                ),
+        ),
+        route(
+            Method::GET,
+            "/users",
+            queries::users,
+            op("listUsers", "users", "List users, or find one by email")
+                .access(Admin)
+                .query(Query::Users)
+                .answers(200, "UserPage", false),
+        ),
+        route(
+            Method::GET,
+            "/users/{id}",
+            queries::user,
+            op("getUser", "users", "Read a user")
+                .query(Query::One)
+                .answers(200, "User", true),
+        ),
+        route(
+            Method::PATCH,
+            "/users/{id}",
+            users::update,
+            op("updateUser", "users", "Change a user's name or email")
+                .body("UpdateUser")
+                .unique()
+                .write("UserWritten"),
+        ),
+        route(
+            Method::POST,
+            "/users/{id}/deactivate",
+            users::deactivate,
+            op("deactivateUser", "users", "Deactivate a user").write("UserWritten"),
+        ),
+        route(
+            Method::GET,
+            "/users/{id}/orders",
+            queries::orders_of_user,
+            op(
+                "listOrdersOfUser",
+                "orders",
+                "List a user's orders, newest first",
+            )
+            .query(Query::Page)
+            .answers(200, "OrderPage", false),
+        ),
+        route(
+            Method::GET,
             "/users/{id}/notifications",
-            get(queries::notifications_of_user),
-        )
-        .route("/products", post(products::create).get(queries::products))
-        .route(
+            queries::notifications_of_user,
+            op(
+                "listNotificationsOfUser",
+                "users",
+                "List a user's notifications, newest first",
+            )
+            .query(Query::Page)
+            .answers(200, "NotificationPage", false),
+        ),
+        route(
+            Method::POST,
+            "/products",
+            products::create,
+            op("createProduct", "products", "Create a product")
+                .access(Admin)
+                .body("CreateProduct")
+                .unique()
+                .create(
+                    "ProductWritten",
+                    &[
+                        "getProduct",
+                        "updateProduct",
+                        "changePrice",
+                        "adjustStock",
+                        "discontinueProduct",
+                    ],
+                ),
+        ),
+        route(
+            Method::GET,
+            "/products",
+            queries::products,
+            op("listProducts", "products", "List or search products")
+                .access(Open)
+                .query(Query::Products)
+                .answers(200, "ProductPage", false),
+        ),
+        route(
+            Method::GET,
             "/products/{id}",
-            get(queries::product).patch(products::update),
-        )
-        .route("/products/{id}/price", post(products::change_price))
-        .route("/products/{id}/stock", post(products::adjust_stock))
-        .route("/products/{id}/discontinue", post(products::discontinue))
-        .route("/orders", post(orders::place))
-        .route("/orders/{id}", get(queries::order))
-        .route("/orders/{id}/cancel", post(orders::cancel))
-        .route("/orders/{id}/ship", post(orders::ship))
-        .route("/payments/{id}", get(queries::payment))
-        .route("/payments/{id}/refund", post(payments::refund))
-        .route("/aggregates/{kind}/{id}/events", get(aggregates::events))
-        .route("/healthz", get(operations::healthz))
-        .route("/readyz", get(operations::readyz))
+            queries::product,
+            op("getProduct", "products", "Read a product")
+                .access(Open)
+                .query(Query::One)
+                .answers(200, "Product", true),
+        ),
+        route(
+            Method::PATCH,
+            "/products/{id}",
+            products::update,
+            op(
+                "updateProduct",
+                "products",
+                "Change a product's name or description",
+            )
+            .access(Admin)
+            .body("UpdateProduct")
+            .write("ProductWritten"),
+        ),
+        route(
+            Method::POST,
+            "/products/{id}/price",
+            products::change_price,
+            op("changePrice", "products", "Change a product's price")
+                .access(Admin)
+                .body("ChangePrice")
+                .write("ProductWritten"),
+        ),
+        route(
+            Method::POST,
+            "/products/{id}/stock",
+            products::adjust_stock,
+            op("adjustStock", "products", "Adjust a product's stock")
+                .access(Admin)
+                .body("AdjustStock")
+                .write("ProductWritten"),
+        ),
+        route(
+            Method::POST,
+            "/products/{id}/discontinue",
+            products::discontinue,
+            op("discontinueProduct", "products", "Discontinue a product")
+                .access(Admin)
+                .write("ProductWritten"),
+        ),
+        route(
+            Method::POST,
+            "/orders",
+            orders::place,
+            op("placeOrder", "orders", "Place an order")
+                .body("PlaceOrder")
+                .create("OrderWritten", &["getOrder", "cancelOrder", "shipOrder"]),
+        ),
+        route(
+            Method::GET,
+            "/orders/{id}",
+            queries::order,
+            op("getOrder", "orders", "Read an order")
+                .query(Query::One)
+                .answers(200, "Order", true),
+        ),
+        route(
+            Method::POST,
+            "/orders/{id}/cancel",
+            orders::cancel,
+            op("cancelOrder", "orders", "Cancel an order not yet shipped")
+                .body("CancelOrder")
+                .write("OrderWritten"),
+        ),
+        route(
+            Method::POST,
+            "/orders/{id}/ship",
+            orders::ship,
+            op("shipOrder", "orders", "Ship a confirmed order")
+                .access(Admin)
+                .write("OrderWritten"),
+        ),
+        route(
+            Method::GET,
+            "/payments/{id}",
+            queries::payment,
+            op("getPayment", "payments", "Read a payment")
+                .query(Query::One)
+                .answers(200, "Payment", true),
+        ),
+        route(
+            Method::POST,
+            "/payments/{id}/refund",
+            payments::refund,
+            op("refundPayment", "payments", "Refund a captured payment")
+                .access(Admin)
+                .write("PaymentWritten"),
+        ),
+        route(
+            Method::GET,
+            "/aggregates/{type}/{id}/events",
+            aggregates::events,
+            op(
+                "getEvents",
+                "events",
+                "Read an aggregate's stream as stored",
+            )
+            .access(Admin)
+            .answers(200, "EventStream", false),
+        ),
+        route(
+            Method::GET,
+            "/healthz",
+            operations::healthz,
+            op("healthz", "operations", "Liveness")
+                .access(Operations)
+                .answers(200, "Health", false),
+        ),
+        route(
+            Method::GET,
+            "/readyz",
+            operations::readyz,
+            op("readyz", "operations", "Readiness")
+                .access(Operations)
+                .answers(200, "Readiness", false)
+                .readiness(),
+        ),
+        route(
+            Method::GET,
+            "/metrics",
+            crate::metrics::render,
+            op("metrics", "operations", "Metrics in the Prometheus text format")
+                .access(Operations)
+                .text(),
+        ),
+        route(
+            Method::GET,
+            "/openapi.json",
+            openapi_json,
+            op("openapi", "documentation", "This OpenAPI document")
+                .access(Operations)
+                .answers(200, "OpenApiDocument", false),
+        ),
+        route(
+            Method::GET,
+            "/docs",
+            docs,
+            op(
+                "docs",
+                "documentation",
+                "Interactive documentation of this API",
+            )
+            .access(Operations)
+            .html(),
+        ),
+    ]
+}
+
+fn build(routes: Vec<Route>) -> Router<AppState> {
+    routes
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+}
+
+pub fn routes() -> Router<AppState> {
+    build(table())
 }
 
 /// Only the operations paths, for processes that run no API role.
 pub fn operations() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(operations::healthz))
-        .route("/readyz", get(operations::readyz))
+    build(
+        table()
+            .into_iter()
+            .filter(|r| r.doc.tag == "operations")
+            .collect(),
+    )
+}
+
+/// The OpenAPI document of [`table`]. It is a function of the code only, so
+/// it is rendered once.
+pub fn openapi_document() -> &'static Bytes {
+    static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        Bytes::from(serde_json::to_vec(&crate::openapi::document(&table())).unwrap_or_default())
+    })
+}
+
+async fn openapi_json() -> Response {
+    let mut response = openapi_document().clone().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+async fn docs() -> Html<&'static str> {
+    Html(crate::openapi::DOCS_HTML)
 }
 
 pub async fn not_found() -> ApiError {

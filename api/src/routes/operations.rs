@@ -2,13 +2,35 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::state::AppState;
 
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Health {
+    #[schemars(extend("enum" = ["ok"]))]
+    status: &'static str,
+}
+
+/// Whether this process can serve, and what it waits for if not.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Readiness {
+    #[schemars(extend("enum" = ["ready", "draining", "not ready"]))]
+    status: &'static str,
+    checks: Checks,
+}
+
+/// `ok`, or what is wrong.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Checks {
+    postgres: &'static str,
+    nats: &'static str,
+}
+
 /// 200 while the process runs.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// 200 once Postgres answers with every migration applied and NATS is
@@ -41,9 +63,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({
-        "status": if ready { "ready" } else if draining { "draining" } else { "not ready" },
-        "checks": { "postgres": database, "nats": nats },
-    });
+    let body = Readiness {
+        status: if ready {
+            "ready"
+        } else if draining {
+            "draining"
+        } else {
+            "not ready"
+        },
+        checks: Checks {
+            postgres: database,
+            nats,
+        },
+    };
     (status, Json(body)).into_response()
 }

@@ -6,6 +6,7 @@ use axum::response::Response;
 use domain::order::{CancelReason, Order, OrderCommand, OrderLine};
 use domain::values::{Money, Quantity};
 use futures::future::try_join_all;
+use schemars::JsonSchema;
 use schemas::commands::{CancelOrder, PlaceOrder};
 use serde::Serialize;
 use uuid::Uuid;
@@ -19,8 +20,9 @@ use crate::state::AppState;
 const MAX_LINES: usize = 50;
 const MAX_TOKEN_LEN: usize = 255;
 
-#[derive(Serialize)]
-struct OrderView<'a> {
+/// The answer to a write on an order: the aggregate as it now is.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct OrderView<'a> {
     id: String,
     user_id: Option<Uuid>,
     lines: &'a [OrderLine],
@@ -64,11 +66,15 @@ pub async fn place(
     if body.lines.is_empty() || body.lines.len() > MAX_LINES {
         fields.fail("lines", format!("must hold 1 to {MAX_LINES} lines"));
     }
-    if body.payment_token.is_empty() || body.payment_token.len() > MAX_TOKEN_LEN {
+    let token_length = body.payment_token.chars().count();
+    if token_length == 0 || token_length > MAX_TOKEN_LEN {
         fields.fail(
             "payment_token",
             format!("must be 1 to {MAX_TOKEN_LEN} characters"),
         );
+    } else if body.payment_token.chars().any(char::is_control) {
+        // Stored in the event's JSON, where Postgres refuses NUL outright.
+        fields.fail("payment_token", "must not contain control characters");
     }
     let mut seen = HashSet::new();
     let mut wanted = Vec::with_capacity(body.lines.len());

@@ -4,6 +4,7 @@ use axum::response::Response;
 use domain::order::{CancelReason, OrderCommand, OrderStatus};
 use domain::payment::{Payment, PaymentCommand};
 use domain::values::Money;
+use schemars::JsonSchema;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -13,8 +14,9 @@ use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch};
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct PaymentView<'a> {
+/// The answer to a write on a payment: the aggregate as it now is.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct PaymentView<'a> {
     id: String,
     order_id: Option<Uuid>,
     amount: Option<&'a Money>,

@@ -3,9 +3,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::product::{Product, ProductCommand};
 use domain::values::{Currency, Description, Money, Name, Sku};
+use schemars::JsonSchema;
 use schemas::commands::{AdjustStock, ChangePrice, CreateProduct, MoneyBody, UpdateProduct};
 use serde::Serialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{written, Fields};
@@ -14,16 +14,23 @@ use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct ProductView<'a> {
+/// The answer to a write on a product: the aggregate as it now is.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct ProductView<'a> {
     id: String,
     sku: Option<&'a str>,
     name: Option<&'a str>,
     description: Option<&'a str>,
     price: Option<&'a Money>,
-    stock: serde_json::Value,
+    stock: Stock,
     status: domain::product::ProductStatus,
     version: usize,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Stock {
+    available: i64,
+    reserved: i64,
 }
 
 fn view<'a>(id: &str, product: &'a Product, version: usize) -> ProductView<'a> {
@@ -33,7 +40,10 @@ fn view<'a>(id: &str, product: &'a Product, version: usize) -> ProductView<'a> {
         name: product.name().map(|n| n.as_str()),
         description: product.description().map(|d| d.as_str()),
         price: product.price(),
-        stock: json!({ "available": product.available(), "reserved": product.reserved() }),
+        stock: Stock {
+            available: product.available(),
+            reserved: product.reserved(),
+        },
         status: product.status(),
         version,
     }

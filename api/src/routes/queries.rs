@@ -38,6 +38,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // Postgres text cannot hold NUL: refuse it here rather than fail the query.
+        if parts.uri.query().is_some_and(|q| q.contains("%00")) {
+            return Err(ApiError::bad_request(
+                "query parameters must not contain NUL characters",
+            ));
+        }
         Query::<T>::try_from_uri(&parts.uri)
             .map(|Query(params)| Self(params))
             .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
@@ -275,6 +281,8 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<T>, QueryError>>,
 {
+    // Every row is at version 0 or later: nothing to wait for.
+    let min_version = min_version.filter(|v| *v > 0);
     let id_text = id.to_string();
     let key = cache::key(model, &id_text);
     if let Some(hit) = state.reads.get(&key) {

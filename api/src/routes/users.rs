@@ -3,6 +3,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::user::{User, UserCommand};
 use domain::values::{EmailAddress, Name};
+use schemars::JsonSchema;
 use schemas::commands::{RegisterUser, UpdateUser};
 use serde::Serialize;
 use uuid::Uuid;
@@ -13,8 +14,9 @@ use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, JsonBody};
 use crate::state::AppState;
 
-#[derive(Serialize)]
-struct UserView<'a> {
+/// The answer to a write on a user: the aggregate as it now is.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct UserView<'a> {
     id: String,
     email: Option<&'a str>,
     name: Option<&'a str>,

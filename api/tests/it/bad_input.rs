@@ -355,3 +355,76 @@ async fn reused_idempotency_key_with_another_body_is_422() {
         .await;
     assert_refused(&app, answer, 400, "bad-request", before).await;
 }
+
+/// Input that schemathesis found the server mishandling, now answered as the
+/// document says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_edge_cases_are_refused_cleanly() {
+    let app = spawn_app().await;
+    let user = app.register("ada@example.com").await.id();
+    let product = app.create_product("PEN-1", 100, "EUR", 5).await.id();
+    let before = app.event_count().await;
+
+    // NUL cannot reach Postgres, in a payment token or a query string.
+    let answer = app
+        .post(
+            "/orders",
+            json!({"user_id": user, "lines": [{"product_id": product, "quantity": 1}], "payment_token": "tok\u{0}ok"}),
+        )
+        .await;
+    assert_refused(&app, answer, 422, "validation", before).await;
+    for path in ["/products?q=a%00b", "/users?email=%00"] {
+        let answer = app.get(path).await;
+        assert_refused(&app, answer, 400, "bad-request", before).await;
+    }
+    // A tab is not a printable character of an Idempotency-Key.
+    let answer = app
+        .send(
+            app.request(Method::POST, &format!("/products/{product}/stock"))
+                .header("idempotency-key", "a\tb")
+                .json(&json!({"delta": 1})),
+        )
+        .await;
+    assert_refused(&app, answer, 400, "bad-request", before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_json_schema_calls_valid_is_accepted() {
+    let app = spawn_app().await;
+    let product = app.create_product("PEN-1", 100, "EUR", 5).await.id();
+
+    // 2.0 is an integer to JSON Schema, and so to the API; 2.5 is not.
+    let answer = app
+        .post(&format!("/products/{product}/stock"), json!({"delta": 2.0}))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["stock"]["available"], 7);
+    let before = app.event_count().await;
+    let answer = app
+        .post(&format!("/products/{product}/stock"), json!({"delta": 2.5}))
+        .await;
+    assert_refused(&app, answer, 400, "bad-request", before).await;
+
+    // An empty If-Match asks for no version, as no header does.
+    let answer = app
+        .send(
+            app.request(Method::POST, &format!("/products/{product}/stock"))
+                .header("if-match", "")
+                .json(&json!({"delta": 1})),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["version"], 3);
+
+    // An empty cursor is the first page.
+    let answer = app.get("/products?cursor=").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body["items"].is_array());
+
+    // min_version=0 waits for nothing: a missing row is a 404 at once.
+    let answer = app
+        .get(&format!("/products/{}?min_version=0", uuid::Uuid::now_v7()))
+        .await;
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    assert_eq!(answer.problem_type(), "/problems/not-found");
+}

@@ -10,4 +10,5 @@ mod helpers;
 mod idempotency;
 mod limits;
 mod observability;
+mod openapi;
 mod queries;

@@ -2,6 +2,7 @@
 //! gets its own migrated database from `commands::testing::TestDatabase`.
 
 mod common;
+mod event_schemas;
 mod idempotency;
 mod metadata;
 mod migrations;

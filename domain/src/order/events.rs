@@ -6,6 +6,7 @@ use super::{CancelReason, OrderLine, OrderStatus};
 use crate::values::Money;
 use crate::EVENT_VERSION;
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {
     OrderPlaced {

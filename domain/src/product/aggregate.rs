@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{ProductCommand, ProductError, ProductEvent};
 use crate::values::{Description, Money, Name, Sku};
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProductStatus {

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::{UserCommand, UserError, UserEvent};
 use crate::values::{EmailAddress, Name};
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserStatus {

@@ -5,6 +5,7 @@ use uuid::Uuid;
 use crate::values::{EmailAddress, Name};
 use crate::EVENT_VERSION;
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
     UserRegistered {

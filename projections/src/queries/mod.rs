@@ -13,6 +13,7 @@ mod users;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -60,14 +61,14 @@ impl QueryError {
 }
 
 /// Money as on the wire: integer minor units and an ISO 4217 code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MoneyView {
     pub amount: i64,
     pub currency: String,
 }
 
 /// One page of a list: `next_cursor` is `null` on the last page.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -106,7 +107,8 @@ impl PageRequest {
         };
         Ok(Self {
             limit,
-            cursor: cursor.map(str::to_owned),
+            // `cursor=` is the first page, as no cursor is.
+            cursor: cursor.filter(|c| !c.is_empty()).map(str::to_owned),
         })
     }
 

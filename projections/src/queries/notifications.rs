@@ -1,17 +1,19 @@
 //! `rm_notifications`: a user's notifications, newest first.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{bad_cursor, Page, PageRequest, QueryError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, JsonSchema)]
 pub struct NotificationView {
     pub id: Uuid,
     /// `welcome`, `order_confirmed`, `order_cancelled`, `order_shipped` or
     /// `payment_refunded`.
+    #[schemars(extend("enum" = ["welcome", "order_confirmed", "order_cancelled", "order_shipped", "payment_refunded"]))]
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<Uuid>,

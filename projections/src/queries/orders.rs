@@ -1,20 +1,23 @@
 //! `rm_orders`: one order, and a user's orders newest first.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{MoneyView, Page, PageRequest, QueryError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderView {
     pub id: Uuid,
     pub user_id: Uuid,
     pub lines: Vec<OrderLineView>,
     pub total: MoneyView,
     /// `pending`, `confirmed`, `shipped` or `cancelled`.
+    #[schemars(extend("enum" = ["pending", "confirmed", "shipped", "cancelled"]))]
     pub status: String,
+    #[schemars(extend("enum" = ["out_of_stock", "payment_declined", "payment_unavailable", "customer_request", "refunded", null]))]
     pub cancel_reason: Option<String>,
     pub payment_id: Option<Uuid>,
     pub version: i64,
@@ -22,7 +25,7 @@ pub struct OrderView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct OrderLineView {
     pub product_id: Uuid,
     pub quantity: i64,

@@ -1,18 +1,20 @@
 //! `rm_payments`: one payment.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{MoneyView, QueryError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PaymentView {
     pub id: Uuid,
     pub order_id: Uuid,
     pub amount: MoneyView,
     /// `pending`, `authorized`, `captured`, `refunded`, `declined` or `failed`.
+    #[schemars(extend("enum" = ["pending", "authorized", "captured", "refunded", "declined", "failed"]))]
     pub status: String,
     pub attempts: i32,
     pub version: i64,

@@ -1,13 +1,14 @@
 //! `rm_products`: one product, and the catalogue searched by name or sku.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{MoneyView, Page, PageRequest, QueryError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProductView {
     pub id: Uuid,
     pub sku: String,
@@ -16,13 +17,14 @@ pub struct ProductView {
     pub price: MoneyView,
     pub stock: StockView,
     /// `active` or `discontinued`.
+    #[schemars(extend("enum" = ["active", "discontinued"]))]
     pub status: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StockView {
     pub available: i64,
     pub reserved: i64,

@@ -1,18 +1,20 @@
 //! `rm_users`: one user, the users with an email, and whether one exists.
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{Page, PageRequest, QueryError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, JsonSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
     pub name: String,
     /// `active` or `deactivated`.
+    #[schemars(extend("enum" = ["active", "deactivated"]))]
     pub status: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,

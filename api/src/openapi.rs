@@ -1,0 +1,515 @@
+//! The OpenAPI 3.1 document, generated from the route table
+//! (`routes::table`) that also builds the router, so a route cannot exist
+//! without its description. Every schema in it is a JSON Schema derived from
+//! the Rust types with schemars: request bodies are exactly the files under
+//! `schemas/json/commands/` (`schemas::json::COMMANDS`), answers are the
+//! types the handlers serialize.
+//!
+//! What each operation can answer follows from what it is, the way the
+//! handlers and middleware behave (the contract's `docs/api.md`): a body
+//! means 413/415 and 400; a path id means 404; every POST takes
+//! `Idempotency-Key` (400, 409 in flight, 413, 422 reused); a write on an
+//! existing aggregate takes `If-Match` (412); every API route may be refused
+//! by auth (401/403) and the rate limit (429) and may answer 503.
+
+use axum::http::Method;
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+use crate::routes::Route;
+
+/// Who may call an operation (api.md, Auth).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Operations paths: no token, no rate limit.
+    Operations,
+    /// Anyone, with or without a token.
+    Open,
+    /// A customer for its own resources, or an admin.
+    Owner,
+    /// Only an admin.
+    Admin,
+}
+
+/// The query parameters a route takes; any other is a 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    None,
+    /// `?min_version=` of a single resource.
+    One,
+    /// `?limit=&cursor=`.
+    Page,
+    /// `?email=&limit=&cursor=`.
+    Users,
+    /// `?q=&status=&limit=&cursor=`.
+    Products,
+}
+
+/// What a successful answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// JSON of the named component, with `ETag` when `versioned`.
+    Json {
+        schema: &'static str,
+        versioned: bool,
+    },
+    /// An HTML page.
+    Html,
+    /// Plain text (e.g. the Prometheus exposition format).
+    Text,
+}
+
+/// The description of one operation, beside its handler in the route table.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub id: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    pub query: Query,
+    /// The component of the JSON body, if the route takes one.
+    pub body: Option<&'static str>,
+    /// A write on an existing aggregate: takes `If-Match`.
+    pub if_match: bool,
+    /// A value of the body must be unique (email, sku): 409 when taken.
+    pub unique: bool,
+    pub status: u16,
+    pub answer: Answer,
+    /// Operations whose `{id}` is the `id` of this answer, for clients and
+    /// stateful tests that follow links.
+    pub links: &'static [&'static str],
+    /// Answers 503 with the `Readiness` body, not a problem, when not ready.
+    pub readiness: bool,
+}
+
+impl Operation {
+    pub fn new(id: &'static str, tag: &'static str, summary: &'static str) -> Self {
+        Self {
+            id,
+            tag,
+            summary,
+            access: Access::Owner,
+            query: Query::None,
+            body: None,
+            if_match: false,
+            unique: false,
+            status: 200,
+            answer: Answer::Json {
+                schema: "Empty",
+                versioned: false,
+            },
+            links: &[],
+            readiness: false,
+        }
+    }
+
+    pub fn access(self, access: Access) -> Self {
+        Self { access, ..self }
+    }
+
+    pub fn query(self, query: Query) -> Self {
+        Self { query, ..self }
+    }
+
+    pub fn body(self, component: &'static str) -> Self {
+        Self {
+            body: Some(component),
+            ..self
+        }
+    }
+
+    /// A write on an existing aggregate, answered 200 with `component` and its version.
+    pub fn write(self, component: &'static str) -> Self {
+        Self {
+            if_match: true,
+            ..self.answers(200, component, true)
+        }
+    }
+
+    /// A create: 201 with `component`, its version and `Location`.
+    pub fn create(self, component: &'static str, links: &'static [&'static str]) -> Self {
+        Self {
+            links,
+            ..self.answers(201, component, true)
+        }
+    }
+
+    pub fn answers(self, status: u16, schema: &'static str, versioned: bool) -> Self {
+        Self {
+            status,
+            answer: Answer::Json { schema, versioned },
+            ..self
+        }
+    }
+
+    pub fn html(self) -> Self {
+        Self {
+            answer: Answer::Html,
+            ..self
+        }
+    }
+
+    pub fn text(self) -> Self {
+        Self {
+            answer: Answer::Text,
+            ..self
+        }
+    }
+
+    pub fn unique(self) -> Self {
+        Self {
+            unique: true,
+            ..self
+        }
+    }
+
+    pub fn readiness(self) -> Self {
+        Self {
+            readiness: true,
+            ..self
+        }
+    }
+}
+
+/// The components every document has: the command bodies of
+/// `schemas::json` as checked in, and the answers the handlers serialize.
+fn components() -> Map<String, Value> {
+    use projections::queries::{
+        NotificationView, OrderView, Page, PaymentView, ProductView, UserView,
+    };
+
+    let mut schemas = Map::new();
+    for command in schemas::json::COMMANDS {
+        schemas.insert(command.name.to_owned(), (command.schema)());
+    }
+    let mut add = |name: &str, schema: Value| {
+        schemas.insert(name.to_owned(), schema);
+    };
+    add("UserWritten", of::<crate::routes::users::UserView>());
+    add(
+        "ProductWritten",
+        of::<crate::routes::products::ProductView>(),
+    );
+    add("OrderWritten", of::<crate::routes::orders::OrderView>());
+    add(
+        "PaymentWritten",
+        of::<crate::routes::payments::PaymentView>(),
+    );
+    add("User", of::<UserView>());
+    add("Product", of::<ProductView>());
+    add("Order", of::<OrderView>());
+    add("Payment", of::<PaymentView>());
+    add("UserPage", of::<Page<UserView>>());
+    add("ProductPage", of::<Page<ProductView>>());
+    add("OrderPage", of::<Page<OrderView>>());
+    add("NotificationPage", of::<Page<NotificationView>>());
+    add("EventStream", of::<Vec<commands::stream::StoredEvent>>());
+    add("Problem", of::<crate::error::Problem>());
+    add("Health", of::<crate::routes::operations::Health>());
+    add("Readiness", of::<crate::routes::operations::Readiness>());
+    add(
+        "OpenApiDocument",
+        json!({"type": "object", "description": "This document."}),
+    );
+    schemas
+}
+
+fn of<T: JsonSchema>() -> Value {
+    schemas::json::serialized_schema_of::<T>()
+}
+
+/// The whole document for `routes`.
+pub fn document(routes: &[Route]) -> Value {
+    let mut paths = Map::new();
+    for route in routes {
+        let item = paths
+            .entry(route.path.to_owned())
+            .or_insert_with(|| json!({}));
+        item[route.method.as_str().to_ascii_lowercase()] = operation(route);
+    }
+    let mut tags: Vec<&str> = Vec::new();
+    for route in routes {
+        if !tags.contains(&route.doc.tag) {
+            tags.push(route.doc.tag);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Agora",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "An event-sourced commerce backend. Errors are RFC 9457 \
+                problem+json; every write answers the aggregate's id and version (also \
+                as ETag); reads accept ?min_version= to wait for a write to show.",
+        },
+        "tags": tags.iter().map(|t| json!({"name": t})).collect::<Vec<_>>(),
+        "paths": paths,
+        "components": {
+            "schemas": components(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "HS256, claims sub (a user id), role (customer or admin) and exp.",
+                }
+            },
+        },
+    })
+}
+
+fn component(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn operation(route: &Route) -> Value {
+    let doc = &route.doc;
+    let mut op = json!({
+        "operationId": doc.id,
+        "tags": [doc.tag],
+        "summary": doc.summary,
+        "parameters": parameters(route),
+        "responses": responses(route),
+    });
+    if let Some(body) = doc.body {
+        op["requestBody"] = json!({
+            "required": true,
+            "content": { "application/json": { "schema": component(body) } },
+        });
+    }
+    op["security"] = match doc.access {
+        Access::Operations => json!([]),
+        // A token is optional here.
+        Access::Open => json!([{}, { "bearer": [] }]),
+        Access::Owner | Access::Admin => json!([{ "bearer": [] }]),
+    };
+    op
+}
+
+fn parameters(route: &Route) -> Vec<Value> {
+    let doc = &route.doc;
+    let mut list = Vec::new();
+    for name in path_parameters(route.path) {
+        list.push(match name {
+            "type" => json!({
+                "name": "type", "in": "path", "required": true,
+                "description": "The aggregate type.",
+                "schema": { "type": "string", "enum": ["user", "product", "order", "payment"] },
+            }),
+            name => json!({
+                "name": name, "in": "path", "required": true,
+                "description": "A UUID, as the create answered; anything else names nothing (404).",
+                "schema": { "type": "string", "format": "uuid" },
+            }),
+        });
+    }
+    let limit = json!({
+        "name": "limit", "in": "query", "required": false,
+        "description": "Page size, 1 to 200 (default 50).",
+        "schema": { "type": "integer", "minimum": 1, "maximum": 200 },
+    });
+    let cursor = json!({
+        "name": "cursor", "in": "query", "required": false,
+        "description": "The next_cursor of the previous page, unchanged.",
+        "schema": { "type": "string" },
+    });
+    match doc.query {
+        Query::None => {}
+        Query::One => list.push(json!({
+            "name": "min_version", "in": "query", "required": false,
+            "description": "Wait until the read model has reached this version \
+                (at most AGORA_CONSISTENCY_WAIT_MS), else 503.",
+            "schema": { "type": "integer", "minimum": 0, "maximum": i64::MAX },
+        })),
+        Query::Page => list.extend([limit, cursor]),
+        Query::Users => list.extend([
+            json!({
+                "name": "email", "in": "query", "required": false,
+                "description": "Only the user with this email (case-insensitive).",
+                "schema": { "type": "string" },
+            }),
+            limit,
+            cursor,
+        ]),
+        Query::Products => list.extend([
+            json!({
+                "name": "q", "in": "query", "required": false,
+                "description": "Matches name or sku, case-insensitive.",
+                "schema": { "type": "string" },
+            }),
+            json!({
+                "name": "status", "in": "query", "required": false,
+                "schema": { "type": "string", "enum": ["active", "discontinued"] },
+            }),
+            limit,
+            cursor,
+        ]),
+    }
+    if doc.if_match {
+        list.push(json!({
+            "name": "If-Match", "in": "header", "required": false,
+            "description": "The version the write expects, as sent in ETag (e.g. \"3\"); \
+                412 if the aggregate is at another. `*` expects none in particular.",
+            "schema": { "type": "string", "pattern": "^(\\*|(W/)?\"[0-9]{1,18}\")$" },
+        }));
+    }
+    if route.method == Method::POST {
+        list.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "A repeat with the same key and body within 24 h replays the first \
+                answer; the same key with another body is 422; a repeat while the first runs is 409.",
+            // HTTP drops the whitespace around a header value, so only the
+            // core is constrained: 1 to 255 printable ASCII characters.
+            "schema": { "type": "string", "pattern": "^[ \\t]*[!-~]([ -~]{0,253}[!-~])?[ \\t]*$" },
+        }));
+    }
+    list
+}
+
+/// The names in `{braces}` of a path template, in order.
+fn path_parameters(path: &str) -> Vec<&str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+        .collect()
+}
+
+fn responses(route: &Route) -> Value {
+    let doc = &route.doc;
+    let write = route.method == Method::POST || route.method == Method::PATCH;
+    let has_id = !path_parameters(route.path).is_empty();
+    let mut responses = Map::new();
+
+    let mut success = json!({ "description": "Done." });
+    match doc.answer {
+        Answer::Json { schema, versioned } => {
+            success["content"] = json!({ "application/json": { "schema": component(schema) } });
+            if versioned {
+                success["headers"]["ETag"] = json!({
+                    "description": "The aggregate's version in quotes, for If-Match.",
+                    "schema": { "type": "string" },
+                });
+            }
+        }
+        Answer::Html => {
+            success["content"] = json!({ "text/html": { "schema": { "type": "string" } } });
+        }
+        Answer::Text => {
+            success["content"] = json!({ "text/plain": { "schema": { "type": "string" } } });
+        }
+    }
+    if doc.status == 201 {
+        success["headers"]["Location"] = json!({
+            "description": "The path of the new resource.",
+            "schema": { "type": "string" },
+        });
+    }
+    if !doc.links.is_empty() {
+        let links: Map<String, Value> = doc
+            .links
+            .iter()
+            .map(|target| {
+                let mut parameters = json!({ "id": "$response.body#/id" });
+                // Reads are eventually consistent: a link to one waits for this write.
+                if target.starts_with("get") {
+                    parameters["query.min_version"] = json!("$response.body#/version");
+                }
+                (
+                    (*target).to_owned(),
+                    json!({ "operationId": target, "parameters": parameters }),
+                )
+            })
+            .collect();
+        success["links"] = Value::Object(links);
+    }
+    responses.insert(doc.status.to_string(), success);
+
+    let mut problem = |status: u16, description: &str| {
+        let mut response = json!({
+            "description": description,
+            "content": { "application/problem+json": { "schema": component("Problem") } },
+        });
+        if matches!(status, 409 | 429 | 503) {
+            response["headers"]["Retry-After"] = json!({
+                "description": "Seconds to wait before trying again.",
+                "schema": { "type": "integer" },
+            });
+        }
+        responses.insert(status.to_string(), response);
+    };
+    if doc.query != Query::None || write {
+        problem(
+            400,
+            "Malformed: bad JSON, wrong types, unknown fields or query parameters, a bad header.",
+        );
+    }
+    if matches!(doc.access, Access::Owner | Access::Admin) {
+        problem(401, "No valid bearer token.");
+        problem(
+            403,
+            "The token may not do this: another customer's resource, or admin only.",
+        );
+    }
+    if has_id {
+        problem(404, "No such resource.");
+    }
+    if write {
+        problem(
+            409,
+            if doc.unique {
+                "A unique value is taken, or the same request is in flight."
+            } else {
+                "The same request is in flight, or the aggregate kept changing under it."
+            },
+        );
+    }
+    if doc.if_match {
+        problem(412, "If-Match names another version.");
+    }
+    if doc.body.is_some() || route.method == Method::POST {
+        problem(413, "The body is over the limit.");
+    }
+    if doc.body.is_some() {
+        problem(415, "The body is not sent as application/json.");
+    }
+    if write {
+        problem(
+            422,
+            "A field fails validation (`validation`, with `errors`), a business rule refused \
+             the command (the slug names it), or an Idempotency-Key was reused with another body.",
+        );
+    }
+    if doc.access != Access::Operations {
+        problem(429, "Over the rate limit.");
+    }
+    if doc.readiness {
+        responses.insert(
+            "503".to_owned(),
+            json!({
+                "description": "Not ready: a dependency is missing, or the process is draining.",
+                "content": { "application/json": { "schema": component("Readiness") } },
+            }),
+        );
+    } else if doc.access != Access::Operations {
+        problem(
+            503,
+            "A dependency is unavailable, or the read model has not reached min_version in time.",
+        );
+    }
+    Value::Object(responses)
+}
+
+/// The interactive documentation: Scalar, loaded by the browser, reading
+/// `/openapi.json` from this server.
+pub const DOCS_HTML: &str = r#"<!doctype html>
+<html>
+  <head>
+    <title>Agora API</title>
+    <meta charset="utf-8" />
+    <meta name="viewport" content="width=device-width, initial-scale=1" />
+  </head>
+  <body>
+    <script id="api-reference" data-url="/openapi.json"></script>
+    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1"></script>
+  </body>
+</html>
+"#;
