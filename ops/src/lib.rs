@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod migrate;
+pub mod replay;
 pub mod serve;
 pub mod status;
 pub mod telemetry;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use ops::cli::{Cli, Command};
-use ops::{config::Config, migrate, serve, status, telemetry};
+use ops::{config::Config, migrate, replay, serve, status, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,5 +20,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate::run(&config).await,
         Command::Serve(args) => serve::run(config, args.role).await,
         Command::Projections => status::run(&config).await,
+        Command::Replay(args) => replay::run(&config, &args).await,
     }
 }

@@ -64,6 +64,21 @@ impl Projection {
         }
     }
 
+    /// The read-model tables it writes (and `agora replay` swaps).
+    pub fn tables(&self) -> &'static [&'static str] {
+        match self {
+            Self::Users => &["rm_users"],
+            Self::Products => &["rm_products"],
+            Self::Orders => &["rm_orders"],
+            Self::Payments => &["rm_payments"],
+            Self::Notifications => &[
+                "rm_notifications",
+                "rm_notification_orders",
+                "rm_notification_payments",
+            ],
+        }
+    }
+
     /// The one subject filter of its JetStream consumer.
     pub fn filter_subject(&self, prefix: &str) -> String {
         match self {

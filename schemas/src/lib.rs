@@ -8,5 +8,6 @@
 pub mod commands;
 pub mod envelope;
 pub mod subjects;
+pub mod upcast;
 
 pub use envelope::EventEnvelope;

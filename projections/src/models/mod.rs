@@ -137,3 +137,35 @@ mod tests {
         assert_eq!(event_time(&event), event.recorded_at);
     }
 }
+
+/// Rows written per statement by a replay's bulk writes.
+pub(crate) const WRITE_CHUNK: usize = 10_000;
+
+/// A replay's fold found no row for an update: the same failure as
+/// [`expect_row`] reports on the live path.
+pub(crate) fn no_row(table: &str, event: &EventEnvelope) -> ProjectionError {
+    ProjectionError::Poison(format!(
+        "{} (sequence {}) found no {table} row for {}",
+        event.event_type, event.sequence, event.aggregate_id
+    ))
+}
+
+/// [`bump_version`] for a replay's fold.
+pub(crate) fn fold_bump_version(version: Option<&mut i64>, event: &EventEnvelope) {
+    if let Some(version) = version {
+        if *version < event.sequence {
+            *version = event.sequence;
+        }
+    }
+}
+
+/// The row an update of a replay's fold changes, or the failure
+/// [`expect_row`] reports when there is none.
+pub(crate) fn fold_row<'a, R>(
+    rows: &'a mut std::collections::HashMap<Uuid, R>,
+    id: Uuid,
+    table: &str,
+    event: &EventEnvelope,
+) -> Result<&'a mut R, ProjectionError> {
+    rows.get_mut(&id).ok_or_else(|| no_row(table, event))
+}

@@ -177,3 +177,142 @@ mod tests {
         assert_eq!(a.get_version_num(), 8);
     }
 }
+
+// The replay's fold: the same changes as `apply`, made in memory, and written
+// in bulk into shadow tables. Kept beside the SQL above so the two change
+// together; `fold_equals_the_live_path` (projections' tests) holds them to
+// the same result.
+
+/// An `rm_notifications` row in memory.
+#[derive(Debug, Clone)]
+struct Note {
+    id: Uuid,
+    user_id: Uuid,
+    kind: &'static str,
+    order_id: Option<Uuid>,
+    source: String,
+    created_at: DateTime<Utc>,
+}
+
+/// The three notification tables in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    notes: Vec<Note>,
+    sources: std::collections::HashSet<String>,
+    /// `rm_notification_orders`: order → user.
+    orders: std::collections::HashMap<Uuid, Uuid>,
+    /// `rm_notification_payments`: payment → order.
+    payments: std::collections::HashMap<Uuid, Uuid>,
+}
+
+/// Applies `event` to `rows`; on `Err` nothing changed.
+pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), ProjectionError> {
+    let time = event_time(event);
+    let order_user = |rows: &Rows, order_id: Uuid| {
+        rows.orders.get(&order_id).copied().ok_or_else(|| {
+            ProjectionError::Retryable(format!(
+                "{} of {} {}: order {order_id} has no OrderPlaced applied yet",
+                event.event_type, event.aggregate_type, event.aggregate_id
+            ))
+        })
+    };
+    let (user_id, kind, order_id) = match (event.aggregate_type.as_str(), event.event_type.as_str())
+    {
+        ("user", "UserRegistered") => (aggregate_uuid(event)?, "welcome", None),
+        ("order", "OrderPlaced") => {
+            let order_id = aggregate_uuid(event)?;
+            let e: OrderPlaced = decode(event)?;
+            rows.orders.entry(order_id).or_insert(e.user_id);
+            return Ok(());
+        }
+        ("order", kind @ ("OrderConfirmed" | "OrderCancelled" | "OrderShipped")) => {
+            let order_id = aggregate_uuid(event)?;
+            let user_id = order_user(rows, order_id)?;
+            let kind = match kind {
+                "OrderConfirmed" => "order_confirmed",
+                "OrderCancelled" => "order_cancelled",
+                _ => "order_shipped",
+            };
+            (user_id, kind, Some(order_id))
+        }
+        ("payment", "PaymentRequested") => {
+            let payment_id = aggregate_uuid(event)?;
+            let e: PaymentRequested = decode(event)?;
+            rows.payments.entry(payment_id).or_insert(e.order_id);
+            return Ok(());
+        }
+        ("payment", "PaymentRefunded") => {
+            let payment_id = aggregate_uuid(event)?;
+            let Some(&order_id) = rows.payments.get(&payment_id) else {
+                return Err(ProjectionError::Retryable(format!(
+                    "PaymentRefunded of payment {payment_id}: its PaymentRequested is not applied yet"
+                )));
+            };
+            (
+                order_user(rows, order_id)?,
+                "payment_refunded",
+                Some(order_id),
+            )
+        }
+        _ => return Ok(()),
+    };
+    let source = source(event, kind);
+    if rows.sources.insert(source.clone()) {
+        rows.notes.push(Note {
+            id: notification_id(&source),
+            user_id,
+            kind,
+            order_id,
+            source,
+            created_at: time,
+        });
+    }
+    Ok(())
+}
+
+/// Inserts `rows` into the three tables (of the connection's `search_path`).
+pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
+    for chunk in rows.notes.chunks(super::WRITE_CHUNK) {
+        let ids: Vec<Uuid> = chunk.iter().map(|n| n.id).collect();
+        let users: Vec<Uuid> = chunk.iter().map(|n| n.user_id).collect();
+        let kinds: Vec<&str> = chunk.iter().map(|n| n.kind).collect();
+        let orders: Vec<Option<Uuid>> = chunk.iter().map(|n| n.order_id).collect();
+        let sources: Vec<&str> = chunk.iter().map(|n| n.source.as_str()).collect();
+        let created: Vec<DateTime<Utc>> = chunk.iter().map(|n| n.created_at).collect();
+        sqlx::query(
+            "INSERT INTO rm_notifications (id, user_id, kind, order_id, source, created_at)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[],
+                 $6::timestamptz[])",
+        )
+        .bind(&ids)
+        .bind(&users)
+        .bind(&kinds)
+        .bind(&orders)
+        .bind(&sources)
+        .bind(&created)
+        .execute(&mut *conn)
+        .await?;
+    }
+    for (table, columns, map) in [
+        ("rm_notification_orders", "order_id, user_id", &rows.orders),
+        (
+            "rm_notification_payments",
+            "payment_id, order_id",
+            &rows.payments,
+        ),
+    ] {
+        let pairs: Vec<(&Uuid, &Uuid)> = map.iter().collect();
+        for chunk in pairs.chunks(super::WRITE_CHUNK) {
+            let keys: Vec<Uuid> = chunk.iter().map(|(k, _)| **k).collect();
+            let values: Vec<Uuid> = chunk.iter().map(|(_, v)| **v).collect();
+            sqlx::query(&format!(
+                "INSERT INTO {table} ({columns}) SELECT * FROM unnest($1::uuid[], $2::uuid[])"
+            ))
+            .bind(&keys)
+            .bind(&values)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}

@@ -4,5 +4,6 @@
 mod exactly_once;
 mod models;
 mod rebuild;
+mod replay;
 mod support;
 mod workers;
