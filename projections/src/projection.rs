@@ -98,6 +98,15 @@ impl Projection {
         tx: &mut sqlx::PgConnection,
         event: &EventEnvelope,
     ) -> Result<Vec<Change>, ProjectionError> {
+        // Envelopes are upcast where they are read (worker, events table);
+        // one handed in at an old version (a caller's own) is upcast here.
+        let upcast;
+        let event = if schemas::upcast::needs_upcast(&event.event_type, &event.event_version) {
+            upcast = event.clone().upcast();
+            &upcast
+        } else {
+            event
+        };
         match self {
             Self::Users => models::users::apply(tx, event).await,
             Self::Products => models::products::apply(tx, event).await,

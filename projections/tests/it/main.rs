@@ -6,4 +6,5 @@ mod models;
 mod rebuild;
 mod replay;
 mod support;
+mod upcast;
 mod workers;
