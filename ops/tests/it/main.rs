@@ -3,5 +3,6 @@
 //! SIGKILL mid-load and the broker stopped under load. What was lost: nothing.
 
 mod crash;
+mod replay;
 mod startup;
 mod support;
