@@ -270,49 +270,35 @@ pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), Project
     Ok(())
 }
 
-/// Inserts `rows` into the three tables (of the connection's `search_path`).
+/// Writes `rows` into the three tables (of the connection's `search_path`).
 pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    for chunk in rows.notes.chunks(super::WRITE_CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|n| n.id).collect();
-        let users: Vec<Uuid> = chunk.iter().map(|n| n.user_id).collect();
-        let kinds: Vec<&str> = chunk.iter().map(|n| n.kind).collect();
-        let orders: Vec<Option<Uuid>> = chunk.iter().map(|n| n.order_id).collect();
-        let sources: Vec<&str> = chunk.iter().map(|n| n.source.as_str()).collect();
-        let created: Vec<DateTime<Utc>> = chunk.iter().map(|n| n.created_at).collect();
-        sqlx::query(
-            "INSERT INTO rm_notifications (id, user_id, kind, order_id, source, created_at)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::text[],
-                 $6::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&users)
-        .bind(&kinds)
-        .bind(&orders)
-        .bind(&sources)
-        .bind(&created)
-        .execute(&mut *conn)
-        .await?;
+    let mut copy = super::CopyText::default();
+    for n in &rows.notes {
+        copy.uuid(n.id)
+            .uuid(n.user_id)
+            .text(n.kind)
+            .opt_uuid(n.order_id)
+            .text(&n.source)
+            .time(n.created_at)
+            .end();
     }
-    for (table, columns, map) in [
-        ("rm_notification_orders", "order_id, user_id", &rows.orders),
+    copy.copy_into(
+        &mut *conn,
+        "rm_notifications (id, user_id, kind, order_id, source, created_at)",
+    )
+    .await?;
+    for (target, map) in [
+        ("rm_notification_orders (order_id, user_id)", &rows.orders),
         (
-            "rm_notification_payments",
-            "payment_id, order_id",
+            "rm_notification_payments (payment_id, order_id)",
             &rows.payments,
         ),
     ] {
-        let pairs: Vec<(&Uuid, &Uuid)> = map.iter().collect();
-        for chunk in pairs.chunks(super::WRITE_CHUNK) {
-            let keys: Vec<Uuid> = chunk.iter().map(|(k, _)| **k).collect();
-            let values: Vec<Uuid> = chunk.iter().map(|(_, v)| **v).collect();
-            sqlx::query(&format!(
-                "INSERT INTO {table} ({columns}) SELECT * FROM unnest($1::uuid[], $2::uuid[])"
-            ))
-            .bind(&keys)
-            .bind(&values)
-            .execute(&mut *conn)
-            .await?;
+        let mut copy = super::CopyText::default();
+        for (key, value) in map {
+            copy.uuid(*key).uuid(*value).end();
         }
+        copy.copy_into(&mut *conn, target).await?;
     }
     Ok(())
 }

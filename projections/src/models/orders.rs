@@ -207,47 +207,27 @@ pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), Project
     Ok(())
 }
 
-/// Inserts `rows` into `rm_orders` (of the connection's `search_path`).
+/// Writes `rows` into `rm_orders` (of the connection's `search_path`).
 pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(super::WRITE_CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| **id).collect();
-        let users: Vec<Uuid> = chunk.iter().map(|(_, r)| r.user_id).collect();
-        let lines: Vec<&Value> = chunk.iter().map(|(_, r)| &r.lines).collect();
-        let amounts: Vec<i64> = chunk.iter().map(|(_, r)| r.total_amount).collect();
-        let currencies: Vec<&str> = chunk
-            .iter()
-            .map(|(_, r)| r.total_currency.as_str())
-            .collect();
-        let statuses: Vec<&str> = chunk.iter().map(|(_, r)| r.status).collect();
-        let reasons: Vec<Option<&str>> = chunk
-            .iter()
-            .map(|(_, r)| r.cancel_reason.as_deref())
-            .collect();
-        let payments: Vec<Option<Uuid>> = chunk.iter().map(|(_, r)| r.payment_id).collect();
-        let versions: Vec<i64> = chunk.iter().map(|(_, r)| r.version).collect();
-        let placed: Vec<_> = chunk.iter().map(|(_, r)| r.placed_at).collect();
-        let updated: Vec<_> = chunk.iter().map(|(_, r)| r.updated_at).collect();
-        sqlx::query(
-            "INSERT INTO rm_orders (id, user_id, lines, total_amount, total_currency, status,
-                 cancel_reason, payment_id, version, placed_at, updated_at)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[], $4::int8[], $5::text[],
-                 $6::text[], $7::text[], $8::uuid[], $9::int8[], $10::timestamptz[],
-                 $11::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&users)
-        .bind(&lines)
-        .bind(&amounts)
-        .bind(&currencies)
-        .bind(&statuses)
-        .bind(&reasons)
-        .bind(&payments)
-        .bind(&versions)
-        .bind(&placed)
-        .bind(&updated)
-        .execute(&mut *conn)
-        .await?;
+    let mut copy = super::CopyText::default();
+    for (id, r) in rows {
+        copy.uuid(*id)
+            .uuid(r.user_id)
+            .json(&r.lines)
+            .int(r.total_amount)
+            .text(&r.total_currency)
+            .text(r.status)
+            .opt_text(r.cancel_reason.as_deref())
+            .opt_uuid(r.payment_id)
+            .int(r.version)
+            .time(r.placed_at)
+            .time(r.updated_at)
+            .end();
     }
-    Ok(())
+    copy.copy_into(
+        conn,
+        "rm_orders (id, user_id, lines, total_amount, total_currency, status, cancel_reason,
+             payment_id, version, placed_at, updated_at)",
+    )
+    .await
 }

@@ -167,39 +167,26 @@ pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), Project
     Ok(())
 }
 
-/// Inserts `rows` into `rm_payments` (of the connection's `search_path`).
+/// Writes `rows` into `rm_payments` (of the connection's `search_path`).
 pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(super::WRITE_CHUNK) {
-        let ids: Vec<Uuid> = chunk.iter().map(|(id, _)| **id).collect();
-        let orders: Vec<Uuid> = chunk.iter().map(|(_, r)| r.order_id).collect();
-        let amounts: Vec<i64> = chunk.iter().map(|(_, r)| r.amount).collect();
-        let currencies: Vec<&str> = chunk.iter().map(|(_, r)| r.currency.as_str()).collect();
-        let statuses: Vec<&str> = chunk.iter().map(|(_, r)| r.status).collect();
-        let attempts: Vec<i32> = chunk.iter().map(|(_, r)| r.attempts).collect();
-        let errors: Vec<Option<&str>> =
-            chunk.iter().map(|(_, r)| r.last_error.as_deref()).collect();
-        let versions: Vec<i64> = chunk.iter().map(|(_, r)| r.version).collect();
-        let created: Vec<_> = chunk.iter().map(|(_, r)| r.created_at).collect();
-        let updated: Vec<_> = chunk.iter().map(|(_, r)| r.updated_at).collect();
-        sqlx::query(
-            "INSERT INTO rm_payments (id, order_id, amount, currency, status, attempts,
-                 last_error, version, created_at, updated_at)
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int8[], $4::text[], $5::text[],
-                 $6::int4[], $7::text[], $8::int8[], $9::timestamptz[], $10::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&orders)
-        .bind(&amounts)
-        .bind(&currencies)
-        .bind(&statuses)
-        .bind(&attempts)
-        .bind(&errors)
-        .bind(&versions)
-        .bind(&created)
-        .bind(&updated)
-        .execute(&mut *conn)
-        .await?;
+    let mut copy = super::CopyText::default();
+    for (id, r) in rows {
+        copy.uuid(*id)
+            .uuid(r.order_id)
+            .int(r.amount)
+            .text(&r.currency)
+            .text(r.status)
+            .int(i64::from(r.attempts))
+            .opt_text(r.last_error.as_deref())
+            .int(r.version)
+            .time(r.created_at)
+            .time(r.updated_at)
+            .end();
     }
-    Ok(())
+    copy.copy_into(
+        conn,
+        "rm_payments (id, order_id, amount, currency, status, attempts, last_error, version,
+             created_at, updated_at)",
+    )
+    .await
 }

@@ -267,49 +267,28 @@ pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), Project
     Ok(())
 }
 
-/// Inserts `rows` into `rm_products` (of the connection's `search_path`).
+/// Writes `rows` into `rm_products` (of the connection's `search_path`).
 pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(super::WRITE_CHUNK) {
-        let ids: Vec<uuid::Uuid> = chunk.iter().map(|(id, _)| **id).collect();
-        let skus: Vec<&str> = chunk.iter().map(|(_, r)| r.sku.as_str()).collect();
-        let names: Vec<&str> = chunk.iter().map(|(_, r)| r.name.as_str()).collect();
-        let descriptions: Vec<Option<&str>> = chunk
-            .iter()
-            .map(|(_, r)| r.description.as_deref())
-            .collect();
-        let amounts: Vec<i64> = chunk.iter().map(|(_, r)| r.price_amount).collect();
-        let currencies: Vec<&str> = chunk
-            .iter()
-            .map(|(_, r)| r.price_currency.as_str())
-            .collect();
-        let available: Vec<i64> = chunk.iter().map(|(_, r)| r.available).collect();
-        let reserved: Vec<i64> = chunk.iter().map(|(_, r)| r.reserved).collect();
-        let statuses: Vec<&str> = chunk.iter().map(|(_, r)| r.status).collect();
-        let versions: Vec<i64> = chunk.iter().map(|(_, r)| r.version).collect();
-        let created: Vec<_> = chunk.iter().map(|(_, r)| r.created_at).collect();
-        let updated: Vec<_> = chunk.iter().map(|(_, r)| r.updated_at).collect();
-        sqlx::query(
-            "INSERT INTO rm_products (id, sku, name, description, price_amount, price_currency,
-                 available, reserved, status, version, created_at, updated_at)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                 $6::text[], $7::int8[], $8::int8[], $9::text[], $10::int8[],
-                 $11::timestamptz[], $12::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&skus)
-        .bind(&names)
-        .bind(&descriptions)
-        .bind(&amounts)
-        .bind(&currencies)
-        .bind(&available)
-        .bind(&reserved)
-        .bind(&statuses)
-        .bind(&versions)
-        .bind(&created)
-        .bind(&updated)
-        .execute(&mut *conn)
-        .await?;
+    let mut copy = super::CopyText::default();
+    for (id, r) in rows {
+        copy.uuid(*id)
+            .text(&r.sku)
+            .text(&r.name)
+            .opt_text(r.description.as_deref())
+            .int(r.price_amount)
+            .text(&r.price_currency)
+            .int(r.available)
+            .int(r.reserved)
+            .text(r.status)
+            .int(r.version)
+            .time(r.created_at)
+            .time(r.updated_at)
+            .end();
     }
-    Ok(())
+    copy.copy_into(
+        conn,
+        "rm_products (id, sku, name, description, price_amount, price_currency, available,
+             reserved, status, version, created_at, updated_at)",
+    )
+    .await
 }

@@ -160,33 +160,23 @@ pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), Project
     Ok(())
 }
 
-/// Inserts `rows` into `rm_users` (of the connection's `search_path`).
+/// Writes `rows` into `rm_users` (of the connection's `search_path`).
 pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    let rows: Vec<_> = rows.iter().collect();
-    for chunk in rows.chunks(super::WRITE_CHUNK) {
-        let ids: Vec<uuid::Uuid> = chunk.iter().map(|(id, _)| **id).collect();
-        let emails: Vec<&str> = chunk.iter().map(|(_, r)| r.email.as_str()).collect();
-        let lowers: Vec<String> = chunk.iter().map(|(_, r)| r.email.to_lowercase()).collect();
-        let names: Vec<&str> = chunk.iter().map(|(_, r)| r.name.as_str()).collect();
-        let statuses: Vec<&str> = chunk.iter().map(|(_, r)| r.status).collect();
-        let versions: Vec<i64> = chunk.iter().map(|(_, r)| r.version).collect();
-        let created: Vec<_> = chunk.iter().map(|(_, r)| r.created_at).collect();
-        let updated: Vec<_> = chunk.iter().map(|(_, r)| r.updated_at).collect();
-        sqlx::query(
-            "INSERT INTO rm_users (id, email, email_lower, name, status, version, created_at, updated_at)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                 $6::int8[], $7::timestamptz[], $8::timestamptz[])",
-        )
-        .bind(&ids)
-        .bind(&emails)
-        .bind(&lowers)
-        .bind(&names)
-        .bind(&statuses)
-        .bind(&versions)
-        .bind(&created)
-        .bind(&updated)
-        .execute(&mut *conn)
-        .await?;
+    let mut copy = super::CopyText::default();
+    for (id, r) in rows {
+        copy.uuid(*id)
+            .text(&r.email)
+            .text(&r.email.to_lowercase())
+            .text(&r.name)
+            .text(r.status)
+            .int(r.version)
+            .time(r.created_at)
+            .time(r.updated_at)
+            .end();
     }
-    Ok(())
+    copy.copy_into(
+        conn,
+        "rm_users (id, email, email_lower, name, status, version, created_at, updated_at)",
+    )
+    .await
 }

@@ -130,22 +130,19 @@ impl Fold {
             Rows::Payments(rows) => models::payments::write(conn, rows).await?,
             Rows::Notifications(rows) => models::notifications::write(conn, rows).await?,
         }
-        let last: Vec<_> = self.last.iter().collect();
-        for chunk in last.chunks(models::WRITE_CHUNK) {
-            let types: Vec<&str> = chunk.iter().map(|((t, _), _)| t.as_str()).collect();
-            let ids: Vec<&str> = chunk.iter().map(|((_, i), _)| i.as_str()).collect();
-            let sequences: Vec<i64> = chunk.iter().map(|(_, s)| **s).collect();
-            sqlx::query(
-                "INSERT INTO projection_applied (projection, aggregate_type, aggregate_id, sequence)
-                 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[])",
-            )
-            .bind(self.projection.name())
-            .bind(&types)
-            .bind(&ids)
-            .bind(&sequences)
-            .execute(&mut *conn)
-            .await?;
+        let mut copy = models::CopyText::default();
+        for ((aggregate_type, aggregate_id), sequence) in &self.last {
+            copy.text(self.projection.name())
+                .text(aggregate_type)
+                .text(aggregate_id)
+                .int(*sequence)
+                .end();
         }
+        copy.copy_into(
+            &mut *conn,
+            "projection_applied (projection, aggregate_type, aggregate_id, sequence)",
+        )
+        .await?;
         sqlx::query(
             "INSERT INTO projection_checkpoints (projection, position, events_applied, updated_at)
              VALUES ($1, $2, $3, now())",

@@ -357,23 +357,27 @@ async fn build_and_swap(
     let (xmin, position, folds) =
         build(pool, projections, options.batch, progress, &mut report).await?;
     report.position = position;
-    let mut tx = session.begin().await?;
-    set_search_path(&mut tx, SHADOW_SCHEMA).await?;
+    // Each projection on a connection of its own, at once: Postgres does
+    // the inserting and index building, on as many cores as it has.
     progress.stage("writing", 0);
-    for fold in &folds {
+    futures::future::try_join_all(folds.iter().map(|fold| async move {
+        let mut conn = pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        set_search_path(&mut tx, SHADOW_SCHEMA).await?;
         fold.write(&mut tx, position).await?;
+        tx.commit().await?;
+        for table in fold.projection.tables() {
+            copy_indexes(&mut conn, table).await?;
+        }
+        Ok::<(), sqlx::Error>(())
+    }))
+    .await?;
+    copy_indexes(session, "projection_applied").await?;
+    for fold in &folds {
         report.applied.insert(fold.projection.name(), fold.applied);
         report.failures.extend(fold.failures.iter().cloned());
         metrics::counter!("agora_replay_events_total", "projection" => fold.projection.name())
             .increment(fold.received);
-    }
-    tx.commit().await?;
-    progress.finish();
-    progress.stage("indexing", 0);
-    for projection in projections {
-        for table in projection.tables() {
-            copy_indexes(session, table).await?;
-        }
     }
     progress.finish();
 
@@ -533,13 +537,18 @@ async fn create_shadow(
             .await?;
         }
     }
-    for table in ["projection_applied", "projection_checkpoints"] {
-        sqlx::query(&format!(
-            "CREATE TABLE {SHADOW_SCHEMA}.{table} (LIKE public.{table} INCLUDING ALL)"
-        ))
-        .execute(&mut *tx)
-        .await?;
-    }
+    // `projection_applied` gets its primary key after the bulk load too;
+    // the checkpoints are one row per projection.
+    sqlx::query(&format!(
+        "CREATE TABLE {SHADOW_SCHEMA}.projection_applied (LIKE public.projection_applied INCLUDING DEFAULTS)"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "CREATE TABLE {SHADOW_SCHEMA}.projection_checkpoints (LIKE public.projection_checkpoints INCLUDING ALL)"
+    ))
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 
@@ -615,13 +624,16 @@ async fn build(
 
     let (pages, mut received) = mpsc::channel::<Result<Vec<EventEnvelope>, sqlx::Error>>(2);
     let limit = i64::try_from(batch.max(1)).unwrap_or(i64::MAX);
-    let fetcher =
-        tokio::spawn(async move {
-            let mut after = 0i64;
-            loop {
-                let page = sqlx::query_as::<_, EventRow>(
+    let fetcher = tokio::spawn(async move {
+        let mut after = 0i64;
+        loop {
+            // Of the metadata, the models read only the time; the
+            // correlation id names a failure.
+            let page = sqlx::query_as::<_, EventRow>(
                 "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
-                        metadata, position, recorded_at
+                        jsonb_build_object('time', metadata->'time',
+                                           'correlation_id', metadata->'correlation_id') AS metadata,
+                        position, recorded_at
                    FROM events WHERE position > $1 ORDER BY position LIMIT $2",
             )
             .bind(after)
@@ -629,22 +641,22 @@ async fn build(
             .fetch_all(&mut *reader)
             .await
             .map(|rows| rows.into_iter().map(EventRow::into_envelope).collect::<Vec<_>>());
-                let done = match &page {
-                    Ok(page) => match page.last() {
-                        Some(last) => {
-                            after = last.position;
-                            false
-                        }
-                        None => true,
-                    },
-                    Err(_) => true,
-                };
-                if pages.send(page).await.is_err() || done {
-                    break;
-                }
+            let done = match &page {
+                Ok(page) => match page.last() {
+                    Some(last) => {
+                        after = last.position;
+                        false
+                    }
+                    None => true,
+                },
+                Err(_) => true,
+            };
+            if pages.send(page).await.is_err() || done {
+                break;
             }
-            let _ = reader.rollback().await;
-        });
+        }
+        let _ = reader.rollback().await;
+    });
 
     let mut folds: Vec<fold::Fold> = projections.iter().map(|&p| fold::Fold::new(p)).collect();
     let mut position = 0i64;
