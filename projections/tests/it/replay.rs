@@ -652,3 +652,56 @@ async fn a_replay_recovers_dead_lettered_events() {
         dead[0].2
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_batch_waits_while_a_replay_holds_its_projection() {
+    let env = Env::new().await;
+    let mut r = Recorder::new(env.pool());
+    let events = shop(&mut r, 1).await;
+    let (products, users): (Vec<EventEnvelope>, Vec<EventEnvelope>) = events
+        .into_iter()
+        .filter(|e| e.aggregate_type == "product" || e.aggregate_type == "user")
+        .partition(|e| e.aggregate_type == "product");
+
+    // What the swap holds: the products lock (key 2), exclusively.
+    let mut swap = env.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock(1634168690, 2)")
+        .execute(&mut *swap)
+        .await
+        .unwrap();
+    let pool = env.pool().clone();
+    let batch = tokio::spawn(async move {
+        projections::apply_batch(&pool, Projection::Products, &products).await
+    });
+    crate::support::eventually("the live batch waits for the lock", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid::bigint = 1634168690 AND objid::bigint = 2 AND NOT granted)",
+        )
+        .fetch_one(env.pool())
+        .await
+        .unwrap()
+    })
+    .await;
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_products")
+        .fetch_one(&mut *swap)
+        .await
+        .unwrap();
+    assert_eq!(written, 0, "nothing applied while the lock is held");
+    // Other projections are not held up.
+    let outcomes = projections::apply_batch(env.pool(), Projection::Users, &users)
+        .await
+        .unwrap();
+    assert!(outcomes
+        .iter()
+        .all(|o| matches!(o, projections::Outcome::Applied(_))));
+    swap.commit().await.unwrap();
+
+    let outcomes = batch.await.unwrap().unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, projections::Outcome::Applied(_))),
+        "{outcomes:?}"
+    );
+}

@@ -146,6 +146,15 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         );
         replayed.push(events as f64 / seconds);
     }
+    // The build holds the read models (not the events) in memory.
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        if let Some(peak) = status.lines().find(|l| l.starts_with("VmHWM")) {
+            println!(
+                "  replay: peak resident memory of the harness: {}",
+                peak.trim_start_matches("VmHWM:").trim()
+            );
+        }
+    }
     let (figure, baseline) = (median(&replayed), median(&copied));
     table.push(Row {
         workload: format!("replay: full rebuild of all read models, {events} events"),
