@@ -135,6 +135,10 @@ pub struct ReplayReport {
     pub drift: Vec<String>,
     /// The rebuilt tables are live now.
     pub swapped: bool,
+    /// Of the build, the time spent waiting for the next page from the
+    /// store, and folding pages (where its time went).
+    pub build_waited: std::time::Duration,
+    pub build_folded: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,17 +448,43 @@ async fn build_and_swap(
             .await?;
         }
     }
-    sqlx::query("DELETE FROM public.projection_applied WHERE projection = ANY($1)")
+    // Rebuilding every projection, the shadow's `projection_applied` is the
+    // whole table (unless something else keeps rows in it), so it is swapped
+    // like the read models rather than copied row by row.
+    let whole = projections.len() == Projection::ALL.len() && {
+        sqlx::query("LOCK TABLE public.projection_applied IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *swap)
+            .await?;
+        let foreign: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM public.projection_applied WHERE projection <> ALL($1))",
+        )
+        .bind(&names)
+        .fetch_one(&mut *swap)
+        .await?;
+        !foreign
+    };
+    if whole {
+        sqlx::query("DROP TABLE public.projection_applied")
+            .execute(&mut *swap)
+            .await?;
+        sqlx::query(&format!(
+            "ALTER TABLE {SHADOW_SCHEMA}.projection_applied SET SCHEMA public"
+        ))
+        .execute(&mut *swap)
+        .await?;
+    } else {
+        sqlx::query("DELETE FROM public.projection_applied WHERE projection = ANY($1)")
+            .bind(&names)
+            .execute(&mut *swap)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO public.projection_applied
+             SELECT * FROM {SHADOW_SCHEMA}.projection_applied WHERE projection = ANY($1)"
+        ))
         .bind(&names)
         .execute(&mut *swap)
         .await?;
-    sqlx::query(&format!(
-        "INSERT INTO public.projection_applied
-         SELECT * FROM {SHADOW_SCHEMA}.projection_applied WHERE projection = ANY($1)"
-    ))
-    .bind(&names)
-    .execute(&mut *swap)
-    .await?;
+    }
     sqlx::query(&format!(
         "INSERT INTO public.projection_checkpoints (projection, position, events_applied, updated_at)
          SELECT projection, position, events_applied, now()
@@ -660,17 +690,26 @@ async fn build(
 
     let mut folds: Vec<fold::Fold> = projections.iter().map(|&p| fold::Fold::new(p)).collect();
     let mut position = 0i64;
-    while let Some(page) = received.recv().await {
+    loop {
+        let waiting = std::time::Instant::now();
+        let Some(page) = received.recv().await else {
+            break;
+        };
+        report.build_waited += waiting.elapsed();
         let page = page?;
         let Some(last) = page.last() else { break };
         position = last.position;
+        let folding = std::time::Instant::now();
         for event in &page {
             for fold in &mut folds {
                 fold.apply(event);
             }
         }
+        report.build_folded += folding.elapsed();
         report.events += page.len() as u64;
         progress.advance(page.len() as u64);
+        // Freeing a page of parsed JSON takes a while: not on this task.
+        tokio::task::spawn_blocking(move || drop(page));
     }
     let _ = fetcher.await;
     progress.finish();

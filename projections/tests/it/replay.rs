@@ -272,6 +272,14 @@ async fn the_fold_equals_the_per_event_path() {
     .await
     .unwrap();
     assert_eq!(unique, 1);
+    let applied_key: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conname = 'projection_applied_pkey' AND contype = 'p'
+             AND conrelid = 'public.projection_applied'::regclass",
+    )
+    .fetch_one(env.pool())
+    .await
+    .unwrap();
+    assert_eq!(applied_key, 1);
     let shadow: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
             .bind(SHADOW_SCHEMA)

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use commands::testing::TestDatabase;
 use futures::StreamExt;
-use projections::replay::{Quiet, ReplayOptions};
+use projections::replay::{Progress, Quiet, ReplayOptions};
 
 use crate::report::{median, spread, Row, Table};
 use crate::Settings;
@@ -99,6 +99,26 @@ async fn seed(db: &TestDatabase, events: i64) -> anyhow::Result<i64> {
         .await?)
 }
 
+/// Seconds spent in each stage of a replay, for the notes beside the figure.
+#[derive(Default)]
+struct Stages {
+    current: Option<(String, Instant)>,
+    spent: Vec<(String, f64)>,
+}
+
+impl Progress for Stages {
+    fn stage(&mut self, name: &str, _: u64) {
+        self.finish();
+        self.current = Some((name.to_owned(), Instant::now()));
+    }
+    fn advance(&mut self, _: u64) {}
+    fn finish(&mut self) {
+        if let Some((name, started)) = self.current.take() {
+            self.spent.push((name, started.elapsed().as_secs_f64()));
+        }
+    }
+}
+
 /// Rows/s of `COPY` of the events, in position order, to this process.
 async fn copy_rate(db: &TestDatabase, events: i64) -> anyhow::Result<f64> {
     let mut conn = db.pool.acquire().await?;
@@ -135,8 +155,20 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     for _ in 0..settings.reps {
         copied.push(copy_rate(&db, events).await?);
         let started = Instant::now();
-        let report = projections::replay(&db.pool, &ReplayOptions::default(), &mut Quiet).await?;
+        let mut stages = Stages::default();
+        let report = projections::replay(&db.pool, &ReplayOptions::default(), &mut stages).await?;
         let seconds = started.elapsed().as_secs_f64();
+        let spent: Vec<String> = stages
+            .spent
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.2} s"))
+            .collect();
+        println!(
+            "  replay: {seconds:.2} s: {} (build: {:.2} s waiting for pages, {:.2} s folding)",
+            spent.join(", "),
+            report.build_waited.as_secs_f64(),
+            report.build_folded.as_secs_f64()
+        );
         anyhow::ensure!(report.swapped, "the replay did not swap");
         anyhow::ensure!(
             report.events == events as u64 && report.failures.is_empty(),
