@@ -163,7 +163,8 @@ pub struct LastRun {
 
 /// The latest run of every projection that has one (a running one included).
 pub async fn last_runs(pool: &PgPool) -> Result<BTreeMap<String, LastRun>, sqlx::Error> {
-    let rows: Vec<(String, String, String, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+    type Row = (String, String, String, i64, Option<DateTime<Utc>>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT DISTINCT ON (projection) projection, mode, outcome, events, finished_at
            FROM replay_runs ORDER BY projection, id DESC",
     )
