@@ -101,6 +101,12 @@ fn apply(state: &AppState, head: &str, message: &Message) {
     let id = Uuid::parse_str(id)
         .map(|u| u.to_string())
         .unwrap_or_else(|_| id.to_owned());
+    if id == schemas::subjects::ALL_ROWS {
+        // A replay swapped the whole model: any cached answer may be stale.
+        tracing::info!(model, "read model rebuilt; the read cache starts afresh");
+        state.reads.invalidate_all();
+        return;
+    }
     let version = version_of(&message.payload);
     tracing::trace!(model, id, version, "read model changed");
     state.reads.changed(model, &id, version);

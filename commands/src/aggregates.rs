@@ -1,6 +1,7 @@
 //! What the store needs to know about each aggregate beyond cqrs-es's trait,
 //! and the bundle of the four stores the API and saga share.
 
+use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use domain::order::Order;
 use domain::payment::Payment;
 use domain::product::{Product, ProductEvent};
@@ -90,10 +91,35 @@ pub struct Aggregates {
 impl Aggregates {
     pub fn new(pool: PgPool, options: StoreOptions) -> Self {
         Self {
-            users: AggregateStore::new(pool.clone(), options.clone()),
-            products: AggregateStore::new(pool.clone(), options.clone()),
-            orders: AggregateStore::new(pool.clone(), options.clone()),
-            payments: AggregateStore::new(pool, options),
+            users: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
+            products: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
+            orders: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
+            payments: AggregateStore::with_upcasters(pool, options, upcasters()),
         }
+    }
+}
+
+/// The upcasters every store reads through: old stored event versions reach
+/// the aggregates in their current shape.
+pub fn upcasters() -> Vec<Box<dyn EventUpcaster>> {
+    vec![Box::new(SchemaUpcaster)]
+}
+
+/// cqrs-es's hook onto `schemas::upcast`, the one place that knows old event
+/// versions, which the projections and `agora replay` use as well.
+pub struct SchemaUpcaster;
+
+impl EventUpcaster for SchemaUpcaster {
+    fn can_upcast(&self, event_type: &str, event_version: &str) -> bool {
+        schemas::upcast::needs_upcast(event_type, event_version)
+    }
+
+    fn upcast(&self, mut event: SerializedEvent) -> SerializedEvent {
+        if let Some(version) =
+            schemas::upcast::upcast(&event.event_type, &event.event_version, &mut event.payload)
+        {
+            event.event_version = version.to_owned();
+        }
+        event
     }
 }

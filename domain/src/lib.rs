@@ -30,3 +30,7 @@ pub use values::{
 /// Version recorded with every event. Bump when an event's payload changes
 /// shape, together with an upcaster for the old version.
 pub const EVENT_VERSION: &str = "1.0";
+
+/// `ProductStockAdjusted` is at version 2 (`delta` became `stock_delta`);
+/// every other event is at `EVENT_VERSION`.
+pub const PRODUCT_STOCK_ADJUSTED_VERSION: &str = "2.0";

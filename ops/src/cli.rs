@@ -29,6 +29,10 @@ pub enum Command {
     /// tok_flaky fails with a 5xx twice per key, then approves. Its ledger
     /// is kept in the database of DATABASE_URL (schema `gateway`).
     Gateway,
+    /// Rebuild read models from the events table while the live ones keep
+    /// serving, then swap them in atomically. Also: `--verify` to compare
+    /// without swapping, `--status` to list the projections.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +46,31 @@ pub struct TokenArgs {
     /// How long the token is valid, e.g. 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A projection to rebuild (users, products, orders, payments,
+    /// notifications); repeat for more. All of them when none is given.
+    #[arg(long = "projection", value_name = "NAME", value_parser = parse_projection)]
+    pub projections: Vec<projections::Projection>,
+    /// Build and compare row by row with the live read models, without
+    /// swapping; print the rows that differ and exit non-zero if any do.
+    #[arg(long)]
+    pub verify: bool,
+    /// Events read from the store per page.
+    #[arg(long, default_value_t = projections::replay::DEFAULT_BATCH,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub batch: usize,
+    /// List the projections (position, lag, dead letters, last rebuild) and exit.
+    #[arg(long, conflicts_with_all = ["verify", "projections"])]
+    pub status: bool,
+}
+
+fn parse_projection(name: &str) -> Result<projections::Projection, String> {
+    projections::Projection::parse(name).ok_or_else(|| {
+        format!("no projection {name:?}: one of users, products, orders, payments, notifications")
+    })
 }
 
 #[derive(Debug, Args)]

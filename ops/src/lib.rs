@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod gateway;
 pub mod migrate;
+pub mod replay;
 pub mod sampler;
 pub mod serve;
 pub mod status;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use ops::cli::{Cli, Command};
-use ops::{config::Config, gateway, migrate, serve, status, telemetry, token};
+use ops::{config::Config, gateway, migrate, replay, serve, status, telemetry, token};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate::run(&config).await,
         Command::Serve(args) => serve::run(config, args.role).await,
         Command::Projections => status::run(&config).await,
+        Command::Replay(args) => replay::run(&config, &args).await,
         Command::Token(args) => token::run(&config, &args),
         Command::Gateway => gateway::run(&config).await,
     }

@@ -13,16 +13,28 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         "relay ({}): {relay_lag} events not yet published\n",
         config.nats.prefix
     );
+    let runs = projections::replay::last_runs(&pool)
+        .await
+        .context("reading the replay runs")?;
     println!(
-        "{:<14} {:>10} {:>8} {:>14} {:>12}  last applied",
-        "projection", "position", "lag", "events applied", "dead letters"
+        "{:<14} {:>10} {:>8} {:>14} {:>12}  {:<32}  last rebuild",
+        "projection", "position", "lag", "events applied", "dead letters", "last applied"
     );
     for status in projections::status(&pool)
         .await
         .context("reading projection progress")?
     {
+        let rebuild = runs.get(&status.name).map_or("never".to_owned(), |run| {
+            format!(
+                "{} {} {}",
+                run.mode,
+                run.outcome,
+                run.finished_at
+                    .map_or("(running)".to_owned(), |t| t.to_rfc3339())
+            )
+        });
         println!(
-            "{:<14} {:>10} {:>8} {:>14} {:>12}  {}",
+            "{:<14} {:>10} {:>8} {:>14} {:>12}  {:<32}  {rebuild}",
             status.name,
             status.position,
             status.lag,

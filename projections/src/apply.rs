@@ -140,6 +140,8 @@ pub(crate) struct EventRow {
 }
 
 impl EventRow {
+    /// The envelope at the event's current version (a stored old version
+    /// is upcast).
     pub(crate) fn into_envelope(self) -> EventEnvelope {
         EventEnvelope {
             aggregate_type: self.aggregate_type,
@@ -152,6 +154,7 @@ impl EventRow {
             position: self.position,
             recorded_at: self.recorded_at,
         }
+        .upcast()
     }
 }
 
@@ -230,8 +233,14 @@ async fn run_batch(
 ) -> Result<Vec<(usize, Outcome)>, BatchError> {
     let batch = |err: sqlx::Error| BatchError::Batch(err.into());
     let mut tx = pool.begin().await.map_err(batch)?;
-    if let Some(schema) = schema {
-        set_search_path(&mut tx, schema).await.map_err(batch)?;
+    match schema {
+        Some(schema) => set_search_path(&mut tx, schema).await.map_err(batch)?,
+        // The live tables: a replay swapping this projection holds the lock
+        // exclusively, so this waits for the swap and then writes the new
+        // tables, where `projection_applied` tells what is done.
+        None => crate::replay::hold_shared(&mut tx, projection)
+            .await
+            .map_err(batch)?,
     }
 
     let keys: BTreeSet<(&str, &str)> = order

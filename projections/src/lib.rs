@@ -17,6 +17,7 @@ pub mod progress;
 pub mod projection;
 pub mod queries;
 pub mod rebuild;
+pub mod replay;
 pub mod worker;
 
 pub use apply::{apply_batch, Outcome};
@@ -25,3 +26,4 @@ pub use error::ProjectionError;
 pub use progress::{status, ProjectionStatus};
 pub use projection::Projection;
 pub use rebuild::{diff, rebuild_into_schema, RebuildError, RebuildReport};
+pub use replay::{replay, ReplayError, ReplayOptions, ReplayReport};

@@ -64,6 +64,21 @@ impl Projection {
         }
     }
 
+    /// The read-model tables it writes (and `agora replay` swaps).
+    pub fn tables(&self) -> &'static [&'static str] {
+        match self {
+            Self::Users => &["rm_users"],
+            Self::Products => &["rm_products"],
+            Self::Orders => &["rm_orders"],
+            Self::Payments => &["rm_payments"],
+            Self::Notifications => &[
+                "rm_notifications",
+                "rm_notification_orders",
+                "rm_notification_payments",
+            ],
+        }
+    }
+
     /// The one subject filter of its JetStream consumer.
     pub fn filter_subject(&self, prefix: &str) -> String {
         match self {
@@ -83,6 +98,15 @@ impl Projection {
         tx: &mut sqlx::PgConnection,
         event: &EventEnvelope,
     ) -> Result<Vec<Change>, ProjectionError> {
+        // Envelopes are upcast where they are read (worker, events table);
+        // one handed in at an old version (a caller's own) is upcast here.
+        let upcast;
+        let event = if schemas::upcast::needs_upcast(&event.event_type, &event.event_version) {
+            upcast = event.clone().upcast();
+            &upcast
+        } else {
+            event
+        };
         match self {
             Self::Users => models::users::apply(tx, event).await,
             Self::Products => models::products::apply(tx, event).await,

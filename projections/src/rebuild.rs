@@ -204,16 +204,27 @@ async fn apply_page(
 /// empty when they are equal. At most 100 lines per table.
 pub async fn diff(pool: &PgPool, schema: &str) -> Result<Vec<String>, RebuildError> {
     check_schema(schema)?;
+    let mut conn = pool.acquire().await?;
+    Ok(diff_tables(&mut conn, schema, &READ_MODEL_TABLES).await?)
+}
+
+/// [`diff`] of `tables` only, on the caller's connection (a replay compares
+/// while it holds the projections' locks).
+pub(crate) async fn diff_tables(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    tables: &[&str],
+) -> Result<Vec<String>, sqlx::Error> {
     let quoted = quote_ident(schema);
     let mut lines = Vec::new();
-    for table in READ_MODEL_TABLES {
+    for &table in tables {
         let columns: Vec<String> = sqlx::query_scalar(
             "SELECT column_name::text FROM information_schema.columns
              WHERE table_schema = 'public' AND table_name = $1 AND column_name <> 'updated_at'
              ORDER BY ordinal_position",
         )
         .bind(table)
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let columns = columns
             .iter()
@@ -229,7 +240,7 @@ pub async fn diff(pool: &PgPool, schema: &str) -> Result<Vec<String>, RebuildErr
                      SELECT {columns} FROM {quoted}.{table} EXCEPT SELECT {columns} FROM public.{table}) y
              ) d ORDER BY row, side LIMIT 101"
         ))
-        .fetch_all(pool)
+        .fetch_all(&mut *conn)
         .await?;
         let more = rows.len() > 100;
         for (side, row) in rows.into_iter().take(100) {

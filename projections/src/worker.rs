@@ -230,7 +230,10 @@ impl Worker {
                     .info()
                     .map(|info| (info.delivered, info.stream_sequence))
                     .unwrap_or((1, 0));
+                // The relay publishes stored rows as they are: an old event
+                // version is upcast here, as every reader does.
                 let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
+                    .map(EventEnvelope::upcast)
                     .map_err(|err| format!("cannot decode the event envelope: {err}"));
                 Delivery {
                     message,
@@ -543,6 +546,8 @@ impl Worker {
             }
         }
         let mut tx = self.pool.begin().await?;
+        // Not while a replay swaps this projection (it replaces the dead letters).
+        crate::replay::hold_shared(&mut tx, self.projection).await?;
         sqlx::query(
             "INSERT INTO dead_letters (projection, subject, stream_sequence, aggregate_type,
                  aggregate_id, sequence, message, error, deliveries)

@@ -34,6 +34,17 @@ impl EventEnvelope {
     }
 
     /// The stable id JetStream deduplicates by (`Nats-Msg-Id`).
+    /// This event at the current version of its type: a stored old version
+    /// is upcast (see [`crate::upcast`]). Every reader of envelopes calls it.
+    pub fn upcast(mut self) -> Self {
+        if let Some(version) =
+            crate::upcast::upcast(&self.event_type, &self.event_version, &mut self.payload)
+        {
+            self.event_version = version.to_owned();
+        }
+        self
+    }
+
     pub fn message_id(&self) -> String {
         message_id(&self.aggregate_type, &self.aggregate_id, self.sequence)
     }

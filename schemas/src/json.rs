@@ -85,7 +85,13 @@ pub const EVENTS: &[EventSchema] = &[
     event!("product", ProductCreated, "1.0", ProductEvent),
     event!("product", ProductDetailsUpdated, "1.0", ProductEvent),
     event!("product", ProductPriceChanged, "1.0", ProductEvent),
-    event!("product", ProductStockAdjusted, "1.0", ProductEvent),
+    EventSchema {
+        aggregate_type: "product",
+        event_type: "ProductStockAdjusted",
+        event_version: "1.0",
+        schema: || stored_as::<crate::upcast::ProductStockAdjustedV1>("ProductStockAdjusted"),
+    },
+    event!("product", ProductStockAdjusted, "2.0", ProductEvent),
     event!("product", ProductDiscontinued, "1.0", ProductEvent),
     event!("product", StockReserved, "1.0", ProductEvent),
     event!("product", StockReservationReleased, "1.0", ProductEvent),
@@ -150,6 +156,29 @@ pub fn variant_of<T: JsonSchema>(name: &str) -> Value {
     }
     root.insert("title".to_owned(), Value::from(name));
     root.extend(variant.clone());
+    Value::Object(root)
+}
+
+/// An old version kept only as a Rust type for upcasting, in its stored
+/// (externally tagged) form: `{"<EventType>": {fields}}`.
+pub fn stored_as<T: JsonSchema>(name: &str) -> Value {
+    let mut inner = schema_of::<T>();
+    let dialect = inner.as_object_mut().and_then(|o| o.remove("$schema"));
+    if let Some(o) = inner.as_object_mut() {
+        o.remove("title");
+    }
+    let mut root = serde_json::Map::new();
+    if let Some(dialect) = dialect {
+        root.insert("$schema".to_owned(), dialect);
+    }
+    root.insert("title".to_owned(), Value::from(name));
+    root.insert("type".to_owned(), Value::from("object"));
+    root.insert(
+        "properties".to_owned(),
+        serde_json::json!({ name: inner }),
+    );
+    root.insert("required".to_owned(), serde_json::json!([name]));
+    root.insert("additionalProperties".to_owned(), Value::Bool(false));
     Value::Object(root)
 }
 

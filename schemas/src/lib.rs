@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod json;
 pub mod subjects;
 pub mod trace;
+pub mod upcast;
 
 pub use envelope::EventEnvelope;
 pub use trace::TraceParent;

@@ -29,3 +29,8 @@ pub fn change(prefix: &str, model: &str, id: &str) -> String {
 pub fn changes_wildcard(prefix: &str) -> String {
     format!("{prefix}.changes.>")
 }
+
+/// The id in a change subject that means every row of the model may have
+/// changed (`agora replay` swapped it): readers drop everything cached of it.
+/// Not a UUID, so it names no row.
+pub const ALL_ROWS: &str = "all";

@@ -590,3 +590,47 @@ async fn the_cache_serves_until_a_change_notice() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_model_notice_empties_the_cache() {
+    let (app, prefix) = app_with_listener(Duration::from_secs(20)).await;
+    let pool = &app.db.pool;
+    let product = Uuid::now_v7();
+    insert_product(pool, product, "SKU-1", "Blue mug", "active", 1).await;
+    let path = format!("/products/{product}");
+    assert_eq!(app.get(&path).await.body["name"], "Blue mug");
+
+    // What a replay's swap does: the row changes (here without a new
+    // version), and only `<prefix>.changes.products.all` announces it.
+    sqlx::query("UPDATE rm_products SET name = 'Rebuilt mug' WHERE id = $1")
+        .bind(product)
+        .execute(pool)
+        .await
+        .expect("update");
+    assert_eq!(
+        app.get(&path).await.body["name"],
+        "Blue mug",
+        "served from the cache"
+    );
+    let nats = async_nats::connect(commands::testing::nats_url())
+        .await
+        .expect("connect to NATS");
+    nats.publish(
+        schemas::subjects::change(&prefix, "products", schemas::subjects::ALL_ROWS),
+        "0".into(),
+    )
+    .await
+    .expect("publish the notice");
+    nats.flush().await.expect("flush");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if app.get(&path).await.body["name"] == "Rebuilt mug" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rebuilt notice never emptied the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -90,7 +90,7 @@ impl Tally {
     fn add(&mut self, event: &ProductEvent) {
         match event {
             ProductEvent::ProductCreated { stock, .. } => self.available = *stock,
-            ProductEvent::ProductStockAdjusted { delta } => self.available += delta,
+            ProductEvent::ProductStockAdjusted { stock_delta } => self.available += stock_delta,
             ProductEvent::StockReserved { quantity, .. } => {
                 self.available -= i64::from(*quantity);
                 self.reserved += i64::from(*quantity);
@@ -324,7 +324,7 @@ async fn two_stores_racing_on_one_product_lose_nothing() {
         let committed = result.unwrap().expect("every increment is accepted");
         assert_eq!(
             committed.events,
-            vec![ProductEvent::ProductStockAdjusted { delta: 1 }]
+            vec![ProductEvent::ProductStockAdjusted { stock_delta: 1 }]
         );
         // Each command got its own slot in the stream.
         assert!(

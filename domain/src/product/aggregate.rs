@@ -210,8 +210,11 @@ impl Aggregate for Product {
                     return Err(ProductError::ZeroDelta);
                 }
                 self.check_available(self.available.checked_add(delta), delta.saturating_neg())?;
-                sink.write(ProductEvent::ProductStockAdjusted { delta }, self)
-                    .await;
+                sink.write(
+                    ProductEvent::ProductStockAdjusted { stock_delta: delta },
+                    self,
+                )
+                .await;
             }
             ProductCommand::Discontinue => {
                 self.ensure_active()?;
@@ -313,8 +316,8 @@ impl Aggregate for Product {
                 }
             }
             ProductEvent::ProductPriceChanged { price } => self.price = Some(price),
-            ProductEvent::ProductStockAdjusted { delta } => {
-                self.available = self.available.saturating_add(delta);
+            ProductEvent::ProductStockAdjusted { stock_delta } => {
+                self.available = self.available.saturating_add(stock_delta);
             }
             ProductEvent::ProductDiscontinued {} => self.status = ProductStatus::Discontinued,
             ProductEvent::StockReserved { order_id, quantity } => {
@@ -711,11 +714,13 @@ mod tests {
         ProductTest::with(())
             .given(vec![created()])
             .when(ProductCommand::AdjustStock { delta: 5 })
-            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { delta: 5 }]);
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { stock_delta: 5 }]);
         ProductTest::with(())
             .given(vec![created()])
             .when(ProductCommand::AdjustStock { delta: -10 })
-            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { delta: -10 }]);
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted {
+                stock_delta: -10,
+            }]);
     }
 
     #[test]
@@ -764,7 +769,9 @@ mod tests {
         ProductTest::with(())
             .given(vec![created_with_stock(0)])
             .when(ProductCommand::AdjustStock { delta: i64::MAX })
-            .then_expect_events(vec![ProductEvent::ProductStockAdjusted { delta: i64::MAX }]);
+            .then_expect_events(vec![ProductEvent::ProductStockAdjusted {
+                stock_delta: i64::MAX,
+            }]);
     }
 
     #[test]
@@ -781,7 +788,7 @@ mod tests {
                 delta: i64::MAX - 10,
             })
             .then_expect_events(vec![ProductEvent::ProductStockAdjusted {
-                delta: i64::MAX - 10,
+                stock_delta: i64::MAX - 10,
             }]);
     }
 
@@ -960,7 +967,7 @@ mod tests {
                 reserved(3),
                 committed(3),
                 ProductEvent::ProductStockAdjusted {
-                    delta: i64::MAX - 8,
+                    stock_delta: i64::MAX - 8,
                 },
             ])
             .when(ProductCommand::ReturnStock {

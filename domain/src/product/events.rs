@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::{Description, Money, Name, Sku};
-use crate::EVENT_VERSION;
+use crate::{EVENT_VERSION, PRODUCT_STOCK_ADJUSTED_VERSION};
 
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,8 +24,11 @@ pub enum ProductEvent {
     ProductPriceChanged {
         price: Money,
     },
+    /// Version 2 (`PRODUCT_STOCK_ADJUSTED_VERSION`): version 1 named the
+    /// field `delta`; stored v1 events are upcast on read
+    /// (`schemas::upcast`).
     ProductStockAdjusted {
-        delta: i64,
+        stock_delta: i64,
     },
     ProductDiscontinued {},
     StockReserved {
@@ -63,6 +66,10 @@ impl DomainEvent for ProductEvent {
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_string()
+        match self {
+            Self::ProductStockAdjusted { .. } => PRODUCT_STOCK_ADJUSTED_VERSION,
+            _ => EVENT_VERSION,
+        }
+        .to_string()
     }
 }

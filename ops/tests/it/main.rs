@@ -9,5 +9,6 @@ mod shutdown;
 #[path = "../../../api/tests/it/exposition.rs"]
 mod exposition;
 mod observability;
+mod replay;
 mod startup;
 mod support;

@@ -177,3 +177,128 @@ mod tests {
         assert_eq!(a.get_version_num(), 8);
     }
 }
+
+// The replay's fold: the same changes as `apply`, made in memory, and written
+// in bulk into shadow tables. Kept beside the SQL above so the two change
+// together; `fold_equals_the_live_path` (projections' tests) holds them to
+// the same result.
+
+/// An `rm_notifications` row in memory.
+#[derive(Debug, Clone)]
+struct Note {
+    id: Uuid,
+    user_id: Uuid,
+    kind: &'static str,
+    order_id: Option<Uuid>,
+    source: String,
+    created_at: DateTime<Utc>,
+}
+
+/// The three notification tables in memory.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    notes: Vec<Note>,
+    sources: std::collections::HashSet<String>,
+    /// `rm_notification_orders`: order → user.
+    orders: std::collections::HashMap<Uuid, Uuid>,
+    /// `rm_notification_payments`: payment → order.
+    payments: std::collections::HashMap<Uuid, Uuid>,
+}
+
+/// Applies `event` to `rows`; on `Err` nothing changed.
+pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), ProjectionError> {
+    let time = event_time(event);
+    let order_user = |rows: &Rows, order_id: Uuid| {
+        rows.orders.get(&order_id).copied().ok_or_else(|| {
+            ProjectionError::Retryable(format!(
+                "{} of {} {}: order {order_id} has no OrderPlaced applied yet",
+                event.event_type, event.aggregate_type, event.aggregate_id
+            ))
+        })
+    };
+    let (user_id, kind, order_id) = match (event.aggregate_type.as_str(), event.event_type.as_str())
+    {
+        ("user", "UserRegistered") => (aggregate_uuid(event)?, "welcome", None),
+        ("order", "OrderPlaced") => {
+            let order_id = aggregate_uuid(event)?;
+            let e: OrderPlaced = decode(event)?;
+            rows.orders.entry(order_id).or_insert(e.user_id);
+            return Ok(());
+        }
+        ("order", kind @ ("OrderConfirmed" | "OrderCancelled" | "OrderShipped")) => {
+            let order_id = aggregate_uuid(event)?;
+            let user_id = order_user(rows, order_id)?;
+            let kind = match kind {
+                "OrderConfirmed" => "order_confirmed",
+                "OrderCancelled" => "order_cancelled",
+                _ => "order_shipped",
+            };
+            (user_id, kind, Some(order_id))
+        }
+        ("payment", "PaymentRequested") => {
+            let payment_id = aggregate_uuid(event)?;
+            let e: PaymentRequested = decode(event)?;
+            rows.payments.entry(payment_id).or_insert(e.order_id);
+            return Ok(());
+        }
+        ("payment", "PaymentRefunded") => {
+            let payment_id = aggregate_uuid(event)?;
+            let Some(&order_id) = rows.payments.get(&payment_id) else {
+                return Err(ProjectionError::Retryable(format!(
+                    "PaymentRefunded of payment {payment_id}: its PaymentRequested is not applied yet"
+                )));
+            };
+            (
+                order_user(rows, order_id)?,
+                "payment_refunded",
+                Some(order_id),
+            )
+        }
+        _ => return Ok(()),
+    };
+    let source = source(event, kind);
+    if rows.sources.insert(source.clone()) {
+        rows.notes.push(Note {
+            id: notification_id(&source),
+            user_id,
+            kind,
+            order_id,
+            source,
+            created_at: time,
+        });
+    }
+    Ok(())
+}
+
+/// Writes `rows` into the three tables (of the connection's `search_path`).
+pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
+    let mut copy = super::CopyText::default();
+    for n in &rows.notes {
+        copy.uuid(n.id)
+            .uuid(n.user_id)
+            .text(n.kind)
+            .opt_uuid(n.order_id)
+            .text(&n.source)
+            .time(n.created_at)
+            .end();
+    }
+    copy.copy_into(
+        &mut *conn,
+        "rm_notifications (id, user_id, kind, order_id, source, created_at)",
+    )
+    .await?;
+    for (target, map) in [
+        ("rm_notification_orders (order_id, user_id)", &rows.orders),
+        (
+            "rm_notification_payments (payment_id, order_id)",
+            &rows.payments,
+        ),
+    ] {
+        let mut copy = super::CopyText::default();
+        for (key, value) in map {
+            copy.uuid(*key).uuid(*value).end();
+        }
+        copy.copy_into(&mut *conn, target).await?;
+    }
+    Ok(())
+}

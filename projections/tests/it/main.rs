@@ -4,5 +4,7 @@
 mod exactly_once;
 mod models;
 mod rebuild;
+mod replay;
 mod support;
+mod upcast;
 mod workers;

@@ -9,6 +9,7 @@
 //! harness cannot rot. Needs Postgres and NATS as the tests do.
 
 mod pipeline;
+mod replay;
 mod report;
 mod stock;
 mod throughput;
@@ -36,7 +37,7 @@ fn settings() -> Settings {
             }
             "--only" => settings.only = args.next(),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--only commands|stock|relay|reads|latency]");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--only commands|stock|relay|reads|latency|replay]");
                 std::process::exit(2);
             }
         }
@@ -74,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("latency") {
         pipeline::write_to_read(&settings, &mut table).await?;
+    }
+    if wants("replay") {
+        replay::run(&settings, &mut table).await?;
     }
     table.print();
     Ok(())

@@ -65,8 +65,9 @@ async fn seed_long_streams(db: &TestDatabase, events: i64) -> anyhow::Result<Vec
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
              SELECT 'product', $1, s,
-                    CASE WHEN s = 1 THEN 'ProductCreated' ELSE 'ProductStockAdjusted' END, '1.0',
-                    CASE WHEN s = 1 THEN $2 ELSE '{\"ProductStockAdjusted\": {\"delta\": 1}}'::jsonb END,
+                    CASE WHEN s = 1 THEN 'ProductCreated' ELSE 'ProductStockAdjusted' END,
+                    CASE WHEN s = 1 THEN '1.0' ELSE '2.0' END,
+                    CASE WHEN s = 1 THEN $2 ELSE '{\"ProductStockAdjusted\": {\"stock_delta\": 1}}'::jsonb END,
                     '{\"actor\": \"bench\"}'
                FROM generate_series(1, $3) AS s",
         )
