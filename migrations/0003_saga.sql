@@ -10,6 +10,9 @@ CREATE TABLE saga_orders (
     placed_at       timestamptz NOT NULL,
     -- The placing request's correlation id, carried by the saga's commands.
     correlation_id  text,
+    -- The placing request's W3C traceparent, so the saga's commands and its
+    -- gateway calls continue that trace.
+    traceparent     text,
     -- Chosen and stored before the Payment is created, so a step re-run after
     -- a crash reuses it (and with it the gateway's idempotency key).
     payment_id      uuid UNIQUE,

@@ -58,6 +58,7 @@ pub fn wake_for(event: &EventEnvelope) -> Option<Wake> {
             order_id: id,
             at: event.recorded_at,
             correlation_id: event.correlation_id().map(str::to_owned),
+            traceparent: event.traceparent().map(|t| t.to_string()),
         }),
         ("order", "OrderCancelled") => Some(Wake::Compensate {
             order_id: id,

@@ -91,6 +91,12 @@ impl Process {
             causation_id: format!("saga:{}", row.order_id),
             actor: "saga".to_owned(),
             time: Utc::now(),
+            // Continue the placing request's trace when it came with one.
+            traceparent: row
+                .traceparent
+                .as_deref()
+                .and_then(|t| t.parse::<schemas::TraceParent>().ok())
+                .map_or_else(schemas::TraceParent::new_root, |t| t.child()),
         };
         let mut ctx = Ctx {
             failures: row.failures,

@@ -17,6 +17,7 @@ pub struct Claimed {
     pub order_id: Uuid,
     pub placed_at: DateTime<Utc>,
     pub correlation_id: Option<String>,
+    pub traceparent: Option<String>,
     pub payment_id: Option<Uuid>,
     pub generation: i64,
     pub charge_attempts: i32,
@@ -31,6 +32,7 @@ pub enum Wake {
         order_id: Uuid,
         at: DateTime<Utc>,
         correlation_id: Option<String>,
+        traceparent: Option<String>,
     },
     /// A cancellation or a refund: the saga must compensate.
     Compensate {
@@ -53,16 +55,19 @@ pub async fn wake(pool: &PgPool, wakes: &[Wake]) -> Result<(), sqlx::Error> {
                 order_id,
                 at,
                 correlation_id,
+                traceparent,
             } => {
                 sqlx::query(
-                    "INSERT INTO saga_orders (order_id, placed_at, correlation_id) VALUES ($1, $2, $3)
+                    "INSERT INTO saga_orders (order_id, placed_at, correlation_id, traceparent) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (order_id) DO UPDATE
                         SET placed_at = least(saga_orders.placed_at, EXCLUDED.placed_at),
-                            correlation_id = EXCLUDED.correlation_id",
+                            correlation_id = EXCLUDED.correlation_id,
+                            traceparent = EXCLUDED.traceparent",
                 )
                 .bind(order_id)
                 .bind(at)
                 .bind(correlation_id)
+                .bind(traceparent)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -104,7 +109,7 @@ UPDATE saga_orders s
          ORDER BY next_attempt_at
          LIMIT $3
            FOR UPDATE SKIP LOCKED)
-RETURNING s.order_id, s.placed_at, s.correlation_id, s.payment_id, s.generation, s.charge_attempts,
+RETURNING s.order_id, s.placed_at, s.correlation_id, s.traceparent, s.payment_id, s.generation, s.charge_attempts,
           s.failures, s.refund_sent";
 
 /// Leases up to `limit` due rows to `owner` for `lease`.
@@ -126,6 +131,7 @@ pub async fn claim(
                 order_id: row.try_get("order_id")?,
                 placed_at: row.try_get("placed_at")?,
                 correlation_id: row.try_get("correlation_id")?,
+                traceparent: row.try_get("traceparent")?,
                 payment_id: row.try_get("payment_id")?,
                 generation: row.try_get("generation")?,
                 charge_attempts: row.try_get("charge_attempts")?,
