@@ -237,4 +237,10 @@ fn describe() {
         metrics::counter!("agora_projection_applied_total", "projection" => projection.name())
             .absolute(0);
     }
+
+    describe_counter!(
+        "agora_rate_limited_total",
+        "Requests refused with 429 because their client was over its quota."
+    );
+    metrics::counter!("agora_rate_limited_total").absolute(0);
 }

@@ -226,6 +226,13 @@ impl Saga {
                 Err(error) => tracing::debug!(%error, "saga: cannot count orders"),
             }
             metrics::gauge!("agora_circuit_state").set(process.breaker.state().gauge());
+            // Series that only move on trouble exist from the start, so
+            // dashboards and alerts see zero rather than nothing. Sampled
+            // here, after `serve` installed the recorder; adding 0 resets nothing.
+            for operation in ["charge", "refund"] {
+                metrics::counter!("agora_gateway_retries_total", "operation" => operation)
+                    .increment(0);
+            }
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,

@@ -173,10 +173,7 @@ pub fn stored_as<T: JsonSchema>(name: &str) -> Value {
     }
     root.insert("title".to_owned(), Value::from(name));
     root.insert("type".to_owned(), Value::from("object"));
-    root.insert(
-        "properties".to_owned(),
-        serde_json::json!({ name: inner }),
-    );
+    root.insert("properties".to_owned(), serde_json::json!({ name: inner }));
     root.insert("required".to_owned(), serde_json::json!([name]));
     root.insert("additionalProperties".to_owned(), Value::Bool(false));
     Value::Object(root)

@@ -293,9 +293,13 @@ pub fn table() -> Vec<Route> {
             Method::GET,
             "/metrics",
             crate::metrics::render,
-            op("metrics", "operations", "Metrics in the Prometheus text format")
-                .access(Operations)
-                .text(),
+            op(
+                "metrics",
+                "operations",
+                "Metrics in the Prometheus text format",
+            )
+            .access(Operations)
+            .text(),
         ),
         route(
             Method::GET,

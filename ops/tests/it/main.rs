@@ -5,10 +5,10 @@
 
 mod crash;
 mod deploy;
-mod shutdown;
 #[path = "../../../api/tests/it/exposition.rs"]
 mod exposition;
 mod observability;
 mod replay;
+mod shutdown;
 mod startup;
 mod support;
