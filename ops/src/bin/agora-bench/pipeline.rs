@@ -22,17 +22,22 @@ use crate::stock::create_product;
 use crate::Settings;
 
 /// The whole system in this process: relay, the five workers, the API with
-/// its change listener, on a fresh database and NATS prefix.
-struct Pipeline {
+/// its change listener, on a fresh database and NATS prefix; with the saga
+/// and the test payment gateway when asked.
+pub(crate) struct Pipeline {
     // Held for their Drop: the database and the stream go with the pipeline.
     _db: TestDatabase,
     _nats: TestNats,
-    base: String,
+    pub(crate) base: String,
     stop: watch::Sender<bool>,
 }
 
 impl Pipeline {
     async fn start() -> anyhow::Result<Self> {
+        Self::start_with(false).await
+    }
+
+    pub(crate) async fn start_with(saga: bool) -> anyhow::Result<Self> {
         let db = TestDatabase::with_pool_size(16).await;
         let nats = TestNats::new().await;
         let (stop, stopped) = watch::channel(false);
@@ -76,13 +81,30 @@ impl Pipeline {
         };
         let state = AppState::new(
             db.pool.clone(),
-            aggregates,
+            aggregates.clone(),
             Some(nats.client.clone()),
             options,
         );
         api::changes::spawn(nats.client.clone(), nats.prefix.clone(), state.clone())
             .await
             .map_err(|e| anyhow::anyhow!("change listener: {e}"))?;
+        if saga {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let gateway_url = format!("http://{}", listener.local_addr()?);
+            tokio::spawn(gateway::run(
+                listener,
+                gateway::GatewayOptions::new(db.pool.clone()),
+                until(),
+            ));
+            let saga = saga::Saga::new(
+                db.pool.clone(),
+                nats.jetstream.clone(),
+                aggregates.clone(),
+                saga::SagaOptions::new(nats.prefix.clone(), gateway_url),
+            )
+            .map_err(|e| anyhow::anyhow!("saga: {e}"))?;
+            tokio::spawn(saga.run(until()));
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(api::run(listener, state, until()));
