@@ -149,7 +149,9 @@ fn describe() {
         "agora_http_requests_in_flight",
         "HTTP requests being answered now."
     );
-    metrics::gauge!("agora_http_requests_in_flight").set(0.0);
+    // Adding zero registers the series without overwriting a value set
+    // before this ran.
+    metrics::gauge!("agora_http_requests_in_flight").increment(0.0);
 
     describe_counter!("agora_commands_total", "Commands run, by aggregate and outcome (ok, rejected, conflict, precondition_failed, error).");
     describe_counter!(
@@ -215,7 +217,7 @@ fn describe() {
         "When the relay last had a batch acknowledged (Unix time)."
     );
     metrics::counter!("agora_relay_published_total").absolute(0);
-    metrics::gauge!("agora_relay_leader").set(0.0);
+    metrics::gauge!("agora_relay_leader").increment(0.0);
 
     describe_gauge!(
         "agora_projection_position",

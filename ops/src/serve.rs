@@ -30,6 +30,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     if config.auth.enabled && config.auth.jwt_secret.is_none() {
         anyhow::bail!("AGORA_JWT_SECRET is not set: set it, or set AGORA_AUTH=off to run without authentication");
     }
+    // The recorder first: a role that records before it exists (the relay
+    // taking leadership) would be lost to the no-op recorder.
+    api::metrics::install();
     let runs = |r: Role| role == r || role == Role::All;
     let pool = crate::migrate::connect(&config, config.database.pool_size).await?;
     if !commands::migrate::is_current(&pool).await? {

@@ -109,47 +109,89 @@ async fn one_request_can_be_followed_through_metrics_nats_and_logs() {
 
     // The sampler refreshes lag and dead letters every few seconds.
     let products = [("projection", "products")];
-    eventually(
-        "the pipeline's metrics",
-        // Generous: the sampler runs every 5 s inside a child that shares two
-        // cores with the other tests' children (crash tests, the saga).
-        Duration::from_secs(60),
-        || async {
-            // Read again each round: the first re-read can miss when the
-            // change message of version 2 lands after it and drops the entry.
-            let _ = http.get(format!("{base}/products/{id}")).send().await;
-            let Some(s) = scrape(&base).await else {
-                return false;
-            };
-            at_least(&s, "agora_relay_published_total", &[], 2.0)
-                && value(&s, "agora_relay_leader", &[]) == Some(1.0)
-                && value(&s, "agora_relay_lag_events", &[]) == Some(0.0)
-                && at_least(&s, "agora_relay_last_publish_timestamp_seconds", &[], 1.0e9)
-                && at_least(&s, "agora_projection_applied_total", &products, 2.0)
-                && at_least(&s, "agora_projection_position", &products, 2.0)
-                && value(&s, "agora_projection_lag_events", &products) == Some(0.0)
-                && value(&s, "agora_projection_dead_letters", &products) == Some(0.0)
-                && at_least(
+    // Generous: the sampler runs every 5 s inside a child that shares two
+    // cores with the other tests' children (crash tests, the saga).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        // Read again each round: the first re-read can miss when the change
+        // message of version 2 lands after it and drops the entry.
+        let _ = http.get(format!("{base}/products/{id}")).send().await;
+        let s = scrape(&base).await.unwrap_or_default();
+        let checks = [
+            (
+                "relay published",
+                at_least(&s, "agora_relay_published_total", &[], 2.0),
+            ),
+            (
+                "relay leader",
+                value(&s, "agora_relay_leader", &[]) == Some(1.0),
+            ),
+            (
+                "relay lag",
+                value(&s, "agora_relay_lag_events", &[]) == Some(0.0),
+            ),
+            (
+                "relay last publish",
+                at_least(&s, "agora_relay_last_publish_timestamp_seconds", &[], 1.0e9),
+            ),
+            (
+                "applied",
+                at_least(&s, "agora_projection_applied_total", &products, 2.0),
+            ),
+            (
+                "position",
+                at_least(&s, "agora_projection_position", &products, 2.0),
+            ),
+            (
+                "projection lag",
+                value(&s, "agora_projection_lag_events", &products) == Some(0.0),
+            ),
+            (
+                "dead letters",
+                value(&s, "agora_projection_dead_letters", &products) == Some(0.0),
+            ),
+            (
+                "read cache hit",
+                at_least(
                     &s,
                     "agora_read_cache_hits_total",
                     &[("model", "products")],
                     1.0,
-                )
-                && at_least(
+                ),
+            ),
+            (
+                "commands",
+                at_least(
                     &s,
                     "agora_commands_total",
                     &[("aggregate", "product"), ("outcome", "ok")],
                     2.0,
-                )
-                && at_least(
+                ),
+            ),
+            (
+                "events appended",
+                at_least(
                     &s,
                     "agora_events_appended_total",
                     &[("aggregate", "product")],
                     2.0,
-                )
-        },
-    )
-    .await;
+                ),
+            ),
+        ];
+        let failing: Vec<_> = checks
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(name, _)| *name)
+            .collect();
+        if failing.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pipeline's metrics never showed: {failing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // The stored event and its JetStream message carry the request's ids.
     let metadata: Value =
