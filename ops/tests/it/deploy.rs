@@ -17,6 +17,7 @@ use ops::cli::Cli;
 use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
+use crate::exposition::parse;
 use crate::support::{eventually, Agora};
 
 fn repo() -> PathBuf {
@@ -395,26 +396,6 @@ fn the_dashboard_and_the_alerts_parse_and_query_agora_metrics() {
     );
 }
 
-/// Names exported in the Prometheus text format, histograms under their
-/// `_bucket`, `_sum` and `_count` series as well as their own name.
-fn exported(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.split_whitespace().next() {
-                names.insert(name.to_owned());
-            }
-        } else if !line.starts_with('#') && !line.is_empty() {
-            let name = line
-                .split(|c: char| c == '{' || c.is_whitespace())
-                .next()
-                .unwrap_or_default();
-            names.insert(name.to_owned());
-        }
-    }
-    names
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     let db = TestDatabase::new().await;
@@ -481,7 +462,9 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let names = exported(&text);
+        // The same strict reader as the metrics tests: every line must be
+        // valid exposition format; histograms appear as their `_bucket` series.
+        let names: BTreeSet<String> = parse(&text).into_iter().map(|s| s.name).collect();
         let missing: BTreeMap<_, _> = queried
             .iter()
             .filter(|(name, _)| !names.contains(*name))
