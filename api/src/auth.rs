@@ -22,11 +22,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -347,9 +345,10 @@ impl fmt::Display for ClientKey {
 /// Puts the [`Caller`] and its [`ClientKey`] into the request, or answers
 /// 401 for a token that is present but not valid. The peer address is the
 /// TCP peer's: `X-Forwarded-For` is anyone's to write, so it is not trusted.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+/// A step of [`crate::edge::edge`].
+pub fn authenticate(state: &AppState, req: &mut Request) -> Result<(), ApiError> {
     if is_operations_path(req.uri().path()) {
-        return next.run(req).await;
+        return Ok(());
     }
     let caller = match &state.options.auth {
         None => Caller::Unchecked,
@@ -358,7 +357,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             Err(err) => {
                 metrics::counter!("agora_auth_failures_total", "reason" => err.reason).increment(1);
                 tracing::debug!(reason = err.reason, detail = %err.detail, "token refused");
-                return ApiError::unauthorized(err.detail).into_response();
+                return Err(ApiError::unauthorized(err.detail));
             }
         },
     };
@@ -369,7 +368,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let key = ClientKey::of(&caller, peer);
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(key);
-    next.run(req).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! still runs is 409. Answers of 5xx are not stored, so a retry runs again.
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,9 @@ use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
 
-pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Runs the request through `next` under its `Idempotency-Key`, if any.
+/// A step of [`crate::edge::edge`], after the caller is known.
+pub async fn idempotency(state: &AppState, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod changes;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -24,65 +25,34 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{from_fn_with_state, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use state::{AppState, HttpOptions};
 
-/// Every route of the API, with its middleware.
+/// Every route of the API, behind the edge ([`edge::edge`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.body_limit;
-    let timeout = state.options.request_timeout;
     metrics::install();
     routes::routes()
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(from_fn_with_state(state.clone(), idempotency::idempotency))
         .layer(DefaultBodyLimit::max(body_limit))
-        // Authentication first, so the limit counts a verified subject;
-        // and both before the idempotency record, whose scope is the client.
-        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
-        .layer(from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(from_fn_with_state(timeout, time_limit))
-        .layer(axum::middleware::from_fn(request_id::request_id))
-        .layer(axum::middleware::from_fn(trace::trace))
-        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }
 
-/// Answers 503 problem+json when a request runs past `limit`. The handler
-/// is dropped mid-way, so a write may or may not have happened; the answer
-/// says so.
-async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => {
-            // Inside the request's span, which names the method and path.
-            tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
-            ApiError::unavailable(
-                format!(
-                    "the request took longer than {} ms and was abandoned; it may or may not have taken effect",
-                    limit.as_millis()
-                ),
-                1,
-            )
-            .into_response()
-        }
-    }
-}
-
-/// The router of a process without the API role: `/healthz` and `/readyz`.
+/// The router of a process without the API role: `/healthz`, `/readyz` and
+/// `/metrics`, behind the same edge (which never limits nor authenticates
+/// these paths).
 pub fn operations_router(state: AppState) -> Router {
     metrics::install();
     routes::operations()
         .fallback(routes::not_found)
-        .layer(axum::middleware::from_fn(request_id::request_id))
-        .layer(axum::middleware::from_fn(trace::trace))
-        .layer(axum::middleware::from_fn(metrics::track))
+        .layer(from_fn_with_state(state.clone(), edge::edge))
         .with_state(state)
 }
 

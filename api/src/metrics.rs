@@ -6,13 +6,13 @@
 //! installation happens once however many routers are built (tests build
 //! many), and `/metrics` renders from the handle kept here.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{header, HeaderValue};
-use axum::middleware::Next;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use metrics::SharedString;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The content type of the Prometheus text exposition format.
@@ -75,38 +75,91 @@ pub async fn render() -> Response {
         .into_response()
 }
 
-/// Counts and times every request by method, route template and status. The
-/// route is the matched template (`/products/{id}`), never the raw path, so
-/// ids cannot multiply the series; a path that matched nothing is
-/// `unmatched`.
-pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = method_label(req.method());
-    let in_flight = metrics::gauge!("agora_http_requests_in_flight");
-    in_flight.increment(1.0);
-    let _done = Decrement(in_flight);
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("agora_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("agora_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(elapsed);
-    response
+/// Counts and times one request by method, route template and status, from
+/// [`RequestTimer::start`] to [`RequestTimer::finish`]; a step of
+/// [`crate::edge::edge`]. The route is the matched template
+/// (`/products/{id}`), never the raw path, so ids cannot multiply the
+/// series; a path that matched nothing is `unmatched`.
+pub struct RequestTimer {
+    method: &'static str,
+    route: SharedString,
+    started: Instant,
+    _in_flight: InFlight,
 }
 
-/// Lowers the in-flight gauge however the request ends, a dropped
-/// connection or a timeout included.
-struct Decrement(metrics::Gauge);
+impl RequestTimer {
+    pub fn start(req: &Request) -> Self {
+        let route = req.extensions().get::<MatchedPath>().map_or(
+            SharedString::const_str("unmatched"),
+            |path| {
+                // Shared, so the two series below take it without copying.
+                SharedString::from_shared(Arc::from(path.as_str()))
+            },
+        );
+        Self {
+            method: method_label(req.method()),
+            route,
+            started: Instant::now(),
+            _in_flight: InFlight::enter(),
+        }
+    }
 
-impl Drop for Decrement {
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn finish(self, status: StatusCode) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        metrics::counter!("agora_http_requests_total", "method" => self.method, "route" => self.route.clone(), "status" => status_label(status))
+            .increment(1);
+        metrics::histogram!("agora_http_request_duration_seconds", "method" => self.method, "route" => self.route)
+            .record(elapsed);
+    }
+}
+
+/// Counts a request in flight until dropped, however the request ends (a
+/// dropped connection or a timeout included).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn enter() -> Self {
+        let gauge = metrics::gauge!("agora_http_requests_in_flight");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.decrement(1.0);
     }
+}
+
+// The statuses this API answers, without formatting a number per request.
+fn status_label(status: StatusCode) -> SharedString {
+    let label = match status.as_u16() {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        412 => "412",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        428 => "428",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        other => return SharedString::from_owned(other.to_string()),
+    };
+    SharedString::const_str(label)
 }
 
 // A fixed set, so a client inventing methods cannot create series.

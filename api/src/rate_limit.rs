@@ -12,9 +12,7 @@
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
@@ -75,26 +73,20 @@ impl RateLimiter {
     }
 }
 
-/// Answers 429 when the request's client is over its quota. Runs after
-/// [`crate::auth::authenticate`], which names the client.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Answers 429 when the request's client is over its quota. A step of
+/// [`crate::edge::edge`], after [`crate::auth::authenticate`] named the client.
+pub fn admit(state: &AppState, req: &Request) -> Result<(), ApiError> {
     let Some(limiter) = &state.limiter else {
-        return next.run(req).await;
+        return Ok(());
     };
     if is_operations_path(req.uri().path()) {
-        return next.run(req).await;
+        return Ok(());
     }
-    let key = req
-        .extensions()
-        .get::<ClientKey>()
-        .cloned()
-        .unwrap_or(ClientKey::Address(None));
-    match limiter.check(&key) {
-        Ok(()) => next.run(req).await,
-        Err(retry_after) => {
-            metrics::counter!("agora_rate_limited_total").increment(1);
-            tracing::debug!(client = %key, retry_after, "rate limited");
-            ApiError::rate_limited(retry_after).into_response()
-        }
-    }
+    let anonymous = ClientKey::Address(None);
+    let key = req.extensions().get::<ClientKey>().unwrap_or(&anonymous);
+    limiter.check(key).map_err(|retry_after| {
+        metrics::counter!("agora_rate_limited_total").increment(1);
+        tracing::debug!(client = %key, retry_after, "rate limited");
+        ApiError::rate_limited(retry_after)
+    })
 }

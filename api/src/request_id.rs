@@ -1,14 +1,14 @@
 //! `x-request-id`: taken from the client when sane, else made here; echoed on
 //! the response and stored as the correlation id of every event the request
-//! causes.
+//! causes. Steps of [`crate::edge::edge`].
 
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
-use axum::middleware::Next;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use tracing::Instrument;
 use uuid::Uuid;
 
 pub const HEADER: &str = "x-request-id";
@@ -17,34 +17,51 @@ pub const HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The request's id, as sent or made here; put into the request for the
+/// handlers.
+pub fn assign(req: &mut Request) -> RequestId {
     let given = req
         .headers()
         .get(HEADER)
         .filter(|v| {
             !v.is_empty() && v.len() <= 200 && v.as_bytes().iter().all(u8::is_ascii_graphic)
         })
-        .cloned();
-    // The id is on every request's path, so it is built once and shared:
-    // the header value as received, or a fresh UUID v7.
-    let header = match given {
-        Some(value) => value,
-        None => HeaderValue::from_str(&Uuid::now_v7().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+        .and_then(|v| v.to_str().ok());
+    let id = match given {
+        Some(given) => RequestId(Arc::from(given)),
+        // A fresh UUID v7, formatted on the stack: this is on every
+        // request's path.
+        None => RequestId(Arc::from(
+            &*Uuid::now_v7()
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        )),
     };
-    let id: Arc<str> = Arc::from(header.to_str().unwrap_or_default());
-    req.extensions_mut().insert(RequestId(Arc::clone(&id)));
-    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), correlation_id = %id);
-    let started = std::time::Instant::now();
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let mut response = next.run(req).instrument(span).await;
-    let status = response.status().as_u16();
-    if status >= 500 {
-        tracing::error!(correlation_id = %id, %method, path = uri.path(), status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request failed");
-    } else {
-        tracing::debug!(correlation_id = %id, %method, path = uri.path(), status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
+    req.extensions_mut().insert(id.clone());
+    id
+}
+
+/// Puts the id on the response, so a client can quote it.
+pub fn echo(id: &RequestId, response: &mut Response) {
+    // Only visible ASCII gets here (checked above, or a UUID).
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(HEADER, value);
     }
-    response.headers_mut().insert(HEADER, header);
-    response
+}
+
+/// One line per request, in its span (which names the method, path and
+/// correlation id): an error for a 5xx, else at debug level.
+pub fn log_outcome(status: StatusCode, elapsed: Duration) {
+    let (status, elapsed_ms) = (status.as_u16(), elapsed.as_secs_f64() * 1e3);
+    if status >= 500 {
+        tracing::error!(status, elapsed_ms, "request failed");
+    } else {
+        tracing::debug!(status, elapsed_ms, "request");
+    }
 }

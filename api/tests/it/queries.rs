@@ -354,7 +354,7 @@ async fn lists_filter_and_page() {
     let welcome = Uuid::now_v7();
     let order = Uuid::now_v7();
     insert_notification(pool, welcome, ada, "welcome", None, "2024-05-01T09:00:00Z").await;
-    let mut same_time = vec![Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let mut same_time = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
     for (i, id) in same_time.iter().enumerate() {
         let kind = ["order_confirmed", "order_shipped", "order_cancelled"][i];
         insert_notification(pool, *id, ada, kind, Some(order), "2024-05-01T12:00:00.5Z").await;

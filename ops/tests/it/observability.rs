@@ -397,7 +397,7 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
                         .iter()
                         .any(|b| b.windows(needle.len()).any(|w| w == needle))
                 };
-                has(&trace_id) && has(b"projection_message") && has(b"trace")
+                has(&trace_id) && has(b"projection_message") && has(b"request")
             }
         },
     )
