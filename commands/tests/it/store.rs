@@ -227,7 +227,7 @@ async fn cache_snapshot_and_full_stream_agree_after_thousands_of_commands() {
     let (snap_version, payload) = snapshot_row(&db.pool, PRODUCT, &id).await.unwrap();
     let snap_version = snap_version as usize;
     assert!(
-        snap_version > 0 && snap_version % 100 == 0,
+        snap_version > 0 && snap_version.is_multiple_of(100),
         "snapshot at {snap_version}"
     );
     assert_eq!(snap_version, version / 100 * 100);

@@ -217,10 +217,10 @@ pub async fn load(base: String, clients: usize, target: usize) -> usize {
                         ("/products".to_owned(), json!({ "sku": format!("C{client}-{step}"), "name": "Crash test", "price": { "amount": 250, "currency": "EUR" }, "stock": 1000 }))
                     } else if users.is_empty() {
                         ("/users".to_owned(), json!({ "email": format!("c{client}-{step}@crash.example"), "name": "Crash" }))
-                    } else if step % 7 == 0 {
+                    } else if step.is_multiple_of(7) {
                         ("/orders".to_owned(), json!({ "user_id": users[0], "lines": [{ "product_id": products[step % 3], "quantity": 1 }], "payment_token": "tok_ok" }))
                     } else {
-                        let delta = if step % 2 == 0 { 2 } else { -1 };
+                        let delta = if step.is_multiple_of(2) { 2 } else { -1 };
                         (format!("/products/{}/stock", products[step % 3]), json!({ "delta": delta }))
                     };
                     match http.post(format!("{base}{path}")).json(&body).send().await {
