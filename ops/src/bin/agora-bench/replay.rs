@@ -189,12 +189,12 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     }
     let (figure, baseline) = (median(&replayed), median(&copied));
     table.push(Row {
-        workload: format!("replay: full rebuild of all read models, {events} events"),
+        workload: format!("Replay: full rebuild of all read models, {events} events"),
         figure: format!("{figure:.0} events/s"),
-        baseline: format!("{baseline:.0} rows/s COPY TO STDOUT"),
+        baseline: format!("{baseline:.0} rows/s `COPY (SELECT ... ORDER BY position) TO STDOUT`"),
         ratio: Some(figure / baseline),
-        goal: ">= 0.25".to_owned(),
-        spread: format!("{} / {}", spread(&replayed), spread(&copied)),
+        goal: "≥ 0.25".to_owned(),
+        spread: format!("{} vs {}", spread(&replayed), spread(&copied)),
         notes: "build, bulk write, indexes, catch-up and swap".to_owned(),
     });
     Ok(())
