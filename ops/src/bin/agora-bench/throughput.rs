@@ -15,35 +15,70 @@ use domain::values::{Money, Name, Sku};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::report::{median, spread, Row, Table};
+use crate::report::{median, quantile_ms, spread, Row, Table};
 use crate::stock::spawn_api;
 use crate::Settings;
 
-/// Operations per second from `clients` tasks running `op` for `period`.
-async fn rate<F, Fut>(clients: usize, period: Duration, op: F) -> f64
+/// What `clients` tasks running an operation for a while achieved.
+#[derive(Default)]
+struct Measured {
+    per_second: f64,
+    /// Of every operation that succeeded.
+    latencies: Vec<Duration>,
+}
+
+/// Operations per second, and their latencies, from `clients` tasks running
+/// `op` for `period`.
+async fn rate<F, Fut>(clients: usize, period: Duration, op: F) -> Measured
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let done = Arc::new(AtomicUsize::new(0));
     let counter = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (op, done, counter) = (op.clone(), Arc::clone(&done), Arc::clone(&counter));
+            let (op, counter) = (op.clone(), Arc::clone(&counter));
             tokio::spawn(async move {
+                let mut latencies = Vec::new();
                 while started.elapsed() < period {
+                    let sent = Instant::now();
                     if op(counter.fetch_add(1, Ordering::Relaxed)).await {
-                        done.fetch_add(1, Ordering::Relaxed);
+                        latencies.push(sent.elapsed());
                     }
                 }
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for task in tasks {
-        let _ = task.await;
+        latencies.extend(task.await.unwrap_or_default());
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    Measured {
+        per_second: latencies.len() as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    }
+}
+
+/// The median rate of `runs`, with p50 and p99 over all their operations.
+fn summary(runs: &mut [Measured], unit: &str) -> (f64, String) {
+    let rates: Vec<f64> = runs.iter().map(|m| m.per_second).collect();
+    let mut latencies: Vec<Duration> = runs
+        .iter_mut()
+        .flat_map(|m| std::mem::take(&mut m.latencies))
+        .collect();
+    let rate = median(&rates);
+    let p50 = quantile_ms(&mut latencies, 0.5);
+    let p99 = quantile_ms(&mut latencies, 0.99);
+    (
+        rate,
+        format!("{rate:.0} {unit} (p50 {p50:.2} ms, p99 {p99:.2} ms)"),
+    )
+}
+
+fn rates(runs: &[Measured]) -> Vec<f64> {
+    runs.iter().map(|m| m.per_second).collect()
 }
 
 fn create(id: Uuid, n: usize) -> ProductCommand {
@@ -156,29 +191,31 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
                 cqrs.push(library);
             }
         }
-        let (o, a, b) = (median(&ours), median(&ceiling), median(&cqrs));
+        let (o, ours_figure) = summary(&mut ours, "cmd/s");
+        let (a, ceiling_figure) = summary(&mut ceiling, "tx/s");
+        let (b, cqrs_figure) = summary(&mut cqrs, "cmd/s");
         table.push(Row {
             workload: format!(
                 "New aggregates: `POST /products`, {clients} clients, vs (a) Postgres ceiling"
             ),
-            figure: format!("{o:.0} cmd/s"),
-            baseline: format!("{a:.0} tx/s (a) BEGIN; INSERT; COMMIT"),
+            figure: ours_figure.clone(),
+            baseline: format!("{ceiling_figure} (a) BEGIN; INSERT; COMMIT"),
             ratio: Some(o / a),
             goal: if clients == 8 {
                 "≥ 0.6".to_owned()
             } else {
                 "–".to_owned()
             },
-            spread: format!("{} vs {}", spread(&ours), spread(&ceiling)),
+            spread: format!("{} vs {}", spread(&rates(&ours)), spread(&rates(&ceiling))),
             notes: "through HTTP, with the sku's unique claim".to_owned(),
         });
         table.push(Row {
             workload: format!("New aggregates: `POST /products`, {clients} clients, vs (b) stock cqrs-es + postgres-es"),
-            figure: format!("{o:.0} cmd/s"),
-            baseline: format!("{b:.0} cmd/s (b) library call, no HTTP"),
+            figure: ours_figure,
+            baseline: format!("{cqrs_figure} (b) library call, no HTTP"),
             ratio: Some(o / b),
             goal: "≥ 1.0".to_owned(),
-            spread: format!("{} vs {}", spread(&ours), spread(&cqrs)),
+            spread: format!("{} vs {}", spread(&rates(&ours)), spread(&rates(&cqrs))),
             notes: String::new(),
         });
     }
@@ -215,14 +252,15 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
                 cqrs.push(library);
             }
         }
-        let (o, b) = (median(&ours), median(&cqrs));
+        let (o, ours_figure) = summary(&mut ours, "cmd/s");
+        let (b, cqrs_figure) = summary(&mut cqrs, "cmd/s");
         table.push(Row {
             workload: format!("Long streams: `POST /products/{{id}}/stock` on 100 products of {long_events}+ events, {clients} clients"),
-            figure: format!("{o:.0} cmd/s"),
-            baseline: format!("{b:.0} cmd/s (b) stock cqrs-es + postgres-es"),
+            figure: ours_figure,
+            baseline: format!("{cqrs_figure} (b) stock cqrs-es + postgres-es"),
             ratio: Some(o / b),
             goal: "≥ 5".to_owned(),
-            spread: format!("{} vs {}", spread(&ours), spread(&cqrs)),
+            spread: format!("{} vs {}", spread(&rates(&ours)), spread(&rates(&cqrs))),
             notes: "random product per command".to_owned(),
         });
     }
