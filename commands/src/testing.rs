@@ -15,6 +15,35 @@ use futures::TryStreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+/// Polls `check` every 25 ms until it holds; panics naming `what` after 60 s.
+/// The limit is generous so that a loaded CI machine is slow, not red: a
+/// check that holds returns at once.
+pub async fn eventually<F, Fut>(what: &str, check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(what, std::time::Duration::from_secs(60), check).await;
+}
+
+/// [`eventually`] with its own limit.
+pub async fn eventually_within<F, Fut>(what: &str, limit: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out waiting until {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
 /// The server tests create their databases on: `AGORA_TEST_DATABASE_URL`,
 /// else the local default.
 pub fn admin_url() -> String {

@@ -14,23 +14,9 @@ use sqlx::PgPool;
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
-use crate::common::{create_product, metadata};
+use commands::testing::eventually;
 
-/// Waits until `check` holds, polling; panics with `what` after 20 s.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+use crate::common::{create_product, metadata};
 
 struct RunningRelay {
     stop: Option<oneshot::Sender<()>>,

@@ -4,7 +4,7 @@ use commands::testing::{TestDatabase, TestNatsServer};
 
 use crate::support::{
     assert_read_models_match_rebuild, assert_saga_finished, assert_stream_matches_store,
-    eventually, load, Agora,
+    eventually_within, load, Agora,
 };
 
 fn prefix() -> String {
@@ -62,13 +62,13 @@ async fn sigkill_at_random_points_under_load_loses_nothing() {
     assert!(succeeded >= 2000, "seed {seed}: only {succeeded} commands");
     assert!(kills >= 2, "seed {seed}: the process was killed {kills} times; the load ended too fast to test anything");
 
-    eventually(
+    eventually_within(
         "agora ready after the last restart",
         Duration::from_secs(30),
         || ready(&agora),
     )
     .await;
-    eventually("the relay caught up", Duration::from_secs(60), || async {
+    eventually_within("the relay caught up", Duration::from_secs(60), || async {
         commands::relay::lag(&db.pool, &prefix)
             .await
             .map(|lag| lag == 0)
@@ -77,7 +77,7 @@ async fn sigkill_at_random_points_under_load_loses_nothing() {
     .await;
     // The saga writes as long as orders are open: wait for it before comparing.
     assert_saga_finished(&db).await;
-    eventually(
+    eventually_within(
         "the relay caught up with the saga",
         Duration::from_secs(60),
         || async {
@@ -103,7 +103,7 @@ async fn nats_down_for_ten_seconds_under_load_loses_nothing() {
     migrate(&db, &nats_url, &prefix).await;
     let mut agora = Agora::new(&db, &nats_url, &prefix);
     agora.start();
-    eventually("agora ready", Duration::from_secs(30), || ready(&agora)).await;
+    eventually_within("agora ready", Duration::from_secs(30), || ready(&agora)).await;
 
     let load = tokio::spawn(load(agora.base(), 4, 1500));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -114,7 +114,7 @@ async fn nats_down_for_ten_seconds_under_load_loses_nothing() {
     let succeeded = load.await.expect("load");
     assert!(succeeded >= 1500);
 
-    eventually("the relay caught up", Duration::from_secs(90), || async {
+    eventually_within("the relay caught up", Duration::from_secs(90), || async {
         commands::relay::lag(&db.pool, &prefix)
             .await
             .map(|lag| lag == 0)
@@ -122,7 +122,7 @@ async fn nats_down_for_ten_seconds_under_load_loses_nothing() {
     })
     .await;
     assert_saga_finished(&db).await;
-    eventually(
+    eventually_within(
         "the relay caught up with the saga",
         Duration::from_secs(60),
         || async {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::exposition::parse;
-use crate::support::{eventually, Agora};
+use crate::support::{eventually_within, Agora};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -405,7 +405,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     agora.start();
     let base = agora.base();
     let http = reqwest::Client::new();
-    eventually("agora is ready", Duration::from_secs(20), || {
+    eventually_within("agora is ready", Duration::from_secs(20), || {
         let request = http.get(format!("{base}/readyz")).send();
         async move { request.await.is_ok_and(|r| r.status().is_success()) }
     })
@@ -437,7 +437,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     )
     .await;
     let order_url = format!("{base}/orders/{}", order["id"].as_str().expect("order id"));
-    eventually("the order is confirmed", Duration::from_secs(30), || {
+    eventually_within("the order is confirmed", Duration::from_secs(30), || {
         let request = http.get(&order_url).send();
         async move {
             match request.await {

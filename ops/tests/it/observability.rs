@@ -10,7 +10,7 @@ use commands::testing::{TestDatabase, TestNats};
 use serde_json::{json, Value};
 
 use crate::exposition::{parse, value, Sample};
-use crate::support::{eventually, Agora};
+use crate::support::{eventually_within, Agora};
 
 const INCOMING: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -59,7 +59,7 @@ async fn one_request_can_be_followed_through_metrics_nats_and_logs() {
     );
     let base = agora.base();
     let http = reqwest::Client::new();
-    eventually("agora is ready", Duration::from_secs(30), || async {
+    eventually_within("agora is ready", Duration::from_secs(30), || async {
         matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
     })
     .await;
@@ -86,7 +86,7 @@ async fn one_request_can_be_followed_through_metrics_nats_and_logs() {
     assert_eq!(adjusted.status(), 200);
 
     // Read until the projection shows both events, then once more: a cache hit.
-    eventually(
+    eventually_within(
         "the read model has both events",
         Duration::from_secs(20),
         || async {
@@ -256,7 +256,7 @@ async fn one_request_can_be_followed_through_metrics_nats_and_logs() {
                 })
             })
     };
-    eventually(
+    eventually_within(
         "the projector's log line",
         Duration::from_secs(10),
         || async { projector_logged(&std::fs::read_to_string(&log_path).unwrap_or_default()) },
@@ -361,7 +361,7 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     );
     let base = agora.base();
     let http = reqwest::Client::new();
-    eventually("agora is ready", Duration::from_secs(30), || async {
+    eventually_within("agora is ready", Duration::from_secs(30), || async {
         matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
     })
     .await;
@@ -379,7 +379,7 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let trace_id: Vec<u8> = (0..16)
         .map(|i| u8::from_str_radix(&TRACE_ID[2 * i..2 * i + 2], 16).expect("hex"))
         .collect();
-    eventually(
+    eventually_within(
         "spans of the caller's trace at the collector",
         Duration::from_secs(30),
         || {

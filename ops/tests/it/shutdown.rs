@@ -7,7 +7,7 @@ use std::time::Duration;
 use commands::testing::TestDatabase;
 use serde_json::{json, Value};
 
-use crate::support::{eventually, migrate_for, test_prefix, Agora};
+use crate::support::{eventually_within, migrate_for, test_prefix, Agora};
 
 async fn readyz(http: &reqwest::Client, agora: &Agora) -> Option<(u16, Value)> {
     let response = http
@@ -46,7 +46,7 @@ async fn sigterm_turns_readiness_off_then_drains_requests_in_flight() {
     ]);
     let http = reqwest::Client::new();
     let (client, server) = (&http, &agora);
-    eventually(
+    eventually_within(
         "the server is ready",
         Duration::from_secs(30),
         move || async move { matches!(readyz(client, server).await, Some((200, _))) },
@@ -67,7 +67,7 @@ async fn sigterm_turns_readiness_off_then_drains_requests_in_flight() {
 
     agora.terminate();
     let (client, server) = (&http, &agora);
-    eventually("/readyz turns 503", Duration::from_secs(6), move || async move {
+    eventually_within("/readyz turns 503", Duration::from_secs(6), move || async move {
         matches!(readyz(client, server).await, Some((503, body)) if body["status"] == "draining")
     })
     .await;
@@ -117,7 +117,7 @@ async fn with_auth_on_the_server_takes_the_tokens_agora_token_prints() {
     agora.start_with(&[("AGORA_AUTH", "on"), ("AGORA_JWT_SECRET", "e2e-secret")]);
     let http = reqwest::Client::new();
     let (client, server) = (&http, &agora);
-    eventually(
+    eventually_within(
         "the server is ready",
         Duration::from_secs(30),
         move || async move { matches!(readyz(client, server).await, Some((200, _))) },

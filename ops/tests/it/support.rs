@@ -159,7 +159,7 @@ impl Drop for Agora {
 /// Waits until the saga has brought every order to an end: none is pending
 /// and its work table has nothing left to do.
 pub async fn assert_saga_finished(db: &TestDatabase) {
-    eventually(
+    eventually_within(
         "the saga finished every order",
         Duration::from_secs(120),
         || async {
@@ -252,21 +252,7 @@ pub async fn load(base: String, clients: usize, target: usize) -> usize {
     done.load(Ordering::SeqCst)
 }
 
-/// Waits until `check` holds; panics naming `what` after `limit`.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for: {what}");
-}
+pub use commands::testing::eventually_within;
 
 /// Every committed event is in the stream exactly once, each aggregate's in order.
 pub async fn assert_stream_matches_store(

@@ -3,7 +3,6 @@
 //! publish them the way the relay does (the envelope, `Nats-Msg-Id`).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -230,24 +229,7 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Polls `condition` every 20 ms for up to 10 s; panics naming `what` if it
-/// never holds.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if condition().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+pub use commands::testing::eventually;
 
 /// Records events in the `events` table as the command side does, numbering
 /// each aggregate's sequence, and returns their envelopes.

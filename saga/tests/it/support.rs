@@ -1,7 +1,6 @@
 //! A whole system per test: its own database, NATS prefix, gateway port,
 //! relay, projection workers and saga(s).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -463,24 +462,7 @@ pub fn eur(amount: i64) -> Money {
     Money::new(amount, Currency::parse("EUR").unwrap())
 }
 
-/// Polls `condition` every 50 ms for up to 60 s; panics naming `what` if it
-/// never holds.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if condition().await {
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!("timed out waiting until {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use commands::testing::eventually;
 
 /// The charges at the gateway for one payment.
 pub fn charges_for(charges: &[ChargeRecord], payment_id: Uuid) -> Vec<ChargeRecord> {
