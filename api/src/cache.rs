@@ -9,15 +9,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use moka::sync::Cache;
 use tokio::sync::broadcast;
 
-/// A cached answer: the JSON body and the row version it shows.
+/// A cached answer: the JSON body, the row version it shows and that
+/// version as an `ETag`, made once rather than on every hit.
 #[derive(Debug)]
 pub struct CachedView {
     pub version: i64,
     pub body: Bytes,
+    pub etag: HeaderValue,
+}
+
+impl CachedView {
+    pub fn new(version: i64, body: Bytes) -> Self {
+        // Digits and quotes only: always a valid header value.
+        let etag = HeaderValue::from_str(&format!("\"{version}\""))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        Self {
+            version,
+            body,
+            etag,
+        }
+    }
 }
 
 /// What woke the waiters: one row changed, or anything may have (the
@@ -48,6 +64,9 @@ impl Wake {
 #[derive(Clone)]
 pub struct ReadCache {
     entries: Cache<String, Arc<CachedView>>,
+    /// Hits and misses per model, registered once: a read answered from
+    /// the cache should not also pay a metrics registry lookup.
+    counters: Arc<[ModelCounters]>,
     /// The highest version announced per key, so that a read that raced with
     /// a change cannot leave its older answer in the cache.
     announced: Cache<String, i64>,
@@ -72,6 +91,15 @@ impl Default for CacheOptions {
     }
 }
 
+/// The models whose single-resource reads are cached, as in the keys.
+pub const MODELS: [&str; 4] = ["users", "products", "orders", "payments"];
+
+struct ModelCounters {
+    model: &'static str,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
 pub fn key(model: &str, id: &str) -> String {
     format!("{model}/{id}")
 }
@@ -90,26 +118,33 @@ impl ReadCache {
             .time_to_live(options.time_to_live)
             .build();
         let (wakes, _) = broadcast::channel(4096);
+        let counters = MODELS
+            .iter()
+            .map(|&model| ModelCounters {
+                model,
+                hits: metrics::counter!("agora_read_cache_hits_total", "model" => model),
+                misses: metrics::counter!("agora_read_cache_misses_total", "model" => model),
+            })
+            .collect();
         Self {
             entries,
+            counters,
             announced,
             wakes,
         }
     }
 
-    /// The cached answer for `key`, counted as a hit or a miss of its model.
-    pub fn get(&self, key: &str) -> Option<Arc<CachedView>> {
+    /// The cached answer for `key` (`<model>/<id>`), counted as a hit or a
+    /// miss of `model`.
+    pub fn get(&self, model: &str, key: &str) -> Option<Arc<CachedView>> {
         let found = self.entries.get(key);
-        // Keys are `<model>/<id>` with a model from a fixed set, so the label
-        // stays bounded.
-        let model = key
-            .split_once('/')
-            .map_or(key, |(model, _)| model)
-            .to_owned();
-        if found.is_some() {
-            metrics::counter!("agora_read_cache_hits_total", "model" => model).increment(1);
-        } else {
-            metrics::counter!("agora_read_cache_misses_total", "model" => model).increment(1);
+        if let Some(counters) = self.counters.iter().find(|c| c.model == model) {
+            let counter = if found.is_some() {
+                &counters.hits
+            } else {
+                &counters.misses
+            };
+            counter.increment(1);
         }
         found
     }
@@ -118,12 +153,13 @@ impl ReadCache {
     /// checked against the versions announced, while the listener records the
     /// announcement first and then drops the entry: whichever order they run
     /// in, an answer older than an announced change does not stay.
-    pub fn fill(&self, key: String, version: i64, body: Bytes) {
-        self.entries
-            .insert(key.clone(), Arc::new(CachedView { version, body }));
+    pub fn fill(&self, key: String, version: i64, body: Bytes) -> Arc<CachedView> {
+        let view = Arc::new(CachedView::new(version, body));
+        self.entries.insert(key.clone(), Arc::clone(&view));
         if self.announced.get(&key).is_some_and(|seen| seen > version) {
             self.entries.invalidate(&key);
         }
+        view
     }
 
     /// A row changed: drop its entry and wake whoever waits for it.

@@ -180,8 +180,6 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// Aggregate types, as stored and as labelled.
 const AGGREGATES: [&str; 4] = ["user", "product", "order", "payment"];
 const OUTCOMES: [&str; 5] = ["ok", "rejected", "conflict", "precondition_failed", "error"];
-/// Read-cache models, as in the cache keys (`<model>/<id>`).
-const READ_MODELS: [&str; 4] = ["users", "products", "orders", "payments"];
 
 /// Describes the series this crate and its dependencies record, and sets
 /// the main ones to zero, so dashboards show 0 rather than "no data" before
@@ -247,7 +245,7 @@ fn describe() {
         "agora_read_cache_misses_total",
         "Single-resource reads that went to the read tables, by model."
     );
-    for model in READ_MODELS {
+    for model in crate::cache::MODELS {
         metrics::counter!("agora_read_cache_hits_total", "model" => model).absolute(0);
         metrics::counter!("agora_read_cache_misses_total", "model" => model).absolute(0);
     }

@@ -80,6 +80,9 @@ impl AppState {
         nats: Option<async_nats::Client>,
         options: HttpOptions,
     ) -> Self {
+        // The read cache takes its counters from the recorder now, so the
+        // recorder must exist first.
+        crate::metrics::install();
         Self(Arc::new(Shared {
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,

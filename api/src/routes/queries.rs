@@ -285,9 +285,9 @@ where
     let min_version = min_version.filter(|v| *v > 0);
     let id_text = id.to_string();
     let key = cache::key(model, &id_text);
-    if let Some(hit) = state.reads.get(&key) {
+    if let Some(hit) = state.reads.get(model, &key) {
         if hit.version >= min_version.unwrap_or(0) {
-            return Ok(answer(hit.version, hit.body.clone()));
+            return Ok(answer(hit.body.clone(), hit.etag.clone()));
         }
     }
     let Some(wanted) = min_version else {
@@ -332,20 +332,18 @@ where
 /// Serializes a row just read, caches it, and answers it.
 fn fresh<T: Versioned>(state: &AppState, key: String, view: &T) -> Result<Response, ApiError> {
     let body = Bytes::from(serde_json::to_vec(view).map_err(|err| ApiError::internal(&err))?);
-    state.reads.fill(key, view.version(), body.clone());
-    Ok(answer(view.version(), body))
+    let cached = state.reads.fill(key, view.version(), body);
+    Ok(answer(cached.body.clone(), cached.etag.clone()))
 }
 
-fn answer(version: i64, body: Bytes) -> Response {
+fn answer(body: Bytes, etag: HeaderValue) -> Response {
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
-        headers.insert(header::ETAG, etag);
-    }
+    headers.insert(header::ETAG, etag);
     response
 }
 
