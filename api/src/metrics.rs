@@ -6,7 +6,8 @@
 //! installation happens once however many routers are built (tests build
 //! many), and `/metrics` renders from the handle kept here.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -82,23 +83,16 @@ pub async fn render() -> Response {
 /// series; a path that matched nothing is `unmatched`.
 pub struct RequestTimer {
     method: &'static str,
-    route: SharedString,
+    route: Option<MatchedPath>,
     started: Instant,
     _in_flight: InFlight,
 }
 
 impl RequestTimer {
     pub fn start(req: &Request) -> Self {
-        let route = req.extensions().get::<MatchedPath>().map_or(
-            SharedString::const_str("unmatched"),
-            |path| {
-                // Shared, so the two series below take it without copying.
-                SharedString::from_shared(Arc::from(path.as_str()))
-            },
-        );
         Self {
             method: method_label(req.method()),
-            route,
+            route: req.extensions().get::<MatchedPath>().cloned(),
             started: Instant::now(),
             _in_flight: InFlight::enter(),
         }
@@ -110,20 +104,68 @@ impl RequestTimer {
 
     pub fn finish(self, status: StatusCode) {
         let elapsed = self.started.elapsed().as_secs_f64();
-        metrics::counter!("agora_http_requests_total", "method" => self.method, "route" => self.route.clone(), "status" => status_label(status))
-            .increment(1);
-        metrics::histogram!("agora_http_request_duration_seconds", "method" => self.method, "route" => self.route)
-            .record(elapsed);
+        let route = self.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        Series::with(self.method, route, status, |series| {
+            series.requests.increment(1);
+            series.duration.record(elapsed);
+        });
+    }
+}
+
+/// The handles of one method, route and status. Looked up in the recorder
+/// once and kept, so a request pays one map lookup, not two registry
+/// lookups with their label allocations. The set is bounded: methods and
+/// statuses are fixed lists, routes are the route table's templates.
+struct Series {
+    method: &'static str,
+    status: StatusCode,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+type Known = RwLock<HashMap<String, Vec<Series>>>;
+
+impl Series {
+    fn with(method: &'static str, route: &str, status: StatusCode, use_it: impl FnOnce(&Series)) {
+        static KNOWN: OnceLock<Known> = OnceLock::new();
+        let known = KNOWN.get_or_init(Known::default);
+        let find = |all: &HashMap<String, Vec<Series>>| {
+            all.get(route).and_then(|series| {
+                series
+                    .iter()
+                    .position(|s| s.method == method && s.status == status)
+            })
+        };
+        {
+            let all = known.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(at) = find(&all) {
+                return use_it(&all[route][at]);
+            }
+        }
+        let mut all = known.write().unwrap_or_else(PoisonError::into_inner);
+        if find(&all).is_none() {
+            let route_label = SharedString::from_owned(route.to_owned());
+            all.entry(route.to_owned()).or_default().push(Series {
+                method,
+                status,
+                requests: metrics::counter!("agora_http_requests_total", "method" => method, "route" => route_label.clone(), "status" => status_label(status)),
+                duration: metrics::histogram!("agora_http_request_duration_seconds", "method" => method, "route" => route_label),
+            });
+        }
+        if let Some(at) = find(&all) {
+            use_it(&all[route][at]);
+        }
     }
 }
 
 /// Counts a request in flight until dropped, however the request ends (a
 /// dropped connection or a timeout included).
-struct InFlight(metrics::Gauge);
+struct InFlight(&'static metrics::Gauge);
 
 impl InFlight {
     fn enter() -> Self {
-        let gauge = metrics::gauge!("agora_http_requests_in_flight");
+        static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+        let gauge = GAUGE.get_or_init(|| metrics::gauge!("agora_http_requests_in_flight"));
         gauge.increment(1.0);
         Self(gauge)
     }
