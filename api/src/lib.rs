@@ -36,7 +36,6 @@ pub use state::{AppState, HttpOptions};
 /// Every route of the API, behind the edge ([`edge::edge`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.body_limit;
-    metrics::install();
     routes::routes()
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -49,7 +48,6 @@ pub fn router(state: AppState) -> Router {
 /// `/metrics`, behind the same edge (which never limits nor authenticates
 /// these paths).
 pub fn operations_router(state: AppState) -> Router {
-    metrics::install();
     routes::operations()
         .fallback(routes::not_found)
         .layer(from_fn_with_state(state.clone(), edge::edge))

@@ -129,21 +129,24 @@ impl Series {
     fn with(method: &'static str, route: &str, status: StatusCode, use_it: impl FnOnce(&Series)) {
         static KNOWN: OnceLock<Known> = OnceLock::new();
         let known = KNOWN.get_or_init(Known::default);
-        let find = |all: &HashMap<String, Vec<Series>>| {
-            all.get(route).and_then(|series| {
-                series
-                    .iter()
-                    .position(|s| s.method == method && s.status == status)
-            })
-        };
+        fn find<'a>(
+            all: &'a HashMap<String, Vec<Series>>,
+            method: &str,
+            route: &str,
+            status: StatusCode,
+        ) -> Option<&'a Series> {
+            all.get(route)?
+                .iter()
+                .find(|s| s.method == method && s.status == status)
+        }
         {
             let all = known.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(at) = find(&all) {
-                return use_it(&all[route][at]);
+            if let Some(series) = find(&all, method, route, status) {
+                return use_it(series);
             }
         }
         let mut all = known.write().unwrap_or_else(PoisonError::into_inner);
-        if find(&all).is_none() {
+        if find(&all, method, route, status).is_none() {
             let route_label = SharedString::from_owned(route.to_owned());
             all.entry(route.to_owned()).or_default().push(Series {
                 method,
@@ -152,8 +155,8 @@ impl Series {
                 duration: metrics::histogram!("agora_http_request_duration_seconds", "method" => method, "route" => route_label),
             });
         }
-        if let Some(at) = find(&all) {
-            use_it(&all[route][at]);
+        if let Some(series) = find(&all, method, route, status) {
+            use_it(series);
         }
     }
 }

@@ -80,8 +80,9 @@ impl AppState {
         nats: Option<async_nats::Client>,
         options: HttpOptions,
     ) -> Self {
-        // The read cache takes its counters from the recorder now, so the
-        // recorder must exist first.
+        // Every router is built on a state, so this is where the process's
+        // recorder is installed: before the read cache takes its counters
+        // from it.
         crate::metrics::install();
         Self(Arc::new(Shared {
             idempotency: IdempotencyStore::new(pool.clone()),

@@ -129,11 +129,22 @@ struct AppendShape {
 }
 
 impl AppendShape {
+    const COUNT: usize = 16;
+
     fn index(self) -> usize {
         usize::from(self.single)
             | usize::from(self.releases) << 1
             | usize::from(self.claims) << 2
             | usize::from(self.snapshot) << 3
+    }
+
+    fn from_index(index: usize) -> Self {
+        Self {
+            single: index & 1 != 0,
+            releases: index & 2 != 0,
+            claims: index & 4 != 0,
+            snapshot: index & 8 != 0,
+        }
     }
 
     /// The statement's text, built once per shape. Parameters: $1 type,
@@ -144,16 +155,8 @@ impl AppendShape {
     fn sql(self) -> &'static str {
         static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         let all = STATEMENTS.get_or_init(|| {
-            (0..16)
-                .map(|i| {
-                    Self {
-                        single: i & 1 != 0,
-                        releases: i & 2 != 0,
-                        claims: i & 4 != 0,
-                        snapshot: i & 8 != 0,
-                    }
-                    .build()
-                })
+            (0..Self::COUNT)
+                .map(|i| Self::from_index(i).build())
                 .collect()
         });
         &all[self.index()]
@@ -161,42 +164,43 @@ impl AppendShape {
 
     fn build(self) -> String {
         let mut parts = Vec::new();
+        // Each optional part takes the next two parameter numbers.
         let mut next = 8;
+        let mut pair = || {
+            let pair = (next, next + 1);
+            next += 2;
+            pair
+        };
         if self.releases {
+            let (kinds, values) = pair();
             parts.push(format!(
                 "released AS (
     DELETE FROM unique_claims c
-     USING unnest(${}::text[], ${}::text[]) AS r(kind, value)
+     USING unnest(${kinds}::text[], ${values}::text[]) AS r(kind, value)
      WHERE c.kind = r.kind AND c.value = r.value
        AND c.aggregate_type = $1 AND c.aggregate_id = $2
-)",
-                next,
-                next + 1
+)"
             ));
-            next += 2;
         }
         if self.claims {
+            let (kinds, values) = pair();
             parts.push(format!(
                 "claimed AS (
     INSERT INTO unique_claims (kind, value, aggregate_type, aggregate_id)
-    SELECT kind, value, $1, $2 FROM unnest(${}::text[], ${}::text[]) AS c(kind, value)
-)",
-                next,
-                next + 1
+    SELECT kind, value, $1, $2 FROM unnest(${kinds}::text[], ${values}::text[]) AS c(kind, value)
+)"
             ));
-            next += 2;
         }
         if self.snapshot {
+            let (version, payload) = pair();
             parts.push(format!(
                 "snapshot AS (
     INSERT INTO aggregate_snapshots (aggregate_type, aggregate_id, version, payload)
-    VALUES ($1, $2, ${}, ${})
+    VALUES ($1, $2, ${version}, ${payload})
     ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
        SET version = EXCLUDED.version, payload = EXCLUDED.payload, taken_at = clock_timestamp()
      WHERE aggregate_snapshots.version < EXCLUDED.version
-)",
-                next,
-                next + 1
+)"
             ));
         }
         let with = if parts.is_empty() {
@@ -730,13 +734,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn every_shape_of_the_append_statement_prepares_against_the_schema() {
         let db = TestDatabase::new().await;
-        for index in 0..16 {
-            let shape = AppendShape {
-                single: index & 1 != 0,
-                releases: index & 2 != 0,
-                claims: index & 4 != 0,
-                snapshot: index & 8 != 0,
-            };
+        for index in 0..AppendShape::COUNT {
+            let shape = AppendShape::from_index(index);
             assert_eq!(shape.index(), index);
             let statement = db
                 .pool

@@ -63,12 +63,11 @@ where
 
 /// The median rate of `runs`, with p50 and p99 over all their operations.
 fn summary(runs: &mut [Measured], unit: &str) -> (f64, String) {
-    let rates: Vec<f64> = runs.iter().map(|m| m.per_second).collect();
+    let rate = median(&rates(runs));
     let mut latencies: Vec<Duration> = runs
         .iter_mut()
         .flat_map(|m| std::mem::take(&mut m.latencies))
         .collect();
-    let rate = median(&rates);
     let p50 = quantile_ms(&mut latencies, 0.5);
     let p99 = quantile_ms(&mut latencies, 0.99);
     (
