@@ -15,7 +15,6 @@ pub mod migrate;
 pub mod relay;
 pub mod store;
 pub mod stream;
-pub mod testing;
 
 pub use aggregates::{Aggregates, StoredAggregate, UniqueChange};
 pub use error::{CommandError, StoreError};

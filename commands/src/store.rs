@@ -118,27 +118,29 @@ enum AppendError {
 // The statement holds only the parts an append needs: Postgres sets up every
 // part of a statement on each execution, even one that writes nothing, and
 // with all four parts always present that setup cost as much as the writes.
-// Each shape is its own prepared statement.
+// Each shape is its own prepared statement. Public only so that the
+// integration tests can prepare every shape against the real schema.
+#[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct AppendShape {
+pub struct AppendShape {
     /// One event (most commands): `VALUES` instead of `unnest` of arrays.
-    single: bool,
-    releases: bool,
-    claims: bool,
-    snapshot: bool,
+    pub single: bool,
+    pub releases: bool,
+    pub claims: bool,
+    pub snapshot: bool,
 }
 
 impl AppendShape {
-    const COUNT: usize = 16;
+    pub const COUNT: usize = 16;
 
-    fn index(self) -> usize {
+    pub fn index(self) -> usize {
         usize::from(self.single)
             | usize::from(self.releases) << 1
             | usize::from(self.claims) << 2
             | usize::from(self.snapshot) << 3
     }
 
-    fn from_index(index: usize) -> Self {
+    pub fn from_index(index: usize) -> Self {
         Self {
             single: index & 1 != 0,
             releases: index & 2 != 0,
@@ -152,7 +154,7 @@ impl AppendShape {
     /// payload: scalars or arrays), then releases (kinds, values), claims
     /// (kinds, values) and the snapshot (version, payload), each only when
     /// present, numbered on in that order.
-    fn sql(self) -> &'static str {
+    pub fn sql(self) -> &'static str {
         static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
         let all = STATEMENTS.get_or_init(|| {
             (0..Self::COUNT)
@@ -720,38 +722,4 @@ fn backoff(attempt: usize) -> std::time::Duration {
 
 fn to_version(value: i64) -> Result<usize, StoreError> {
     usize::try_from(value).map_err(|_| StoreError::Corrupt(format!("negative sequence {value}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::testing::TestDatabase;
-    use sqlx::{Executor, Statement};
-
-    // Postgres checks a statement's text and its parameters' types when it
-    // is prepared, so every shape is proven against the real tables here,
-    // including shapes no command of today's aggregates produces.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn every_shape_of_the_append_statement_prepares_against_the_schema() {
-        let db = TestDatabase::new().await;
-        for index in 0..AppendShape::COUNT {
-            let shape = AppendShape::from_index(index);
-            assert_eq!(shape.index(), index);
-            let statement = db
-                .pool
-                .prepare(shape.sql())
-                .await
-                .unwrap_or_else(|err| panic!("{shape:?}: {err}\n{}", shape.sql()));
-            let parameters = match statement.parameters() {
-                Some(sqlx::Either::Left(types)) => types.len(),
-                Some(sqlx::Either::Right(count)) => count,
-                None => 0,
-            };
-            let expected = 7
-                + 2 * usize::from(shape.releases)
-                + 2 * usize::from(shape.claims)
-                + 2 * usize::from(shape.snapshot);
-            assert_eq!(parameters, expected, "{shape:?}");
-        }
-    }
 }

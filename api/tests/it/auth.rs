@@ -9,15 +9,15 @@ use api::auth::{JwtSecret, Role};
 use api::HttpOptions;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use commands::testing::TestDatabase;
 use commands::CommandMetadata;
 use domain::payment::PaymentCommand;
 use domain::values::{Currency, Money};
 use reqwest::Method;
 use serde_json::{json, Value};
+use testkit::TestDatabase;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app_with, Answer, TestApp};
+use crate::support::{spawn_app_with, Answer, TestApp};
 
 pub const SECRET: &[u8] = b"test-secret-for-the-auth-matrix";
 

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, Answer, TestApp};
+use crate::support::{spawn_app, Answer, TestApp};
 
 async fn assert_refused(app: &TestApp, answer: Answer, status: u16, problem: &str, before: i64) {
     assert_eq!(answer.status, status, "body: {}", answer.body);

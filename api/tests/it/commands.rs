@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::support::spawn_app;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_answers_201_with_version_etag_and_location_and_stores_metadata() {
@@ -332,13 +332,13 @@ async fn order_transitions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operations_paths() {
-    let nats = commands::testing::TestNats::new().await;
-    let db = std::sync::Arc::new(commands::testing::TestDatabase::new().await);
+    let nats = testkit::TestNats::new().await;
+    let db = std::sync::Arc::new(testkit::TestDatabase::new().await);
     let options = api::HttpOptions {
         nats_prefix: nats.prefix.clone(),
         ..api::HttpOptions::default()
     };
-    let app = crate::helpers::spawn_app_with(db.clone(), options).await;
+    let app = crate::support::spawn_app_with(db.clone(), options).await;
     assert_eq!(app.get("/healthz").await.status, 200);
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, 200, "{}", ready.body);
@@ -350,7 +350,7 @@ async fn operations_paths() {
         nats_prefix: "t-no-stream-here".to_owned(),
         ..api::HttpOptions::default()
     };
-    let unmigrated = crate::helpers::spawn_app_with(db, options).await;
+    let unmigrated = crate::support::spawn_app_with(db, options).await;
     let ready = unmigrated.get("/readyz").await;
     assert_eq!(ready.status, 503, "{}", ready.body);
     assert!(ready.body["checks"]["nats"]

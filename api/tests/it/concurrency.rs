@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_on};
+use crate::support::{spawn_app, spawn_app_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_concurrent_registrations_of_one_email_give_one_201() {

@@ -3,12 +3,12 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_on};
+use crate::support::{spawn_app, spawn_app_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_replays_the_first_answer_and_writes_nothing() {
     let app = spawn_app().await;
-    let send = |app: &crate::helpers::TestApp| {
+    let send = |app: &crate::support::TestApp| {
         app.request(Method::POST, "/products")
             .header("idempotency-key", "create-pen")
             .json(&json!({ "sku": "PEN-I", "name": "Pen", "price": { "amount": 100, "currency": "EUR" }, "stock": 5 }))

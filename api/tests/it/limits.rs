@@ -10,7 +10,7 @@ use reqwest::Method;
 use uuid::Uuid;
 
 use crate::auth::{spawn_authed_app, token};
-use crate::helpers::{answer, spawn_app_with, Answer, TestApp};
+use crate::support::{answer, spawn_app_with, Answer, TestApp};
 
 fn as_admin(app: &TestApp, sub: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
     app.request(method, path).header(
@@ -130,7 +130,7 @@ async fn anonymous_callers_are_limited_by_address() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_past_the_timeout_gets_a_problem_not_a_bare_503() {
-    let db = std::sync::Arc::new(commands::testing::TestDatabase::with_pool_size(4).await);
+    let db = std::sync::Arc::new(testkit::TestDatabase::with_pool_size(4).await);
     let app = spawn_app_with(
         db,
         HttpOptions {

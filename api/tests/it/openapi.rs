@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, Answer, TestApp};
+use crate::support::{spawn_app, Answer, TestApp};
 
 const METHODS: [Method; 5] = [
     Method::GET,

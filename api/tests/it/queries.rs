@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::HttpOptions;
-use commands::testing::TestDatabase;
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use testkit::TestDatabase;
 use uuid::Uuid;
 
-use crate::helpers::{spawn_app, spawn_app_with, Answer, TestApp};
+use crate::support::{spawn_app, spawn_app_with, Answer, TestApp};
 
 const T0: &str = "2024-05-01T10:00:00.123456Z";
 const T1: &str = "2024-05-02T11:30:00Z";
@@ -159,7 +159,7 @@ async fn app_with_listener(consistency_wait: Duration) -> (TestApp, String) {
 
 /// Announces a change as the projector does, on a connection of its own.
 async fn announce(prefix: &str, model: &str, id: Uuid, version: i64) {
-    let nats = async_nats::connect(commands::testing::nats_url())
+    let nats = async_nats::connect(testkit::nats_url())
         .await
         .expect("connect to NATS");
     nats.publish(
@@ -488,7 +488,7 @@ async fn min_version_waits_for_the_change_notice() {
     let url = app.url(&format!("/users/{user}?min_version=2"));
     let client = app.client.clone();
     let waiting = tokio::spawn(async move {
-        crate::helpers::answer(client.get(url).send().await.expect("send")).await
+        crate::support::answer(client.get(url).send().await.expect("send")).await
     });
     until_waiting(&app, 1).await;
     sqlx::query("UPDATE rm_users SET name = 'Ada King', version = 2 WHERE id = $1")
@@ -508,7 +508,7 @@ async fn min_version_waits_for_the_change_notice() {
     let url = app.url(&format!("/products/{product}?min_version=1"));
     let client = app.client.clone();
     let waiting = tokio::spawn(async move {
-        crate::helpers::answer(client.get(url).send().await.expect("send")).await
+        crate::support::answer(client.get(url).send().await.expect("send")).await
     });
     until_waiting(&app, 1).await;
     insert_product(&pool, product, "NEW-1", "New", "active", 1).await;
@@ -528,7 +528,7 @@ async fn min_version_never_reached_is_503_with_retry_after() {
     let url = app.url(&format!("/users/{user}?min_version=2"));
     let client = app.client.clone();
     let waiting = tokio::spawn(async move {
-        crate::helpers::answer(client.get(url).send().await.expect("send")).await
+        crate::support::answer(client.get(url).send().await.expect("send")).await
     });
     until_waiting(&app, 1).await;
     announce(&prefix, "users", user, 1).await;
@@ -612,7 +612,7 @@ async fn a_rebuilt_model_notice_empties_the_cache() {
         "Blue mug",
         "served from the cache"
     );
-    let nats = async_nats::connect(commands::testing::nats_url())
+    let nats = async_nats::connect(testkit::nats_url())
         .await
         .expect("connect to NATS");
     nats.publish(

@@ -1,8 +1,8 @@
 //! The teardown check of `TestDatabase`: every stored event must match the
 //! JSON Schema of its type and version, or the test owning the database fails.
 
-use commands::testing::TestDatabase;
 use serde_json::json;
+use testkit::TestDatabase;
 
 async fn store(db: &TestDatabase, event_type: &str, payload: serde_json::Value) {
     sqlx::query(

@@ -1,8 +1,8 @@
 //! `Idempotency-Key` records: claim, replay, mismatch, abandon and expiry.
 
 use commands::idempotency::{Claim, IdempotencyStore, StoredResponse};
-use commands::testing::TestDatabase;
 use sqlx::PgPool;
+use testkit::TestDatabase;
 use tokio::task::JoinSet;
 
 /// Backdates a record, as if it had been written `age` ago.

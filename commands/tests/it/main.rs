@@ -1,11 +1,11 @@
 //! Integration tests of the command side against a real Postgres: every test
-//! gets its own migrated database from `commands::testing::TestDatabase`.
+//! gets its own migrated database from `testkit::TestDatabase`.
 
-mod common;
 mod event_schemas;
 mod idempotency;
 mod metadata;
 mod migrations;
 mod relay;
 mod store;
+mod support;
 mod uniqueness;

@@ -2,15 +2,15 @@
 
 use chrono::{DateTime, Utc};
 use commands::stream::read_stream;
-use commands::testing::TestDatabase;
 use commands::{AggregateStore, CommandMetadata, StoreOptions};
 use cqrs_es::persist::PersistedEventRepository;
 use domain::{User, UserCommand};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
+use testkit::TestDatabase;
 use uuid::Uuid;
 
-use crate::common::{email, metadata, name, register};
+use crate::support::{email, metadata, name, register};
 
 fn assert_metadata(stored: &Value, expected: &CommandMetadata) {
     assert_eq!(stored["correlation_id"], expected.correlation_id.as_str());

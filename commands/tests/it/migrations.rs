@@ -1,9 +1,9 @@
 //! The embedded migrations: safe to run concurrently and repeatedly.
 
 use commands::migrate::{is_current, run, MIGRATOR};
-use commands::testing::TestDatabase;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use testkit::TestDatabase;
 
 async fn applied(pool: &PgPool) -> Vec<(i64, bool)> {
     sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")

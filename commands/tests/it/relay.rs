@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commands::relay::{self, RelayOptions};
-use commands::testing::{TestDatabase, TestNats, TestNatsServer};
 use commands::{AggregateStore, StoreOptions};
 use domain::product::{Product, ProductCommand};
 use schemas::EventEnvelope;
 use sqlx::PgPool;
+use testkit::{TestDatabase, TestNats, TestNatsServer};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
-use commands::testing::eventually;
+use testkit::eventually;
 
-use crate::common::{create_product, metadata};
+use crate::support::{create_product, metadata};
 
 struct RunningRelay {
     stop: Option<oneshot::Sender<()>>,

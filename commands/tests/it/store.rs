@@ -4,13 +4,13 @@
 
 use std::collections::BTreeSet;
 
-use commands::testing::TestDatabase;
 use commands::{AggregateStore, CommandError, Committed, StoreOptions};
 use domain::{Product, ProductCommand, ProductError, ProductEvent};
+use testkit::TestDatabase;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::common::{
+use crate::support::{
     create_product, description, eur, event_count, fold, metadata, name, snapshot_row,
     stored_events, Lcg,
 };
@@ -346,7 +346,7 @@ async fn two_stores_racing_on_one_product_lose_nothing() {
 
     // Whatever each cache holds is a true prefix of the stream, never a
     // state that was not stored.
-    let events = crate::common::stored_events::<Product>(&db.pool, &id).await;
+    let events = crate::support::stored_events::<Product>(&db.pool, &id).await;
     for store in [&a, &b] {
         let (cached, _) = store.load(&id).await.unwrap();
         assert!(cached.version >= 1 && cached.version <= 101);
@@ -599,7 +599,7 @@ async fn refusals_and_no_op_commands_write_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_aggregate_is_created_without_a_load_and_an_existing_id_falls_back() {
-    let db = commands::testing::TestDatabase::new().await;
+    let db = testkit::TestDatabase::new().await;
     let store = commands::AggregateStore::<domain::Product>::new(
         db.pool.clone(),
         commands::StoreOptions::default(),
@@ -608,8 +608,8 @@ async fn a_new_aggregate_is_created_without_a_load_and_an_existing_id_falls_back
     let created = store
         .execute_new(
             &id.to_string(),
-            crate::common::create_product(id, "NEW-1", 5),
-            &crate::common::metadata(),
+            crate::support::create_product(id, "NEW-1", 5),
+            &crate::support::metadata(),
         )
         .await
         .expect("created");
@@ -619,8 +619,8 @@ async fn a_new_aggregate_is_created_without_a_load_and_an_existing_id_falls_back
     let again = store
         .execute_new(
             &id.to_string(),
-            crate::common::create_product(id, "NEW-2", 5),
-            &crate::common::metadata(),
+            crate::support::create_product(id, "NEW-2", 5),
+            &crate::support::metadata(),
         )
         .await;
     assert!(
@@ -638,8 +638,8 @@ async fn a_new_aggregate_is_created_without_a_load_and_an_existing_id_falls_back
     let clash = store
         .execute_new(
             &other.to_string(),
-            crate::common::create_product(other, "new-1", 5),
-            &crate::common::metadata(),
+            crate::support::create_product(other, "new-1", 5),
+            &crate::support::metadata(),
         )
         .await;
     assert!(
@@ -649,4 +649,34 @@ async fn a_new_aggregate_is_created_without_a_load_and_an_existing_id_falls_back
         ),
         "{clash:?}"
     );
+}
+
+// Postgres checks a statement's text and its parameters' types when it is
+// prepared, so every shape is proven against the real tables here, including
+// shapes no command of today's aggregates produces.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_shape_of_the_append_statement_prepares_against_the_schema() {
+    use commands::store::AppendShape;
+    use sqlx::{Executor, Statement};
+
+    let db = testkit::TestDatabase::new().await;
+    for index in 0..AppendShape::COUNT {
+        let shape = AppendShape::from_index(index);
+        assert_eq!(shape.index(), index);
+        let statement = db
+            .pool
+            .prepare(shape.sql())
+            .await
+            .unwrap_or_else(|err| panic!("{shape:?}: {err}\n{}", shape.sql()));
+        let parameters = match statement.parameters() {
+            Some(sqlx::Either::Left(types)) => types.len(),
+            Some(sqlx::Either::Right(count)) => count,
+            None => 0,
+        };
+        let expected = 7
+            + 2 * usize::from(shape.releases)
+            + 2 * usize::from(shape.claims)
+            + 2 * usize::from(shape.snapshot);
+        assert_eq!(parameters, expected, "{shape:?}");
+    }
 }

@@ -1,14 +1,14 @@
 //! Values unique across aggregates (user email, product sku): claimed in the
 //! same statement as the event, case-insensitively, released on change.
 
-use commands::testing::TestDatabase;
 use commands::{AggregateStore, CommandError, StoreOptions};
 use domain::{Product, User, UserCommand, UserError, UserEvent};
 use sqlx::PgPool;
+use testkit::TestDatabase;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::common::{
+use crate::support::{
     create_product, email, event_count, event_type_count, metadata, name, register,
 };
 

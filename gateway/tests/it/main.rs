@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use commands::testing::TestDatabase;
 use futures::future::join_all;
 use gateway::{ChargeRecord, GatewayOptions, RefundRecord};
 use serde_json::{json, Value};
+use testkit::TestDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 

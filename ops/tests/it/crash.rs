@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use commands::testing::{TestDatabase, TestNatsServer};
+use testkit::{TestDatabase, TestNatsServer};
 
 use crate::support::{
     assert_read_models_match_rebuild, assert_saga_finished, assert_stream_matches_store,
@@ -31,7 +31,7 @@ async fn ready(agora: &Agora) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_under_load_loses_nothing() {
     let db = TestDatabase::with_pool_size(4).await;
-    let nats_url = commands::testing::nats_url();
+    let nats_url = testkit::nats_url();
     let prefix = prefix();
     migrate(&db, &nats_url, &prefix).await;
     let mut agora = Agora::new(&db, &nats_url, &prefix);

@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use commands::testing::{TestDatabase, TestNats};
 use ops::cli::Cli;
 use serde_json::{json, Value};
+use testkit::{TestDatabase, TestNats};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::exposition::parse;
@@ -401,7 +401,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     let db = TestDatabase::new().await;
     let nats = TestNats::new().await;
     // The child runs every role, the saga included, with a gateway beside it.
-    let mut agora = Agora::new(&db, &commands::testing::nats_url(), &nats.prefix);
+    let mut agora = Agora::new(&db, &testkit::nats_url(), &nats.prefix);
     agora.start();
     let base = agora.base();
     let http = reqwest::Client::new();

@@ -6,8 +6,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use commands::testing::{TestDatabase, TestNats};
 use serde_json::{json, Value};
+use testkit::{TestDatabase, TestNats};
 
 use crate::exposition::{parse, value, Sample};
 use crate::support::{eventually_within, Agora};
@@ -20,7 +20,7 @@ async fn migrate(db: &TestDatabase, prefix: &str) {
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
         .arg("migrate")
         .env("DATABASE_URL", db.url())
-        .env("NATS_URL", commands::testing::nats_url())
+        .env("NATS_URL", testkit::nats_url())
         .env("AGORA_NATS_PREFIX", prefix)
         .env("RUST_LOG", "warn")
         .status()
@@ -49,7 +49,7 @@ async fn one_request_can_be_followed_through_metrics_nats_and_logs() {
     let log_path =
         std::env::temp_dir().join(format!("agora-trace-{}.log", uuid::Uuid::new_v4().simple()));
     let log = std::fs::File::create(&log_path).expect("create the log file");
-    let mut agora = Agora::new(&db, &commands::testing::nats_url(), &nats.prefix);
+    let mut agora = Agora::new(&db, &testkit::nats_url(), &nats.prefix);
     agora.start_logged(
         &[
             ("AGORA_LOG_FORMAT", "json"),
@@ -351,7 +351,7 @@ async fn spans_are_exported_over_otlp_in_the_callers_trace() {
     let db = TestDatabase::with_pool_size(2).await;
     let nats = TestNats::new().await;
     migrate(&db, &nats.prefix).await;
-    let mut agora = Agora::new(&db, &commands::testing::nats_url(), &nats.prefix);
+    let mut agora = Agora::new(&db, &testkit::nats_url(), &nats.prefix);
     agora.start_logged(
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),

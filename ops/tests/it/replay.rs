@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use commands::testing::TestDatabase;
+use testkit::TestDatabase;
 use uuid::Uuid;
 
 fn agora(db: &TestDatabase, args: &[&str]) -> Output {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use commands::testing::TestDatabase;
 use serde_json::{json, Value};
+use testkit::TestDatabase;
 
 use crate::support::{eventually_within, migrate_for, test_prefix, Agora};
 
@@ -34,7 +34,7 @@ async fn create_product(http: &reqwest::Client, agora: &Agora, sku: &str) -> Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_readiness_off_then_drains_requests_in_flight() {
     let db = TestDatabase::with_pool_size(4).await;
-    let nats_url = commands::testing::nats_url();
+    let nats_url = testkit::nats_url();
     let prefix = test_prefix();
     migrate_for(&db, &nats_url, &prefix).await;
     let mut agora = Agora::new(&db, &nats_url, &prefix);
@@ -110,7 +110,7 @@ async fn sigterm_turns_readiness_off_then_drains_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_auth_on_the_server_takes_the_tokens_agora_token_prints() {
     let db = TestDatabase::with_pool_size(4).await;
-    let nats_url = commands::testing::nats_url();
+    let nats_url = testkit::nats_url();
     let prefix = test_prefix();
     migrate_for(&db, &nats_url, &prefix).await;
     let mut agora = Agora::new(&db, &nats_url, &prefix);

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use commands::testing::TestDatabase;
 use schemas::EventEnvelope;
 use serde_json::{json, Value};
+use testkit::TestDatabase;
 
 /// One `agora serve --role all` child process, killable and restartable,
 /// with an `agora gateway` child beside it for its saga to charge.
@@ -252,7 +252,7 @@ pub async fn load(base: String, clients: usize, target: usize) -> usize {
     done.load(Ordering::SeqCst)
 }
 
-pub use commands::testing::eventually_within;
+pub use testkit::eventually_within;
 
 /// Every committed event is in the stream exactly once, each aggregate's in order.
 pub async fn assert_stream_matches_store(

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::StorageType};
 use chrono::{DateTime, SecondsFormat, Utc};
-use commands::testing::TestDatabase;
 use futures::StreamExt;
 use projections::{worker, Projection};
 use schemas::{subjects, EventEnvelope};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use testkit::TestDatabase;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -229,7 +229,7 @@ impl Drop for StreamGuard {
     }
 }
 
-pub use commands::testing::eventually;
+pub use testkit::eventually;
 
 /// Records events in the `events` table as the command side does, numbering
 /// each aggregate's sequence, and returns their envelopes.

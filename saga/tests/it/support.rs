@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commands::relay::{self, RelayOptions};
-use commands::testing::{TestDatabase, TestNats};
 use commands::{Aggregates, AppendHook, CommandMetadata, StoreOptions};
 use domain::order::{CancelReason, Order, OrderCommand, OrderLine, OrderStatus};
 use domain::payment::{Payment, PaymentCommand};
@@ -15,6 +14,7 @@ use domain::values::{Currency, Money, Name, Sku};
 use gateway::{ChargeRecord, RefundRecord};
 use projections::Projection;
 use saga::{Breaker, Saga, SagaOptions};
+use testkit::{TestDatabase, TestNats};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -462,7 +462,7 @@ pub fn eur(amount: i64) -> Money {
     Money::new(amount, Currency::parse("EUR").unwrap())
 }
 
-pub use commands::testing::eventually;
+pub use testkit::eventually;
 
 /// The charges at the gateway for one payment.
 pub fn charges_for(charges: &[ChargeRecord], payment_id: Uuid) -> Vec<ChargeRecord> {

@@ -9,12 +9,12 @@ use api::{AppState, HttpOptions};
 use async_nats::jetstream;
 use bytes::Bytes;
 use commands::relay::{self, RelayOptions};
-use commands::testing::{TestDatabase, TestNats};
 use commands::{Aggregates, AppendHook, StoreOptions};
 use futures::StreamExt;
 use projections::Projection;
 use schemas::EventEnvelope;
 use serde_json::json;
+use testkit::{TestDatabase, TestNats};
 use tokio::sync::{watch, Notify};
 
 use crate::report::{median, quantile_ms, spread, Row, Table};

@@ -4,9 +4,9 @@
 
 use std::time::Instant;
 
-use commands::testing::TestDatabase;
 use futures::StreamExt;
 use projections::replay::{Progress, Quiet, ReplayOptions};
+use testkit::TestDatabase;
 
 use crate::report::{median, spread, Row, Table};
 use crate::Settings;

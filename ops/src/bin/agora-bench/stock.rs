@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use api::{AppState, HttpOptions};
-use commands::testing::TestDatabase;
 use commands::{AggregateStore, Aggregates, CommandMetadata, StoreOptions};
 use domain::product::{Product, ProductCommand};
 use futures::future::join_all;
 use serde_json::json;
+use testkit::TestDatabase;
 
 use crate::report::{median, quantile_ms, spread, Row, Table};
 use crate::Settings;

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use commands::testing::TestDatabase;
 use commands::StoreOptions;
 use domain::product::{Product, ProductCommand};
 use domain::values::{Money, Name, Sku};
 use serde_json::json;
+use testkit::TestDatabase;
 use uuid::Uuid;
 
 use crate::report::{median, quantile_ms, spread, Row, Table};

@@ -1,10 +1,10 @@
 use std::net::SocketAddr;
 
 use api::{AppState, HttpOptions};
-use commands::testing::TestDatabase;
 use commands::{Aggregates, StoreOptions};
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{json, Value};
+use testkit::TestDatabase;
 use tokio::sync::oneshot;
 
 /// One running API on port 0 with its own database.

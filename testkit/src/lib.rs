@@ -1,5 +1,9 @@
+//! Test support shared by every crate's tests and the benchmark harness (a
+//! dev-only crate: nothing the `agora` binary runs depends on it).
+//!
 //! A throwaway database per test, so tests run in parallel against the real
-//! Postgres and leave nothing behind.
+//! Postgres and leave nothing behind; a JetStream prefix per test, or a
+//! private `nats-server` for tests that stop the broker.
 //!
 //! Before a test database is dropped, every row of its events table is
 //! validated against the JSON Schema of its (aggregate type, event type,
@@ -82,7 +86,7 @@ impl TestDatabase {
             .connect_with(options.clone())
             .await
             .expect("connect to the test database");
-        crate::migrate::run(&pool)
+        commands::migrate::run(&pool)
             .await
             .expect("migrate the test database");
         Self {
@@ -228,7 +232,7 @@ impl TestNats {
             .expect("tests need NATS with JetStream: is it running? (see README)");
         let jetstream = async_nats::jetstream::new(client.clone());
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        crate::relay::ensure_stream(&jetstream, &prefix)
+        commands::relay::ensure_stream(&jetstream, &prefix)
             .await
             .expect("create the test stream");
         Self {
