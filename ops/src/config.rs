@@ -28,6 +28,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub consistency_wait: Duration,
     pub log: LogConfig,
+    /// How projections and the saga find committed events the broker lost.
+    pub repair: projections::repair::RepairOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -215,6 +217,11 @@ impl Config {
                 saga_concurrency: env.get("AGORA_SAGA_CONCURRENCY", 64)?,
             },
             consistency_wait: Duration::from_millis(env.get("AGORA_CONSISTENCY_WAIT_MS", 3_000)?),
+            repair: projections::repair::RepairOptions {
+                every: Duration::from_millis(env.get("AGORA_REPAIR_INTERVAL_MS", 1_000)?),
+                grace: Duration::from_millis(env.get("AGORA_REPAIR_GRACE_MS", 5_000)?),
+                ..projections::repair::RepairOptions::default()
+            },
             log: LogConfig {
                 filter: env.get("RUST_LOG", "info".to_owned())?,
                 format: env.raw("AGORA_LOG_FORMAT"),

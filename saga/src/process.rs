@@ -491,8 +491,7 @@ impl Process {
     /// Releases held reservations and returns committed stock, except for an
     /// order refunded after it shipped: its goods are with the customer.
     async fn give_back_stock(&self, ctx: &Ctx, order: &Order) -> Result<(), StepError> {
-        let shipped =
-            order.cancel_reason() == Some(CancelReason::Refunded) && self.was_shipped(ctx).await?;
+        let shipped = order.cancel_reason() == Some(CancelReason::Refunded) && order.was_shipped();
         let order_id = ctx.row.order_id;
         try_join_all(order.lines().iter().map(|line| async move {
             let id = line.product_id.to_string();
@@ -519,16 +518,6 @@ impl Process {
         }))
         .await?;
         Ok(())
-    }
-
-    async fn was_shipped(&self, ctx: &Ctx) -> Result<bool, StepError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'order'
-                AND aggregate_id = $1 AND event_type = 'OrderShipped')",
-        )
-        .bind(ctx.row.order_id.to_string())
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     /// Brings the payment of a finished order in line with it: for a

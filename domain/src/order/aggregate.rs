@@ -99,6 +99,10 @@ pub struct Order {
     payment_id: Option<Uuid>,
     status: OrderStatus,
     cancel_reason: Option<CancelReason>,
+    /// It shipped at some point (a refunded order's goods are with the
+    /// customer). Absent from snapshots taken before it was kept.
+    #[serde(default)]
+    shipped: bool,
 }
 
 impl Order {
@@ -136,6 +140,11 @@ impl Order {
 
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.cancel_reason
+    }
+
+    /// Whether it shipped, whatever became of it since.
+    pub fn was_shipped(&self) -> bool {
+        self.shipped
     }
 
     fn ensure_exists(&self) -> Result<(), OrderError> {
@@ -279,10 +288,17 @@ impl Aggregate for Order {
             }
             OrderEvent::OrderPaymentAssigned { payment_id } => self.payment_id = Some(payment_id),
             OrderEvent::OrderConfirmed {} => self.status = OrderStatus::Confirmed,
-            OrderEvent::OrderShipped {} => self.status = OrderStatus::Shipped,
-            OrderEvent::OrderCancelled { reason, .. } => {
+            OrderEvent::OrderShipped {} => {
+                self.status = OrderStatus::Shipped;
+                self.shipped = true;
+            }
+            OrderEvent::OrderCancelled {
+                reason,
+                previous_status,
+            } => {
                 self.status = OrderStatus::Cancelled;
                 self.cancel_reason = Some(reason);
+                self.shipped |= previous_status == OrderStatus::Shipped;
             }
         }
     }

@@ -306,10 +306,7 @@ pub async fn assert_read_models_match_rebuild(db: &TestDatabase, nats_url: &str,
     let mut last_diff = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
-        projections::rebuild_into_schema(&db.pool, "rebuilt")
-            .await
-            .expect("rebuild");
-        last_diff = projections::diff(&db.pool, "rebuilt").await.expect("diff");
+        last_diff = projections::replay::verify(&db.pool).await.expect("verify");
         if last_diff.is_empty() {
             let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
                 .fetch_one(&db.pool)
@@ -320,7 +317,7 @@ pub async fn assert_read_models_match_rebuild(db: &TestDatabase, nats_url: &str,
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let status = projections::status(&db.pool).await;
+    let status = projections::status(&db.pool, &projections::Projection::subscribers()).await;
     let applied: Vec<(String, String, i64)> = sqlx::query_as("SELECT projection, aggregate_id, sequence FROM projection_applied WHERE projection = 'products'")
         .fetch_all(&db.pool)
         .await

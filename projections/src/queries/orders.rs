@@ -106,3 +106,12 @@ pub async fn orders_of_user(
         .await?;
     page.page(rows, |r| r.id.to_string(), OrderView::try_from)
 }
+
+/// How many orders are in each status (for the saga's gauges).
+pub async fn orders_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, QueryError> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM rm_orders GROUP BY status")
+            .fetch_all(pool)
+            .await?,
+    )
+}

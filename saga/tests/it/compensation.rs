@@ -147,7 +147,7 @@ async fn redelivered_events_change_nothing() {
         again += 1;
     }
     assert!(again >= 3, "placed, payment assigned, confirmed");
-    let consumer = saga::consumer::consumer_name(&system.nats.prefix);
+    let consumer = saga::intake::consumer_name(&system.nats.prefix);
     eventually("the saga consumed the copies", || async {
         let Ok(stream) = system
             .nats

@@ -135,7 +135,7 @@ impl System {
             );
             let task = tokio::spawn(async move {
                 projections::worker::run(
-                    projection,
+                    std::sync::Arc::new(projection),
                     pool,
                     jetstream,
                     client,
@@ -234,7 +234,7 @@ impl System {
         );
         let saga = Saga::new(
             self.db.pool.clone(),
-            self.nats.jetstream.clone(),
+            self.nats.client.clone(),
             aggregates,
             self.saga_options(),
         )

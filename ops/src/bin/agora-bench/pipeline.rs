@@ -72,7 +72,8 @@ impl Pipeline {
                 until(),
             );
             tokio::spawn(async move {
-                projections::worker::run(projection, pool, js, client, &prefix, stopped).await
+                projections::worker::run(Arc::new(projection), pool, js, client, &prefix, stopped)
+                    .await
             });
         }
         let options = HttpOptions {
@@ -98,7 +99,7 @@ impl Pipeline {
             ));
             let saga = saga::Saga::new(
                 db.pool.clone(),
-                nats.jetstream.clone(),
+                nats.client.clone(),
                 aggregates.clone(),
                 saga::SagaOptions::new(nats.prefix.clone(), gateway_url),
             )
