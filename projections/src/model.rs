@@ -13,7 +13,7 @@ use crate::changes::Change;
 use crate::error::ProjectionError;
 use crate::table::{AnyTable, Loads, Mode};
 
-pub(crate) trait Model: Send + 'static {
+pub(crate) trait Model: Send + Sync + 'static {
     /// Empty tables of the given mode.
     fn new(mode: Mode) -> Self;
 
@@ -31,7 +31,7 @@ pub(crate) trait Model: Send + 'static {
 
 /// A [`Model`] of any type, so a projection can be handled without naming
 /// its model's type.
-pub(crate) trait AnyModel: Send {
+pub(crate) trait AnyModel: Send + Sync {
     fn touches(&self, event: &Recorded, loads: &mut Loads);
     /// Folds one event; on `Err`, nothing of it stays.
     fn fold(&mut self, event: &Recorded) -> Result<Vec<Change>, ProjectionError>;

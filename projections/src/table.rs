@@ -135,7 +135,7 @@ fn encode(error: impl ToString) -> sqlx::Error {
 
 /// A [`Table`] of any row type, for the code that loads, writes and
 /// journals a model's tables without knowing their rows.
-pub(crate) trait AnyTable: Send {
+pub(crate) trait AnyTable: Send + Sync {
     /// The current event is done with: its changes stay.
     fn commit(&mut self);
     /// The current event failed: its changes are undone.

@@ -753,13 +753,26 @@ async fn catch_up(
                 match Recorded::decode(envelope) {
                     Ok(event) => mine.push(event),
                     Err(error) => {
+                        let mut tx = pool.begin().await?;
+                        set_search_path(&mut tx, SHADOW_SCHEMA).await?;
+                        // Rounds overlap: done (and reported) already?
+                        let done: Option<i64> = sqlx::query_scalar(
+                            "SELECT sequence FROM projection_applied
+                              WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+                        )
+                        .bind(projection.name())
+                        .bind(&envelope.aggregate_type)
+                        .bind(&envelope.aggregate_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if done.unwrap_or(0) >= envelope.sequence {
+                            continue;
+                        }
                         let skipped = [(
                             envelope.aggregate_type.clone(),
                             envelope.aggregate_id.clone(),
                             envelope.sequence,
                         )];
-                        let mut tx = pool.begin().await?;
-                        set_search_path(&mut tx, SHADOW_SCHEMA).await?;
                         mark_skipped(&mut tx, &projection, &skipped).await?;
                         tx.commit().await?;
                         report.failures.push(Failure {

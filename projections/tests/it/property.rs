@@ -69,7 +69,10 @@ async fn check(pool: &PgPool, case: Case) -> Result<(), TestCaseError> {
         deliver(pool, projection, &stream, &case.batches, &mut rng).await?;
     }
     let drift = projections::replay::verify(pool).await.unwrap();
-    prop_assert!(drift.is_empty(), "the live tables differ from the replay: {drift:#?}");
+    prop_assert!(
+        drift.is_empty(),
+        "the live tables differ from the replay: {drift:#?}"
+    );
     let misrecorded: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM projection_applied p
            JOIN (SELECT aggregate_type, aggregate_id, max(sequence) AS last FROM events
@@ -217,11 +220,27 @@ impl Shop {
                 let id = Uuid::now_v7();
                 self.users.push((id, true));
                 let email = format!("u{}@example.com", self.users.len());
-                self.record(pool, "user", id, "UserRegistered", "1.0", json!({"user_id": id, "email": email, "name": "User"})).await;
+                self.record(
+                    pool,
+                    "user",
+                    id,
+                    "UserRegistered",
+                    "1.0",
+                    json!({"user_id": id, "email": email, "name": "User"}),
+                )
+                .await;
             }
             (1, Some(u), ..) => {
                 let id = self.users[u].0;
-                self.record(pool, "user", id, "UserNameChanged", "1.0", json!({"name": format!("Name {arg}")})).await;
+                self.record(
+                    pool,
+                    "user",
+                    id,
+                    "UserNameChanged",
+                    "1.0",
+                    json!({"name": format!("Name {arg}")}),
+                )
+                .await;
             }
             (2, Some(u), ..) => {
                 let id = self.users[u].0;
@@ -230,13 +249,21 @@ impl Shop {
             (3, Some(u), ..) if self.users[u].1 => {
                 self.users[u].1 = false;
                 let id = self.users[u].0;
-                self.record(pool, "user", id, "UserDeactivated", "1.0", json!({})).await;
+                self.record(pool, "user", id, "UserDeactivated", "1.0", json!({}))
+                    .await;
             }
             (4, ..) | (5..=8, _, None, ..) => {
                 let id = Uuid::now_v7();
                 let stock = (arg % 7) as i64 + 3;
-                self.products.push(Product { id, available: stock });
-                let description = if arg % 2 == 0 { json!(null) } else { json!("described") };
+                self.products.push(Product {
+                    id,
+                    available: stock,
+                });
+                let description = if arg % 2 == 0 {
+                    json!(null)
+                } else {
+                    json!("described")
+                };
                 self.record(pool, "product", id, "ProductCreated", "1.0", json!({
                     "product_id": id, "sku": format!("SKU-{}", self.products.len()), "name": "Pen",
                     "description": description, "price": eur(100 + arg as i64), "stock": stock
@@ -249,53 +276,114 @@ impl Shop {
                     1 => json!({"name": null, "description": format!("about {arg}")}),
                     _ => json!({"name": null, "description": null}),
                 };
-                self.record(pool, "product", id, "ProductDetailsUpdated", "1.0", data).await;
+                self.record(pool, "product", id, "ProductDetailsUpdated", "1.0", data)
+                    .await;
             }
             (6, _, Some(p), ..) => {
                 let id = self.products[p].id;
-                self.record(pool, "product", id, "ProductPriceChanged", "1.0", json!({"price": eur(50 + arg as i64)})).await;
+                self.record(
+                    pool,
+                    "product",
+                    id,
+                    "ProductPriceChanged",
+                    "1.0",
+                    json!({"price": eur(50 + arg as i64)}),
+                )
+                .await;
             }
             (7, _, Some(p), ..) => {
                 let delta = (arg % 9) as i64 - 3;
-                let delta = if delta == 0 || self.products[p].available + delta < 0 { 4 } else { delta };
+                let delta = if delta == 0 || self.products[p].available + delta < 0 {
+                    4
+                } else {
+                    delta
+                };
                 self.products[p].available += delta;
                 let id = self.products[p].id;
                 // Both stored versions: v1 is upcast when read.
                 if arg % 2 == 0 {
-                    self.record(pool, "product", id, "ProductStockAdjusted", "1.0", json!({"delta": delta})).await;
+                    self.record(
+                        pool,
+                        "product",
+                        id,
+                        "ProductStockAdjusted",
+                        "1.0",
+                        json!({"delta": delta}),
+                    )
+                    .await;
                 } else {
-                    self.record(pool, "product", id, "ProductStockAdjusted", "2.0", json!({"stock_delta": delta})).await;
+                    self.record(
+                        pool,
+                        "product",
+                        id,
+                        "ProductStockAdjusted",
+                        "2.0",
+                        json!({"stock_delta": delta}),
+                    )
+                    .await;
                 }
             }
             (8, _, Some(p), ..) => {
                 let id = self.products[p].id;
-                self.record(pool, "product", id, "ProductDiscontinued", "1.0", json!({})).await;
+                self.record(pool, "product", id, "ProductDiscontinued", "1.0", json!({}))
+                    .await;
             }
             (9, Some(u), Some(p), ..) | (10..=15, Some(u), Some(p), None, _) => {
                 self.place(pool, u, p, arg).await;
             }
-            (10, _, _, Some(o), _) if self.orders[o].payment.is_none() && self.orders[o].status == "pending" => {
+            (10, _, _, Some(o), _)
+                if self.orders[o].payment.is_none() && self.orders[o].status == "pending" =>
+            {
                 let (order_id, id) = (self.orders[o].id, Uuid::now_v7());
-                self.payments.push(Payment { id, order: o, status: "pending" });
+                self.payments.push(Payment {
+                    id,
+                    order: o,
+                    status: "pending",
+                });
                 self.orders[o].payment = Some(self.payments.len() - 1);
                 self.record(pool, "payment", id, "PaymentRequested", "1.0", json!({
                     "payment_id": id, "order_id": order_id, "amount": eur(100), "token": "tok_ok"
                 })).await;
-                self.record(pool, "order", order_id, "OrderPaymentAssigned", "1.0", json!({"payment_id": id})).await;
+                self.record(
+                    pool,
+                    "order",
+                    order_id,
+                    "OrderPaymentAssigned",
+                    "1.0",
+                    json!({"payment_id": id}),
+                )
+                .await;
             }
             (11, .., Some(m)) => {
                 let id = self.payments[m].id;
                 match self.payments[m].status {
                     "pending" if arg % 3 == 0 => {
-                        self.record(pool, "payment", id, "PaymentAttemptFailed", "1.0", json!({"error": format!("timeout {arg}")})).await;
+                        self.record(
+                            pool,
+                            "payment",
+                            id,
+                            "PaymentAttemptFailed",
+                            "1.0",
+                            json!({"error": format!("timeout {arg}")}),
+                        )
+                        .await;
                     }
                     "pending" => {
                         self.payments[m].status = "authorized";
-                        self.record(pool, "payment", id, "PaymentAuthorized", "1.0", json!({"authorization_id": format!("a-{arg}")})).await;
+                        self.record(
+                            pool,
+                            "payment",
+                            id,
+                            "PaymentAuthorized",
+                            "1.0",
+                            json!({"authorization_id": format!("a-{arg}")}),
+                        )
+                        .await;
                     }
                     "authorized" => {
                         self.payments[m].status = "captured";
-                        self.record(pool, "payment", id, "PaymentCaptured", "1.0", json!({})).await;
+                        self.record(pool, "payment", id, "PaymentCaptured", "1.0", json!({}))
+                            .await;
                     }
                     _ => {}
                 }
@@ -305,37 +393,76 @@ impl Shop {
                 let order_id = self.orders[o].id;
                 for (p, quantity) in self.orders[o].lines.clone() {
                     let id = self.products[p].id;
-                    self.record(pool, "product", id, "StockReservationCommitted", "1.0", json!({"order_id": order_id, "quantity": quantity})).await;
+                    self.record(
+                        pool,
+                        "product",
+                        id,
+                        "StockReservationCommitted",
+                        "1.0",
+                        json!({"order_id": order_id, "quantity": quantity}),
+                    )
+                    .await;
                 }
-                self.record(pool, "order", order_id, "OrderConfirmed", "1.0", json!({})).await;
+                self.record(pool, "order", order_id, "OrderConfirmed", "1.0", json!({}))
+                    .await;
             }
             (13, _, _, Some(o), _) if self.orders[o].status == "confirmed" => {
                 self.orders[o].status = "shipped";
                 let id = self.orders[o].id;
-                self.record(pool, "order", id, "OrderShipped", "1.0", json!({})).await;
+                self.record(pool, "order", id, "OrderShipped", "1.0", json!({}))
+                    .await;
             }
             (14, _, _, Some(o), _) if matches!(self.orders[o].status, "pending" | "confirmed") => {
                 let previous = self.orders[o].status;
                 self.orders[o].status = "cancelled";
                 let order_id = self.orders[o].id;
-                let moved = if previous == "pending" { "StockReservationReleased" } else { "StockReturned" };
+                let moved = if previous == "pending" {
+                    "StockReservationReleased"
+                } else {
+                    "StockReturned"
+                };
                 for (p, quantity) in self.orders[o].lines.clone() {
                     self.products[p].available += i64::from(quantity);
                     let id = self.products[p].id;
-                    self.record(pool, "product", id, moved, "1.0", json!({"order_id": order_id, "quantity": quantity})).await;
+                    self.record(
+                        pool,
+                        "product",
+                        id,
+                        moved,
+                        "1.0",
+                        json!({"order_id": order_id, "quantity": quantity}),
+                    )
+                    .await;
                 }
-                self.record(pool, "order", order_id, "OrderCancelled", "1.0", json!({"reason": "customer_request", "previous_status": previous})).await;
+                self.record(
+                    pool,
+                    "order",
+                    order_id,
+                    "OrderCancelled",
+                    "1.0",
+                    json!({"reason": "customer_request", "previous_status": previous}),
+                )
+                .await;
             }
             (15, .., Some(m)) if self.payments[m].status == "captured" => {
                 self.payments[m].status = "refunded";
                 let id = self.payments[m].id;
-                self.record(pool, "payment", id, "PaymentRefunded", "1.0", json!({})).await;
+                self.record(pool, "payment", id, "PaymentRefunded", "1.0", json!({}))
+                    .await;
                 let o = self.payments[m].order;
                 if self.orders[o].status != "cancelled" {
                     let previous = self.orders[o].status;
                     self.orders[o].status = "cancelled";
                     let order_id = self.orders[o].id;
-                    self.record(pool, "order", order_id, "OrderCancelled", "1.0", json!({"reason": "refunded", "previous_status": previous})).await;
+                    self.record(
+                        pool,
+                        "order",
+                        order_id,
+                        "OrderCancelled",
+                        "1.0",
+                        json!({"reason": "refunded", "previous_status": previous}),
+                    )
+                    .await;
                 }
             }
             (16, ..) => {
@@ -347,14 +474,20 @@ impl Shop {
                     _ => payment.map(|m| ("payment", self.payments[m].id)),
                 };
                 if let Some((kind, id)) = target {
-                    self.record(pool, kind, id, "SomethingNewer", "1.0", json!({"n": arg})).await;
+                    self.record(pool, kind, id, "SomethingNewer", "1.0", json!({"n": arg}))
+                        .await;
                 }
             }
             (17, .., Some(m)) if self.payments[m].status == "pending" => {
                 self.payments[m].status = "declined";
                 let id = self.payments[m].id;
-                let (kind, reason) = if arg % 2 == 0 { ("PaymentDeclined", "declined") } else { ("PaymentFailed", "gateway") };
-                self.record(pool, "payment", id, kind, "1.0", json!({"reason": reason})).await;
+                let (kind, reason) = if arg % 2 == 0 {
+                    ("PaymentDeclined", "declined")
+                } else {
+                    ("PaymentFailed", "gateway")
+                };
+                self.record(pool, "payment", id, kind, "1.0", json!({"reason": reason}))
+                    .await;
             }
             _ => {}
         }
@@ -373,14 +506,27 @@ impl Shop {
             .map(|(p, q)| json!({"product_id": self.products[*p].id, "quantity": q, "unit_price": eur(100)}))
             .collect();
         let total: i64 = lines.iter().map(|(_, q)| 100 * i64::from(*q)).sum();
-        self.orders.push(Order { id, status: "pending", lines: lines.clone(), payment: None });
+        self.orders.push(Order {
+            id,
+            status: "pending",
+            lines: lines.clone(),
+            payment: None,
+        });
         self.record(pool, "order", id, "OrderPlaced", "1.0", json!({
             "order_id": id, "user_id": user_id, "lines": wire, "total": eur(total), "payment_token": "tok_ok"
         })).await;
         for (p, quantity) in lines {
             self.products[p].available -= i64::from(quantity);
             let product_id = self.products[p].id;
-            self.record(pool, "product", product_id, "StockReserved", "1.0", json!({"order_id": id, "quantity": quantity})).await;
+            self.record(
+                pool,
+                "product",
+                product_id,
+                "StockReserved",
+                "1.0",
+                json!({"order_id": id, "quantity": quantity}),
+            )
+            .await;
         }
     }
 

@@ -733,3 +733,59 @@ async fn a_live_batch_waits_while_a_replay_holds_its_projection() {
         "{outcomes:?}"
     );
 }
+
+/// A rolling deploy runs builds side by side: a replay of one and the live
+/// workers of another must take the same lock for the same projection. The
+/// ids are those builds before this one derived from the order of
+/// `Projection::ALL` (its index + 1), fixed now. An older build's live batch
+/// of notifications (a shared hold of id 5) keeps this build's replay from
+/// swapping, while it holds the others'; and the live batch that waits for a
+/// replay of an older build is `a_live_batch_waits_while_a_replay_holds_its_projection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_takes_the_locks_every_build_takes() {
+    let env = env().await;
+    let mut r = Recorder::new(env.pool());
+    shop(&mut r, 1).await;
+    let mut old_batch = env.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(1634168690, 5)")
+        .execute(&mut *old_batch)
+        .await
+        .unwrap();
+    let pool = env.pool().clone();
+    let replaying =
+        tokio::spawn(async move { replay(&pool, &ReplayOptions::default(), &mut Quiet).await });
+    let locks = || async {
+        sqlx::query_as::<_, (i64, String, bool)>(
+            "SELECT objid::bigint, mode, granted FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid::bigint = 1634168690 AND pid <> pg_backend_pid() ORDER BY 1, 3",
+        )
+        .fetch_all(env.pool())
+        .await
+        .unwrap()
+    };
+    crate::support::eventually("the replay waits for the older build's batch", || async {
+        locks()
+            .await
+            .iter()
+            .any(|(id, _, granted)| *id == 5 && !granted)
+    })
+    .await;
+    let exclusive = |id: i64, granted: bool| (id, "ExclusiveLock".to_owned(), granted);
+    assert_eq!(
+        locks().await,
+        [
+            // The replay's own, then users, products, orders, payments.
+            exclusive(0, true),
+            exclusive(1, true),
+            exclusive(2, true),
+            exclusive(3, true),
+            exclusive(4, true),
+            exclusive(5, false),
+            // The older build's batch.
+            (5, "ShareLock".to_owned(), true),
+        ]
+    );
+    old_batch.commit().await.unwrap();
+    let report = replaying.await.unwrap().unwrap();
+    assert!(report.swapped);
+}
