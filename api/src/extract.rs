@@ -36,7 +36,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(rejection.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes)
+        // Strict: an array is never an object, a float never an integer.
+        schemas::strict::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|err| ApiError::bad_request(format!("the body is not valid: {err}")))
     }

@@ -10,6 +10,7 @@
 pub mod commands;
 pub mod envelope;
 pub mod json;
+pub mod strict;
 pub mod subjects;
 pub mod trace;
 pub mod upcast;
