@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::{CommandError, StoreError};
+use domain::{Refusal, RefusalKind};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -111,7 +112,8 @@ impl ApiError {
         }
     }
 
-    /// 422 for a business rule, named by its slug.
+    /// 422 for a rule the edge itself checks, named by its slug; a domain
+    /// refusal goes through [`ApiError::refused`] instead.
     pub fn rule(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, detail)
     }
@@ -181,38 +183,27 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A domain refusal that knows its problem slug.
-pub trait Refusal: std::error::Error {
-    fn rule(&self) -> &'static str;
-}
-
-macro_rules! refusal {
-    ($($error:ty),*) => {$(
-        impl Refusal for $error {
-            fn rule(&self) -> &'static str {
-                <$error>::rule(self)
-            }
+impl ApiError {
+    /// A domain refusal of `kind`: the one place where kinds become statuses
+    /// and problem types.
+    pub fn refused(kind: RefusalKind, detail: impl Into<String>) -> Self {
+        match kind {
+            RefusalKind::NotFound => Self::not_found(detail),
+            RefusalKind::AlreadyExists => Self::conflict(detail),
+            RefusalKind::Invalid => Self::validation(vec![FieldError::new("body", detail)]),
+            RefusalKind::InvalidTransition => Self::rule("invalid-transition", detail),
+            RefusalKind::InsufficientStock => Self::rule("insufficient-stock", detail),
+            RefusalKind::UserDeactivated => Self::rule("user-deactivated", detail),
+            RefusalKind::ProductDiscontinued => Self::rule("product-discontinued", detail),
+            RefusalKind::CurrencyMismatch => Self::rule("currency-mismatch", detail),
         }
-    )*};
+    }
 }
-refusal!(
-    domain::user::UserError,
-    domain::product::ProductError,
-    domain::order::OrderError,
-    domain::payment::PaymentError
-);
 
 impl<E: Refusal> From<CommandError<E>> for ApiError {
     fn from(err: CommandError<E>) -> Self {
         match err {
-            CommandError::Rejected(refusal) => match refusal.rule() {
-                "not-found" => Self::not_found(refusal.to_string()),
-                "already-exists" => Self::conflict(refusal.to_string()),
-                "validation" => {
-                    Self::validation(vec![FieldError::new("body", refusal.to_string())])
-                }
-                slug => Self::rule(slug, refusal.to_string()),
-            },
+            CommandError::Rejected(refusal) => Self::refused(refusal.kind(), refusal.to_string()),
             CommandError::PreconditionFailed { expected, current } => Self::new(
                 StatusCode::PRECONDITION_FAILED,
                 "precondition-failed",

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::order::{CancelReason, Order, OrderCommand, OrderLine};
 use domain::values::{Money, Quantity};
+use domain::RefusalKind;
 use futures::future::try_join_all;
 use schemars::JsonSchema;
 use schemas::commands::{CancelOrder, PlaceOrder};
@@ -111,8 +112,8 @@ pub async fn place(
         fields.finish()?;
     }
     if !user.aggregate.is_active() {
-        return Err(ApiError::rule(
-            "user-deactivated",
+        return Err(ApiError::refused(
+            RefusalKind::UserDeactivated,
             "a deactivated user cannot place orders",
         ));
     }
@@ -130,8 +131,8 @@ pub async fn place(
         match product.price() {
             Some(price) if product.exists() => {
                 if !product.is_active() {
-                    return Err(ApiError::rule(
-                        "product-discontinued",
+                    return Err(ApiError::refused(
+            RefusalKind::ProductDiscontinued,
                         format!("product {product_id} is discontinued"),
                     ));
                 }
@@ -150,8 +151,8 @@ pub async fn place(
             .iter()
             .any(|l| l.unit_price.currency != first.unit_price.currency)
         {
-            return Err(ApiError::rule(
-                "currency-mismatch",
+            return Err(ApiError::refused(
+            RefusalKind::CurrencyMismatch,
                 "all products of one order must be priced in one currency",
             ));
         }

@@ -88,11 +88,11 @@ pub(crate) async fn apply(
             .await?
             .rows_affected()
         }
-        "OrderConfirmed" | "OrderShipped" => {
-            let status = if event.event_type == "OrderConfirmed" {
-                "confirmed"
-            } else {
-                "shipped"
+        "OrderConfirmed" | "OrderShipped" | "OrderRefunded" => {
+            let status = match event.event_type.as_str() {
+                "OrderConfirmed" => "confirmed",
+                "OrderShipped" => "shipped",
+                _ => "refunded",
             };
             sqlx::query(
                 "UPDATE rm_orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1",
@@ -188,6 +188,11 @@ pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), Project
         "OrderShipped" => {
             let row = row(rows)?;
             row.status = "shipped";
+            row
+        }
+        "OrderRefunded" => {
+            let row = row(rows)?;
+            row.status = "refunded";
             row
         }
         "OrderCancelled" => {

@@ -318,14 +318,16 @@ impl System {
             .await
             .expect("refund the payment");
         let order_id = done.aggregate.order_id().unwrap();
-        let command = OrderCommand::Cancel {
-            reason: CancelReason::Refunded,
-        };
         self.aggregates
             .orders
-            .execute(&order_id.to_string(), command, None, &self.metadata)
+            .execute(
+                &order_id.to_string(),
+                OrderCommand::Refund,
+                None,
+                &self.metadata,
+            )
             .await
-            .expect("cancel the refunded order");
+            .expect("the order follows its refunded payment");
     }
 
     pub async fn ship(&self, order_id: Uuid) {
