@@ -140,13 +140,69 @@ impl ApiError {
         )
     }
 
+    /// 408: the body arrived slower than the server waits for. The
+    /// connection closes, since the rest of the body is never read.
+    pub fn body_too_slow(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", detail)
+    }
+
+    /// 414: the request target is longer than the server reads.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request target is longer than {limit} bytes"),
+        )
+    }
+
+    /// 431: the request's header fields are larger than the server reads.
+    pub fn headers_too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header-fields-too-large",
+            detail,
+        )
+    }
+
+    /// 429 `too-many-connections`: this peer address holds as many
+    /// connections as one peer may.
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-connections",
+                format!("this address already holds {limit} open connections; reuse one"),
+            )
+        }
+    }
+
+    /// An error answer that is not problem+json (an extractor's rejection
+    /// written by axum, a parse error written by hyper) in the shape of
+    /// every other: same status, a slug named after it, and its text.
+    pub fn from_status(status: StatusCode, detail: impl Into<String>) -> Self {
+        let slug = match status {
+            StatusCode::BAD_REQUEST => "bad-request",
+            StatusCode::NOT_FOUND => "not-found",
+            StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+            StatusCode::REQUEST_TIMEOUT => "request-timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+            StatusCode::URI_TOO_LONG => "uri-too-long",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header-fields-too-large",
+            StatusCode::SERVICE_UNAVAILABLE => "service-unavailable",
+            status if status.is_server_error() => "internal",
+            _ => "bad-request",
+        };
+        Self::new(status, slug, detail)
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    /// The problem+json document of this error.
+    pub fn problem_json(&self) -> Vec<u8> {
         let body = Problem {
             kind: format!("/problems/{}", self.slug),
             title: self.title(),
@@ -154,12 +210,26 @@ impl IntoResponse for ApiError {
             detail: &self.detail,
             errors: &self.errors,
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let bytes = self.problem_json();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        // The rest of the request was never read, so the connection cannot
+        // carry another.
+        if matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // RFC 9110: every 401 names the scheme that would be accepted.
         if self.status == StatusCode::UNAUTHORIZED {
@@ -204,13 +274,11 @@ impl<E: Refusal> From<CommandError<E>> for ApiError {
     fn from(err: CommandError<E>) -> Self {
         match err {
             CommandError::Rejected(refusal) => Self::refused(refusal.kind(), refusal.to_string()),
-            CommandError::PreconditionFailed { expected, current } => Self::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition-failed",
-                format!(
+            CommandError::PreconditionFailed { expected, current } => {
+                crate::extract::precondition_failed(format!(
                     "If-Match names version {expected}, but the resource is at version {current}"
-                ),
-            ),
+                ))
+            }
             CommandError::Duplicate { field } => Self {
                 errors: vec![FieldError::new(field, "is already taken")],
                 ..Self::conflict(format!("this {field} is already taken"))
