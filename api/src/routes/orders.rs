@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{written, Fields};
 use crate::auth::{Admin, Caller, SignedIn};
 use crate::error::ApiError;
-use crate::extract::{parse_id, Context, IfMatch, JsonBody};
+use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
 
 const MAX_LINES: usize = 50;
@@ -55,6 +55,7 @@ fn view<'a>(id: &str, order: &'a Order, version: usize) -> OrderView<'a> {
 pub async fn place(
     State(state): State<AppState>,
     SignedIn(caller): SignedIn,
+    _new: IfMatchNothing,
     Context(metadata): Context,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
