@@ -8,6 +8,9 @@ use schemas::EventEnvelope;
 use serde_json::{json, Value};
 use testkit::TestDatabase;
 
+/// The token the children's gateway requires and their saga sends.
+pub const GATEWAY_TOKEN: &str = "ops-tests-gateway-token";
+
 /// One `agora serve --role all` child process, killable and restartable,
 /// with an `agora gateway` child beside it for its saga to charge.
 pub struct Agora {
@@ -73,6 +76,7 @@ impl Agora {
             let gateway = Command::new(env!("CARGO_BIN_EXE_agora"))
                 .arg("gateway")
                 .env("DATABASE_URL", &self.database_url)
+                .env("AGORA_GATEWAY_TOKEN", GATEWAY_TOKEN)
                 .env(
                     "AGORA_GATEWAY_ADDR",
                     format!("127.0.0.1:{}", self.gateway_port),
@@ -91,6 +95,7 @@ impl Agora {
                 "AGORA_GATEWAY_URL",
                 format!("http://127.0.0.1:{}", self.gateway_port),
             )
+            .env("AGORA_GATEWAY_TOKEN", GATEWAY_TOKEN)
             .env("DATABASE_URL", &self.database_url)
             .env("NATS_URL", &self.nats_url)
             .env("AGORA_NATS_PREFIX", &self.prefix)
