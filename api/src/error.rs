@@ -244,6 +244,13 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if let StoreError::CommitUnknown(_) = err {
+            tracing::warn!(error = %err, "event store connection lost mid-write");
+            return Self::unavailable(
+                "the connection to the event store was lost while this write was in flight: it may or may not have taken effect; read the resource before trying again",
+                1,
+            );
+        }
         if err.is_unavailable() {
             tracing::warn!(error = %err, "event store unavailable");
             Self::unavailable("the event store is unavailable; try again shortly", 1)

@@ -45,10 +45,15 @@ fn free_port() -> u16 {
 
 impl Agora {
     pub fn new(db: &TestDatabase, nats_url: &str, prefix: &str) -> Self {
+        Self::on(db.url(), nats_url, prefix)
+    }
+
+    /// On the database at `database_url` (a private cluster's, say).
+    pub fn on(database_url: String, nats_url: &str, prefix: &str) -> Self {
         Self {
             port: free_port(),
             gateway_port: free_port(),
-            database_url: db.url(),
+            database_url,
             nats_url: nats_url.to_owned(),
             prefix: prefix.to_owned(),
             child: None,
