@@ -9,6 +9,7 @@ mod exposition;
 mod hardening;
 mod idempotency;
 mod limits;
+mod malformed;
 mod observability;
 mod openapi;
 mod queries;
