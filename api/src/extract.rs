@@ -121,7 +121,11 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatchNothing {
 
 /// 412: a precondition of the request does not hold; nothing was written.
 pub fn precondition_failed(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::PRECONDITION_FAILED, "precondition-failed", detail)
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        detail,
+    )
 }
 
 /// The metadata stored with the events this request causes.

@@ -200,7 +200,10 @@ struct PeerSlot {
 impl Peers {
     fn admit(&self, ip: IpAddr, limit: usize) -> Option<PeerSlot> {
         // A std mutex: held for one map update, never across an await.
-        let mut open = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = open.entry(ip).or_insert(0);
         if limit > 0 && *count >= limit {
             if *count == 0 {
@@ -490,9 +493,18 @@ mod tests {
         let text = String::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
-        assert!(head.contains("content-type: application/problem+json"), "{head}");
-        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
-        assert!(head.contains("date: Tue, 01 Dec 2026 10:00:00 GMT"), "{head}");
+        assert!(
+            head.contains("content-type: application/problem+json"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        assert!(
+            head.contains("date: Tue, 01 Dec 2026 10:00:00 GMT"),
+            "{head}"
+        );
         let problem: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(problem["type"], "/problems/header-fields-too-large");
         assert_eq!(problem["status"], 431);

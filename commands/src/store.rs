@@ -379,7 +379,9 @@ where
         metadata: &CommandMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let started = std::time::Instant::now();
-        let mut result = self.execute_new_counted(id, command.clone(), metadata).await;
+        let mut result = self
+            .execute_new_counted(id, command.clone(), metadata)
+            .await;
         if lost_connection(&result) {
             result = self.execute_new_counted(id, command, metadata).await;
         }

@@ -198,9 +198,10 @@ impl Config {
             ));
         }
         let connections = api::ConnectionLimits {
-            header_read_timeout: Duration::from_millis(
-                env.get("AGORA_HEADER_READ_TIMEOUT_MS", DEFAULT_HEADER_READ_TIMEOUT_MS)?,
-            ),
+            header_read_timeout: Duration::from_millis(env.get(
+                "AGORA_HEADER_READ_TIMEOUT_MS",
+                DEFAULT_HEADER_READ_TIMEOUT_MS,
+            )?),
             keep_alive_timeout: Duration::from_millis(
                 env.get("AGORA_KEEP_ALIVE_TIMEOUT_MS", DEFAULT_KEEP_ALIVE_TIMEOUT_MS)?,
             ),
@@ -213,7 +214,10 @@ impl Config {
             max_headers: env.get("AGORA_MAX_HEADERS", DEFAULT_MAX_HEADERS)?,
         };
         for (name, value) in [
-            ("AGORA_HEADER_READ_TIMEOUT_MS", connections.header_read_timeout.as_millis() as usize),
+            (
+                "AGORA_HEADER_READ_TIMEOUT_MS",
+                connections.header_read_timeout.as_millis() as usize,
+            ),
             ("AGORA_MAX_URI_BYTES", connections.max_uri_bytes),
             ("AGORA_MAX_HEADER_BYTES", connections.max_header_bytes),
             ("AGORA_MAX_HEADERS", connections.max_headers),
@@ -397,7 +401,10 @@ mod tests {
         assert_eq!(c.header_read_timeout, Duration::from_secs(20));
         assert_eq!(c.keep_alive_timeout, Duration::from_secs(75));
         assert_eq!(c.max_connections_per_peer, 256);
-        assert_eq!((c.max_uri_bytes, c.max_header_bytes, c.max_headers), (8192, 16384, 100));
+        assert_eq!(
+            (c.max_uri_bytes, c.max_header_bytes, c.max_headers),
+            (8192, 16384, 100)
+        );
         assert_eq!(config.http.body_read_timeout, Duration::from_secs(20));
         assert_eq!(config.http.body_min_rate, 500);
         assert_eq!(config.http.idempotency_sweep.batch, 1000);

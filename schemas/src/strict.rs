@@ -275,15 +275,24 @@ mod tests {
         let good = br#"{"sku": "S", "name": "N", "price": {"amount": 100, "currency": "EUR"}, "stock": 1}"#;
         assert_eq!(from_slice::<CreateProduct>(good).unwrap().price.amount, 100);
         let order = br#"{"user_id": "u", "lines": [{"product_id": "p", "quantity": 2}], "payment_token": "t"}"#;
-        assert_eq!(from_slice::<PlaceOrder>(order).unwrap().lines[0].quantity, 2);
+        assert_eq!(
+            from_slice::<PlaceOrder>(order).unwrap().lines[0].quantity,
+            2
+        );
     }
 
     #[test]
     fn only_json_integers_within_range_are_integers() {
         let parse = |text: &str| from_slice::<AdjustStock>(text.as_bytes()).map(|b| b.delta);
         assert_eq!(parse(r#"{"delta": 3}"#).unwrap(), 3);
-        assert_eq!(parse(r#"{"delta": -9223372036854775808}"#).unwrap(), i64::MIN);
-        assert_eq!(parse(r#"{"delta": 9223372036854775807}"#).unwrap(), i64::MAX);
+        assert_eq!(
+            parse(r#"{"delta": -9223372036854775808}"#).unwrap(),
+            i64::MIN
+        );
+        assert_eq!(
+            parse(r#"{"delta": 9223372036854775807}"#).unwrap(),
+            i64::MAX
+        );
         for bad in [
             r#"{"delta": 1e2}"#,
             r#"{"delta": 100.0}"#,

@@ -387,7 +387,9 @@ impl TestPostgres {
     /// Creates the cluster and starts it.
     pub fn start() -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL's server binaries (/usr/lib/postgresql; see ops/scripts/services.sh)")
+            .expect(
+                "PostgreSQL's server binaries (/usr/lib/postgresql; see ops/scripts/services.sh)",
+            )
             .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
             .filter(|bin| bin.join("initdb").exists())
             .max_by_key(|bin| {
@@ -406,7 +408,8 @@ impl TestPostgres {
         std::fs::create_dir_all(&dir).expect("create the cluster's directory");
         let owner = running_as_root().then(postgres_user);
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("hand the directory to postgres");
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .expect("hand the directory to postgres");
         }
         let server = Self {
             port,
@@ -416,7 +419,16 @@ impl TestPostgres {
         };
         server.run(
             "initdb",
-            &["-D", &server.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
         );
         server.resume();
         server
@@ -438,7 +450,16 @@ impl TestPostgres {
         let log = self.dir.join("postgres.log");
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log.display().to_string(), "-o", &options, "-w", "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
         );
     }
 
@@ -462,7 +483,9 @@ impl TestPostgres {
         if let Some((uid, gid)) = self.owner {
             command.uid(uid).gid(gid);
         }
-        let output = command.output().unwrap_or_else(|err| panic!("run {tool}: {err}"));
+        let output = command
+            .output()
+            .unwrap_or_else(|err| panic!("run {tool}: {err}"));
         assert!(
             output.status.success(),
             "{tool} {args:?} failed: {}",

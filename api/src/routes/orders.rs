@@ -133,7 +133,7 @@ pub async fn place(
             Some(price) if product.exists() => {
                 if !product.is_active() {
                     return Err(ApiError::refused(
-            RefusalKind::ProductDiscontinued,
+                        RefusalKind::ProductDiscontinued,
                         format!("product {product_id} is discontinued"),
                     ));
                 }
@@ -153,7 +153,7 @@ pub async fn place(
             .any(|l| l.unit_price.currency != first.unit_price.currency)
         {
             return Err(ApiError::refused(
-            RefusalKind::CurrencyMismatch,
+                RefusalKind::CurrencyMismatch,
                 "all products of one order must be priced in one currency",
             ));
         }

@@ -2,9 +2,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::order::{OrderCommand, OrderStatus};
-use domain::RefusalKind;
 use domain::payment::{Payment, PaymentCommand};
 use domain::values::Money;
+use domain::RefusalKind;
 use schemars::JsonSchema;
 use serde::Serialize;
 use uuid::Uuid;
@@ -68,7 +68,9 @@ pub async fn refund(
             status @ (OrderStatus::Cancelled | OrderStatus::Refunded) => {
                 return Err(ApiError::refused(
                     RefusalKind::InvalidTransition,
-                    format!("the order is {status} already; its payment is settled by the order flow"),
+                    format!(
+                        "the order is {status} already; its payment is settled by the order flow"
+                    ),
                 ))
             }
         }

@@ -143,7 +143,10 @@ async fn slow_heads_are_cut_off_idle_connections_time_out_and_peers_are_capped()
     // A header line every 200 ms keeps bytes coming, but the head is due
     // 500 ms after its first byte.
     let mut trickle = TcpStream::connect(app.addr).await.unwrap();
-    trickle.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let mut cut = false;
     for i in 0..50 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -190,7 +193,9 @@ async fn slow_heads_are_cut_off_idle_connections_time_out_and_peers_are_capped()
     testkit::eventually("a freed slot serves again", || async {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
         stream.write_all(get).await.unwrap();
-        read_answer(&mut stream).await.is_some_and(|a| a.status == 200)
+        read_answer(&mut stream)
+            .await
+            .is_some_and(|a| a.status == 200)
     })
     .await;
 }
@@ -287,10 +292,17 @@ async fn only_answers_worth_replaying_are_stored() {
         .await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     let answer = app
-        .send(send("taken", json!({"email": "a@example.com", "name": "Ada"})))
+        .send(send(
+            "taken",
+            json!({"email": "a@example.com", "name": "Ada"}),
+        ))
         .await;
     assert_problem(&answer, 409, "conflict");
-    assert_eq!(records().await, 2, "a 201 and a 409 of a taken email are stored");
+    assert_eq!(
+        records().await,
+        2,
+        "a 201 and a 409 of a taken email are stored"
+    );
 }
 
 // 4. A 9,000-character subject with an Idempotency-Key was a 500: the scope
@@ -347,9 +359,7 @@ async fn arrays_for_objects_and_floats_for_integers_are_400() {
         ),
         (
             "/orders",
-            format!(
-                r#"{{"user_id":"{user}","lines":[["{product}",1]],"payment_token":"tok_ok"}}"#
-            ),
+            format!(r#"{{"user_id":"{user}","lines":[["{product}",1]],"payment_token":"tok_ok"}}"#),
         ),
     ];
     for (path, body) in cases {
@@ -377,22 +387,42 @@ async fn answers_to_broken_requests_are_problem_json() {
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(answer.problem_type(), "/problems/bad-request");
     assert_eq!(answer.headers["content-type"], "application/problem+json");
-    let answer = app.post("/products/%C3%28/stock", json!({"delta": 1})).await;
+    let answer = app
+        .post("/products/%C3%28/stock", json!({"delta": 1}))
+        .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(answer.headers["content-type"], "application/problem+json");
 
-    let long_uri = format!("GET /products?q={} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(10_000));
-    let huge_uri = format!("GET /products?q={} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
-    let big_header = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "b".repeat(20_000));
-    let huge_header = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "b".repeat(500_000));
+    let long_uri = format!(
+        "GET /products?q={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let huge_uri = format!(
+        "GET /products?q={} HTTP/1.1\r\nhost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
     let many_headers = format!(
         "GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n",
-        (0..150).map(|i| format!("x-h{i}: v\r\n")).collect::<String>()
+        (0..150)
+            .map(|i| format!("x-h{i}: v\r\n"))
+            .collect::<String>()
     );
     let cases: Vec<(Vec<u8>, u16, &str)> = vec![
         (b"BLAH\r\n\r\n".to_vec(), 400, "bad-request"),
         (b"GET / HTTP/9.9\r\n\r\n".to_vec(), 400, "bad-request"),
-        (b"GET /healthz HTTP/1.1\r\nbad header\r\n\r\n".to_vec(), 400, "bad-request"),
+        (
+            b"GET /healthz HTTP/1.1\r\nbad header\r\n\r\n".to_vec(),
+            400,
+            "bad-request",
+        ),
         (b"\x00\x01\x02\x03\r\n\r\n".to_vec(), 400, "bad-request"),
         (long_uri.into_bytes(), 414, "uri-too-long"),
         (huge_uri.into_bytes(), 431, "header-fields-too-large"),
@@ -405,7 +435,11 @@ async fn answers_to_broken_requests_are_problem_json() {
         let shown = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
         assert_eq!(answer.status, status, "{shown}: {}", answer.head);
         assert!(answer.is_problem_json(), "{shown}: {}", answer.head);
-        assert_eq!(answer.problem_type(), format!("/problems/{problem}"), "{shown}");
+        assert_eq!(
+            answer.problem_type(),
+            format!("/problems/{problem}"),
+            "{shown}"
+        );
         assert_eq!(answer.body["status"], status);
     }
     assert_eq!(app.event_count().await, before);
@@ -421,7 +455,9 @@ async fn unknown_query_parameters_of_the_event_stream_are_400() {
         .get(&format!("/aggregates/product/{product}/events?sequence=2"))
         .await;
     assert_problem(&answer, 400, "bad-request");
-    let answer = app.get(&format!("/aggregates/product/{product}/events")).await;
+    let answer = app
+        .get(&format!("/aggregates/product/{product}/events"))
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
@@ -434,7 +470,8 @@ async fn a_create_with_if_match_other_than_zero_is_412() {
     let product = app.create_product("PEN-1", 100, "EUR", 5).await.id();
     let before = app.event_count().await;
     let order = json!({"user_id": user, "lines": [{"product_id": product, "quantity": 1}], "payment_token": "tok_ok"});
-    let product_body = json!({"sku": "PEN-2", "name": "N", "price": {"amount": 1, "currency": "EUR"}, "stock": 1});
+    let product_body =
+        json!({"sku": "PEN-2", "name": "N", "price": {"amount": 1, "currency": "EUR"}, "stock": 1});
     for (path, body) in [
         ("/orders", &order),
         ("/products", &product_body),
@@ -490,14 +527,20 @@ async fn refunding_a_shipped_order_makes_it_refunded_not_cancelled() {
                 },
                 PaymentCommand::Capture,
             ] {
-                payments.execute(&id, command, None, &metadata).await.unwrap();
+                payments
+                    .execute(&id, command, None, &metadata)
+                    .await
+                    .unwrap();
             }
             let orders = &app.state.aggregates.orders;
             for command in [
                 OrderCommand::AssignPayment { payment_id },
                 OrderCommand::Confirm,
             ] {
-                orders.execute(&order, command, None, &metadata).await.unwrap();
+                orders
+                    .execute(&order, command, None, &metadata)
+                    .await
+                    .unwrap();
             }
             payment_id
         }
@@ -519,7 +562,13 @@ async fn refunding_a_shipped_order_makes_it_refunded_not_cancelled() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["status"], "refunded");
-    let order = app.state.aggregates.orders.load_stored(&shipped).await.unwrap();
+    let order = app
+        .state
+        .aggregates
+        .orders
+        .load_stored(&shipped)
+        .await
+        .unwrap();
     assert_eq!(order.aggregate.status(), OrderStatus::Refunded);
     assert_eq!(order.aggregate.cancel_reason(), None);
     assert_eq!(app.events_of_type("OrderRefunded").await, 1);
@@ -528,7 +577,10 @@ async fn refunding_a_shipped_order_makes_it_refunded_not_cancelled() {
     // A refunded order cannot be cancelled or refunded again.
     let before = app.event_count().await;
     let answer = app
-        .post(&format!("/orders/{shipped}/cancel"), json!({"reason": "customer_request"}))
+        .post(
+            &format!("/orders/{shipped}/cancel"),
+            json!({"reason": "customer_request"}),
+        )
         .await;
     assert_problem(&answer, 422, "invalid-transition");
     let answer = app
@@ -544,7 +596,13 @@ async fn refunding_a_shipped_order_makes_it_refunded_not_cancelled() {
         .post_empty(&format!("/payments/{confirmed_payment}/refund"))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let order = app.state.aggregates.orders.load_stored(&confirmed).await.unwrap();
+    let order = app
+        .state
+        .aggregates
+        .orders
+        .load_stored(&confirmed)
+        .await
+        .unwrap();
     assert_eq!(order.aggregate.status(), OrderStatus::Cancelled);
 
     // A cancelled order's payment is the order flow's to settle: refused
@@ -552,7 +610,10 @@ async fn refunding_a_shipped_order_makes_it_refunded_not_cancelled() {
     let cancelled = place().await;
     let cancelled_payment = paid(cancelled.clone()).await;
     let answer = app
-        .post(&format!("/orders/{cancelled}/cancel"), json!({"reason": "customer_request"}))
+        .post(
+            &format!("/orders/{cancelled}/cancel"),
+            json!({"reason": "customer_request"}),
+        )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     let before = app.event_count().await;

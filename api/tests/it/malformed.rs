@@ -134,7 +134,10 @@ async fn no_malformed_request_gets_a_5xx_and_every_error_is_problem_json() {
             format!("x-request-id: {}\r\n", "r".repeat(5_000)),
             (0..120).map(|i| format!("x-h{i}: v\r\n")).collect(),
         ];
-        let path = route.path.replace("{type}", "product").replace("{id}", &product);
+        let path = route
+            .path
+            .replace("{type}", "product")
+            .replace("{id}", &product);
         for extra in &headers {
             requests.push((
                 format!("{method} {path} with {}", &extra[..extra.len().min(30)]),
@@ -180,7 +183,10 @@ async fn no_malformed_request_gets_a_5xx_and_every_error_is_problem_json() {
         if answer.status >= 500 {
             failures.push(format!("{what}: {} {}", answer.status, answer.body));
         } else if answer.status >= 400 && !answer.is_problem_json() {
-            failures.push(format!("{what}: {} is not problem+json: {}", answer.status, answer.head));
+            failures.push(format!(
+                "{what}: {} is not problem+json: {}",
+                answer.status, answer.head
+            ));
         } else if answer.status >= 400 && answer.body["status"] != answer.status {
             failures.push(format!("{what}: problem body {}", answer.body));
         }

@@ -125,13 +125,12 @@ async fn claim_replay_mismatch_abandon_and_expiry() {
         keys.claim("alice", "k1", "h1").await.unwrap(),
         Claim::Mismatch
     );
-    let (state, body): (String, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT state, body FROM idempotency_keys WHERE scope = $1 AND key = 'k1'",
-    )
-    .bind(IdempotencyStore::scope_hash("alice"))
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (state, body): (String, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT state, body FROM idempotency_keys WHERE scope = $1 AND key = 'k1'")
+            .bind(IdempotencyStore::scope_hash("alice"))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((state.as_str(), body), ("in_flight", None));
 
     // A claim left in flight by a process that died is taken over after a
@@ -235,11 +234,15 @@ async fn the_sweep_deletes_records_past_24_hours_in_bounded_batches() {
     for i in 0..7 {
         let key = format!("old-{i}");
         keys.claim("alice", &key, "h").await.unwrap();
-        keys.complete("alice", &key, "h", &response()).await.unwrap();
+        keys.complete("alice", &key, "h", &response())
+            .await
+            .unwrap();
         age(&db.pool, "alice", &key, "25 hours").await;
     }
     keys.claim("alice", "fresh", "h").await.unwrap();
-    keys.complete("alice", "fresh", "h", &response()).await.unwrap();
+    keys.complete("alice", "fresh", "h", &response())
+        .await
+        .unwrap();
     age(&db.pool, "alice", "fresh", "23 hours").await;
 
     // One statement deletes at most a batch, oldest first.

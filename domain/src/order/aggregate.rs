@@ -830,7 +830,10 @@ mod tests {
         );
         assert_eq!(OrderError::AlreadyExists.kind(), RefusalKind::AlreadyExists);
         assert_eq!(OrderError::NotFound.kind(), RefusalKind::NotFound);
-        assert_eq!(OrderError::CurrencyMismatch.kind(), RefusalKind::CurrencyMismatch);
+        assert_eq!(
+            OrderError::CurrencyMismatch.kind(),
+            RefusalKind::CurrencyMismatch
+        );
         let p = product(1);
         for e in [
             OrderError::NoLines,

@@ -484,7 +484,10 @@ mod tests {
         };
         assert_eq!(err.to_string(), "cannot go from pending to captured");
         assert_eq!(err.kind(), RefusalKind::InvalidTransition);
-        assert_eq!(PaymentError::AlreadyExists.kind(), RefusalKind::AlreadyExists);
+        assert_eq!(
+            PaymentError::AlreadyExists.kind(),
+            RefusalKind::AlreadyExists
+        );
         assert_eq!(PaymentError::NotFound.kind(), RefusalKind::NotFound);
         assert_eq!(PaymentError::InvalidAmount.kind(), RefusalKind::Invalid);
     }

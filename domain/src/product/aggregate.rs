@@ -1043,9 +1043,15 @@ mod tests {
 
     #[test]
     fn error_rules() {
-        assert_eq!(ProductError::AlreadyExists.kind(), RefusalKind::AlreadyExists);
+        assert_eq!(
+            ProductError::AlreadyExists.kind(),
+            RefusalKind::AlreadyExists
+        );
         assert_eq!(ProductError::NotFound.kind(), RefusalKind::NotFound);
-        assert_eq!(ProductError::Discontinued.kind(), RefusalKind::ProductDiscontinued);
+        assert_eq!(
+            ProductError::Discontinued.kind(),
+            RefusalKind::ProductDiscontinued
+        );
         assert_eq!(
             ProductError::InsufficientStock {
                 available: 1,

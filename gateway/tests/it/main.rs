@@ -256,21 +256,41 @@ async fn every_route_refuses_a_caller_without_the_token_and_changes_nothing() {
     let gateway = spawn().await;
     let stranger = reqwest::Client::new();
     let attempts: Vec<(reqwest::Method, &str, Option<&str>, Value)> = vec![
-        (reqwest::Method::POST, "/admin/outage", None, json!({"down": true})),
+        (
+            reqwest::Method::POST,
+            "/admin/outage",
+            None,
+            json!({"down": true}),
+        ),
         (
             reqwest::Method::POST,
             "/charges",
             None,
             json!({"amount": 100, "currency": "EUR", "token": "tok_ok"}),
         ),
-        (reqwest::Method::POST, "/refunds", None, json!({"charge_key": "k"})),
+        (
+            reqwest::Method::POST,
+            "/refunds",
+            None,
+            json!({"charge_key": "k"}),
+        ),
         (reqwest::Method::GET, "/charges", None, Value::Null),
         (reqwest::Method::GET, "/refunds", None, Value::Null),
         (reqwest::Method::GET, "/admin/requests", None, Value::Null),
         (reqwest::Method::GET, "/healthz", None, Value::Null),
         (reqwest::Method::GET, "/no-such-path", None, Value::Null),
-        (reqwest::Method::GET, "/charges", Some("Bearer wrong-token"), Value::Null),
-        (reqwest::Method::GET, "/charges", Some("Bearer gateway-tests-tokenX"), Value::Null),
+        (
+            reqwest::Method::GET,
+            "/charges",
+            Some("Bearer wrong-token"),
+            Value::Null,
+        ),
+        (
+            reqwest::Method::GET,
+            "/charges",
+            Some("Bearer gateway-tests-tokenX"),
+            Value::Null,
+        ),
         (reqwest::Method::GET, "/charges", Some(TOKEN), Value::Null),
     ];
     for (method, path, authorization, body) in attempts {

@@ -73,7 +73,9 @@ async fn a_postgres_restart_under_load_answers_503_with_retry_after_never_500() 
                             let status = response.status().as_u16();
                             let retry_after = response.headers().contains_key("retry-after");
                             let body: Value = response.json().await.unwrap_or(Value::Null);
-                            if status == 503 && (!retry_after || body["type"] != "/problems/service-unavailable") {
+                            if status == 503
+                                && (!retry_after || body["type"] != "/problems/service-unavailable")
+                            {
                                 bare_503s.lock().unwrap().push(body.clone());
                             }
                             format!("{status} {}", body["type"].as_str().unwrap_or(""))
@@ -106,10 +108,14 @@ async fn a_postgres_restart_under_load_answers_503_with_retry_after_never_500() 
         postgres.resume();
     }
     let before = ok(&answers.lock().unwrap());
-    eventually_within("commands go through after the restarts", Duration::from_secs(60), || {
-        let answers = Arc::clone(&answers);
-        async move { ok(&answers.lock().unwrap()) > before + 200 }
-    })
+    eventually_within(
+        "commands go through after the restarts",
+        Duration::from_secs(60),
+        || {
+            let answers = Arc::clone(&answers);
+            async move { ok(&answers.lock().unwrap()) > before + 200 }
+        },
+    )
     .await;
     running.store(false, Ordering::SeqCst);
     for client in clients {
@@ -124,7 +130,10 @@ async fn a_postgres_restart_under_load_answers_503_with_retry_after_never_500() 
             !(outcome.starts_with("200") || outcome.as_str() == "503 /problems/service-unavailable")
         })
         .collect();
-    assert!(unexpected.is_empty(), "only 200 and 503 problems: {answers:?}");
+    assert!(
+        unexpected.is_empty(),
+        "only 200 and 503 problems: {answers:?}"
+    );
     assert!(
         bare_503s.lock().unwrap().is_empty(),
         "every 503 is a problem with Retry-After: {:?}",
@@ -134,7 +143,10 @@ async fn a_postgres_restart_under_load_answers_503_with_retry_after_never_500() 
     // Nothing acknowledged was lost: the product's version counts every
     // 200, and at most the 503s besides (a write in flight may have landed).
     let product: Value = http
-        .get(format!("{base}/aggregates/product/{}/events", product["id"].as_str().unwrap()))
+        .get(format!(
+            "{base}/aggregates/product/{}/events",
+            product["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -147,7 +159,10 @@ async fn a_postgres_restart_under_load_answers_503_with_retry_after_never_500() 
         .iter()
         .filter(|e| e["event_type"] == "ProductStockAdjusted")
         .count();
-    let unavailable = answers.get("503 /problems/service-unavailable").copied().unwrap_or(0);
+    let unavailable = answers
+        .get("503 /problems/service-unavailable")
+        .copied()
+        .unwrap_or(0);
     let acknowledged = ok(&answers);
     assert!(
         adjusted >= acknowledged && adjusted <= acknowledged + unavailable,
