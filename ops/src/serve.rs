@@ -123,6 +123,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             lease: gateway.saga_lease,
             concurrency: gateway.saga_concurrency,
             repair: config.repair.clone(),
+            gateway_token: gateway.token.as_ref().map(|t| t.expose().to_owned()),
             ..saga::SagaOptions::new(prefix.clone(), gateway.url.clone())
         };
         let saga = saga::Saga::new(pool.clone(), nats.clone(), aggregates.clone(), options)
@@ -143,7 +144,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 
     let options = HttpOptions {
         body_limit: config.http.body_limit,
+        body_read_timeout: config.http.body_read_timeout,
+        body_min_rate: config.http.body_min_rate,
         request_timeout: config.http.request_timeout,
+        connections: config.http.connections.clone(),
         consistency_wait: config.consistency_wait,
         nats_prefix: prefix.clone(),
         auth: match (&config.auth.jwt_secret, config.auth.enabled) {
@@ -163,6 +167,12 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             prefix.clone(),
             state.clone(),
         ));
+        // Every API process sweeps; concurrent sweeps skip each other's rows.
+        tasks.push(tokio::spawn(commands::idempotency::sweep(
+            state.idempotency.clone(),
+            config.http.idempotency_sweep.clone(),
+            until_stopped(),
+        )));
         api::router(state.clone())
     } else {
         api::operations_router(state.clone())
@@ -172,9 +182,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         .with_context(|| format!("binding AGORA_HTTP_ADDR={}", config.http.addr))?;
     tracing::info!(addr = %config.http.addr, role = ?role, prefix = %prefix, auth = config.auth.enabled, "serving");
     let (close, closed) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(api::serve(listener, app, async move {
-        let _ = closed.await;
-    }));
+    let mut server = tokio::spawn(api::serve(
+        listener,
+        app,
+        config.http.connections.clone(),
+        async move {
+            let _ = closed.await;
+        },
+    ));
     tokio::select! {
         () = shutdown_signal() => {}
         ended = &mut server => {

@@ -44,6 +44,9 @@ pub struct SagaOptions {
     /// The deployment's NATS prefix.
     pub prefix: String,
     pub gateway_url: String,
+    /// Sent as `Authorization: Bearer` on every gateway call
+    /// (`AGORA_GATEWAY_TOKEN`); `None` sends none.
+    pub gateway_token: Option<String>,
     /// One gateway call, at most. Longer than `tok_slow`'s 2 s.
     pub gateway_timeout: Duration,
     /// Past this since placing, an order whose payment could not go through
@@ -75,6 +78,7 @@ impl SagaOptions {
         Self {
             prefix: prefix.into(),
             gateway_url: gateway_url.into(),
+            gateway_token: None,
             gateway_timeout: Duration::from_secs(5),
             payment_deadline: Duration::from_secs(60),
             retry_base: Duration::from_millis(200),
@@ -93,7 +97,7 @@ impl SagaOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
     #[error("cannot build the gateway client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] client::ClientError),
     #[error("the lease ({lease:?}) must be longer than twice the gateway timeout ({timeout:?})")]
     LeaseTooShort { lease: Duration, timeout: Duration },
 }
@@ -118,7 +122,11 @@ impl Saga {
                 timeout: options.gateway_timeout,
             });
         }
-        let client = GatewayClient::new(&options.gateway_url, options.gateway_timeout)?;
+        let client = GatewayClient::new(
+            &options.gateway_url,
+            options.gateway_timeout,
+            options.gateway_token.as_deref(),
+        )?;
         let breaker = Breaker::new(options.breaker_threshold, options.breaker_cool_down);
         Ok(Self {
             process: Arc::new(process::Process {

@@ -96,7 +96,12 @@ pub enum OrderEvent {
     OrderShipped {},
     OrderCancelled {
         reason: String,
+        /// Absent from no stored cancellation; a refund of a shipped order
+        /// was stored as a cancellation before `OrderRefunded` existed.
+        #[serde(default)]
+        previous_status: Option<String>,
     },
+    OrderRefunded {},
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -334,6 +339,7 @@ mod tests {
             stored("order", O::OrderPaymentAssigned { payment_id: id }),
             stored("order", O::OrderConfirmed {}),
             stored("order", O::OrderShipped {}),
+            stored("order", O::OrderRefunded {}),
             stored(
                 "order",
                 O::OrderCancelled {

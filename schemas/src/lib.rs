@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod events;
 pub mod json;
 pub mod names;
+pub mod strict;
 pub mod subjects;
 pub mod trace;
 pub mod upcast;

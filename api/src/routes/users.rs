@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{written, Fields};
 use crate::auth::SignedIn;
 use crate::error::ApiError;
-use crate::extract::{parse_id, Context, IfMatch, JsonBody};
+use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
 
 /// The answer to a write on a user: the aggregate as it now is.
@@ -37,6 +37,7 @@ fn view<'a>(id: &str, user: &'a User, version: usize) -> UserView<'a> {
 /// Policy: open to all, so anyone can sign up.
 pub async fn register(
     State(state): State<AppState>,
+    _new: IfMatchNothing,
     Context(metadata): Context,
     JsonBody(body): JsonBody<RegisterUser>,
 ) -> Result<Response, ApiError> {

@@ -91,11 +91,20 @@ impl Model for Orders {
             }
             OrderEvent::OrderConfirmed {} => self.update(event)?.status = "confirmed".into(),
             OrderEvent::OrderShipped {} => self.update(event)?.status = "shipped".into(),
-            OrderEvent::OrderCancelled { reason } => {
+            // Before `OrderRefunded` existed, refunding a shipped order was
+            // stored as this cancellation; it means what `OrderRefunded` means.
+            OrderEvent::OrderCancelled {
+                reason,
+                previous_status,
+            } if reason == "refunded" && previous_status.as_deref() == Some("shipped") => {
+                self.update(event)?.status = "refunded".into();
+            }
+            OrderEvent::OrderCancelled { reason, .. } => {
                 let row = self.update(event)?;
                 row.status = "cancelled".into();
                 row.cancel_reason = Some(reason.clone());
             }
+            OrderEvent::OrderRefunded {} => self.update(event)?.status = "refunded".into(),
         }
         Ok(vec![change(MODEL, event.id, event.sequence)])
     }

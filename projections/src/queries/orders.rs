@@ -14,8 +14,8 @@ pub struct OrderView {
     pub user_id: Uuid,
     pub lines: Vec<OrderLineView>,
     pub total: MoneyView,
-    /// `pending`, `confirmed`, `shipped` or `cancelled`.
-    #[schemars(extend("enum" = ["pending", "confirmed", "shipped", "cancelled"]))]
+    /// `pending`, `confirmed`, `shipped`, `cancelled` or `refunded`.
+    #[schemars(extend("enum" = ["pending", "confirmed", "shipped", "cancelled", "refunded"]))]
     pub status: String,
     #[schemars(extend("enum" = ["out_of_stock", "payment_declined", "payment_unavailable", "customer_request", "refunded", null]))]
     pub cancel_reason: Option<String>,

@@ -450,19 +450,32 @@ impl Shop {
                 self.record(pool, "payment", id, "PaymentRefunded", "1.0", json!({}))
                     .await;
                 let o = self.payments[m].order;
-                if self.orders[o].status != "cancelled" {
-                    let previous = self.orders[o].status;
-                    self.orders[o].status = "cancelled";
-                    let order_id = self.orders[o].id;
-                    self.record(
-                        pool,
-                        "order",
-                        order_id,
-                        "OrderCancelled",
-                        "1.0",
-                        json!({"reason": "refunded", "previous_status": previous}),
-                    )
-                    .await;
+                let order_id = self.orders[o].id;
+                match self.orders[o].status {
+                    // A shipped order is refunded; older builds stored a
+                    // cancellation that means the same.
+                    "shipped" if arg % 2 == 0 => {
+                        self.orders[o].status = "refunded";
+                        self.record(pool, "order", order_id, "OrderRefunded", "1.0", json!({}))
+                            .await;
+                    }
+                    "cancelled" | "refunded" => {}
+                    previous => {
+                        self.orders[o].status = if previous == "shipped" {
+                            "refunded"
+                        } else {
+                            "cancelled"
+                        };
+                        self.record(
+                            pool,
+                            "order",
+                            order_id,
+                            "OrderCancelled",
+                            "1.0",
+                            json!({"reason": "refunded", "previous_status": previous}),
+                        )
+                        .await;
+                    }
                 }
             }
             (16, ..) => {

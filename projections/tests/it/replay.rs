@@ -757,7 +757,9 @@ async fn a_replay_takes_the_locks_every_build_takes() {
     let locks = || async {
         sqlx::query_as::<_, (i64, String, bool)>(
             "SELECT objid::bigint, mode, granted FROM pg_locks WHERE locktype = 'advisory'
-                 AND classid::bigint = 1634168690 AND pid <> pg_backend_pid() ORDER BY 1, 3",
+                 AND classid::bigint = 1634168690 AND pid <> pg_backend_pid()
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               ORDER BY 1, 3",
         )
         .fetch_all(env.pool())
         .await

@@ -94,7 +94,7 @@ impl Pipeline {
             let gateway_url = format!("http://{}", listener.local_addr()?);
             tokio::spawn(gateway::run(
                 listener,
-                gateway::GatewayOptions::new(db.pool.clone()),
+                gateway::GatewayOptions::new(db.pool.clone(), None),
                 until(),
             ));
             let saga = saga::Saga::new(
