@@ -259,7 +259,7 @@ impl Shop {
                     id,
                     available: stock,
                 });
-                let description = if arg % 2 == 0 {
+                let description = if arg.is_multiple_of(2) {
                     json!(null)
                 } else {
                     json!("described")
@@ -301,7 +301,7 @@ impl Shop {
                 self.products[p].available += delta;
                 let id = self.products[p].id;
                 // Both stored versions: v1 is upcast when read.
-                if arg % 2 == 0 {
+                if arg.is_multiple_of(2) {
                     self.record(
                         pool,
                         "product",
@@ -357,7 +357,7 @@ impl Shop {
             (11, .., Some(m)) => {
                 let id = self.payments[m].id;
                 match self.payments[m].status {
-                    "pending" if arg % 3 == 0 => {
+                    "pending" if arg.is_multiple_of(3) => {
                         self.record(
                             pool,
                             "payment",
@@ -454,7 +454,7 @@ impl Shop {
                 match self.orders[o].status {
                     // A shipped order is refunded; older builds stored a
                     // cancellation that means the same.
-                    "shipped" if arg % 2 == 0 => {
+                    "shipped" if arg.is_multiple_of(2) => {
                         self.orders[o].status = "refunded";
                         self.record(pool, "order", order_id, "OrderRefunded", "1.0", json!({}))
                             .await;
@@ -494,7 +494,7 @@ impl Shop {
             (17, .., Some(m)) if self.payments[m].status == "pending" => {
                 self.payments[m].status = "declined";
                 let id = self.payments[m].id;
-                let (kind, reason) = if arg % 2 == 0 {
+                let (kind, reason) = if arg.is_multiple_of(2) {
                     ("PaymentDeclined", "declined")
                 } else {
                     ("PaymentFailed", "gateway")
