@@ -361,6 +361,15 @@ impl TestNatsServer {
             let _ = child.wait();
         }
     }
+
+    /// Kills the server and deletes its store: every stream and consumer,
+    /// and every message they held, acknowledged or not, is gone, as when a
+    /// broker's disk is lost or an operator resets it. `resume` starts it
+    /// empty.
+    pub fn wipe(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Drop for TestNatsServer {

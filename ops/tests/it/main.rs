@@ -3,6 +3,7 @@
 //! stopped under load (what was lost: nothing), start-up and shutdown, and
 //! the deployment files held to the binary.
 
+mod broker_loss;
 mod crash;
 mod deploy;
 #[path = "../../../api/tests/it/exposition.rs"]

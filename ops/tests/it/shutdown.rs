@@ -147,3 +147,78 @@ async fn with_auth_on_the_server_takes_the_tokens_agora_token_prints() {
         .expect("send");
     assert_eq!(health.status().as_u16(), 200);
 }
+
+/// The bound on shutdown: the grace period plus 10 s, whatever Postgres and
+/// NATS do (a few seconds more for a loaded machine to deliver the exit).
+const BOUND: Duration = Duration::from_secs(1 + 10 + 5);
+
+/// Starts every role against a private NATS and waits until it is ready.
+async fn ready_on(db: &TestDatabase, nats: &testkit::TestNatsServer) -> Agora {
+    let prefix = test_prefix();
+    migrate_for(db, &nats.url(), &prefix).await;
+    let mut agora = Agora::new(db, &nats.url(), &prefix);
+    agora.start_with(&[("AGORA_SHUTDOWN_GRACE_MS", "1000")]);
+    let http = reqwest::Client::new();
+    let (client, server) = (&http, &agora);
+    eventually_within(
+        "the server is ready",
+        Duration::from_secs(30),
+        move || async move { matches!(readyz(client, server).await, Some((200, _))) },
+    )
+    .await;
+    create_product(&http, &agora, "DOWN-1").await;
+    agora
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_while_nats_is_down() {
+    let db = TestDatabase::with_pool_size(4).await;
+    let mut nats = testkit::TestNatsServer::start();
+    let mut agora = ready_on(&db, &nats).await;
+    nats.stop();
+    // Long enough for every role to notice and start retrying.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agora.terminate();
+    let status = agora
+        .exited(BOUND)
+        .await
+        .expect("the process exits within the grace period plus 10 s with NATS down");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_while_postgres_is_down() {
+    let postgres = testkit::TestPostgres::start();
+    let nats = testkit::TestNatsServer::start();
+    let prefix = test_prefix();
+    let database_url = postgres.url("agora");
+    let migrated = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .arg("migrate")
+        .env("DATABASE_URL", &database_url)
+        .env("NATS_URL", nats.url())
+        .env("AGORA_NATS_PREFIX", &prefix)
+        .env("RUST_LOG", "warn")
+        .status()
+        .await
+        .expect("run agora migrate");
+    assert!(migrated.success(), "agora migrate failed");
+    let mut agora = Agora::on(database_url, &nats.url(), &prefix);
+    agora.start_with(&[("AGORA_SHUTDOWN_GRACE_MS", "1000")]);
+    let http = reqwest::Client::new();
+    let (client, server) = (&http, &agora);
+    eventually_within(
+        "the server is ready",
+        Duration::from_secs(30),
+        move || async move { matches!(readyz(client, server).await, Some((200, _))) },
+    )
+    .await;
+    create_product(&http, &agora, "DOWN-2").await;
+    postgres.stop();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agora.terminate();
+    let status = agora
+        .exited(BOUND)
+        .await
+        .expect("the process exits within the grace period plus 10 s with Postgres down");
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -75,9 +75,14 @@ impl Agora {
     }
 
     /// Starts it with `env` on top of the defaults above and its stdout (the
-    /// logs) sent to `stdout`.
+    /// logs) sent to `stdout`. A process of one role other than the saga
+    /// (`AGORA_ROLE` in `env`) gets no gateway of its own.
     pub fn start_logged(&mut self, env: &[(&str, &str)], stdout: Stdio) {
-        if self.gateway.is_none() {
+        let role = env
+            .iter()
+            .find(|(name, _)| *name == "AGORA_ROLE")
+            .map_or("all", |(_, role)| *role);
+        if self.gateway.is_none() && matches!(role, "all" | "saga") {
             let gateway = Command::new(env!("CARGO_BIN_EXE_agora"))
                 .arg("gateway")
                 .env("DATABASE_URL", &self.database_url)
