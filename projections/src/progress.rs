@@ -30,11 +30,12 @@ pub struct ProjectionStatus {
 
 /// The status of each subscriber, in the order given.
 ///
-/// The lag counts the events after the subscriber's repair watermark (every
-/// event before it is known to be applied) whose sequence is above what the
-/// subscriber applied of their aggregate. While the repair runs, the
-/// watermark stays within a second or so of the newest event, so this reads
-/// a few rows through the (transaction_id, position) index.
+/// The lag counts the committed events of the aggregates it follows that it
+/// has not applied: those past the furthest one applied (an index range,
+/// cheap however long), and those before it but after the repair's
+/// watermark whose sequence is above what it applied of their aggregate
+/// (what the broker skipped or lost; the repair keeps the watermark within a
+/// second or so of the newest applied event, so a few rows).
 pub async fn status(
     pool: &PgPool,
     subscribers: &[&dyn Subscriber],
@@ -54,23 +55,36 @@ pub async fn status(
         .bind(name)
         .fetch_one(pool)
         .await?;
-        let lag: i64 = sqlx::query_scalar(
+        // Unapplied between the watermark and the furthest event applied (what
+        // the broker skipped or lost), then everything past it.
+        let missing: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (
                  SELECT 1 FROM events e
                  LEFT JOIN projection_applied p ON p.projection = $1
                       AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
-                 WHERE (e.transaction_id, e.position) > coalesce(
-                         (SELECT (w.transaction_id, w.position) FROM subscriber_watermarks w WHERE w.name = $1),
-                         ('0'::xid8, 0::bigint))
-                   AND e.aggregate_type = ANY($2)
+                 WHERE e.position > coalesce((SELECT position FROM subscriber_watermarks WHERE name = $1), 0)
+                   AND e.position <= $2
+                   AND e.aggregate_type = ANY($3)
                    AND coalesce(p.sequence, 0) < e.sequence
-                 LIMIT $3) unapplied",
+                 LIMIT $4) unapplied",
         )
         .bind(name)
+        .bind(position)
         .bind(subscriber.aggregate_types())
         .bind(LAG_CAP)
         .fetch_one(pool)
         .await?;
+        let ahead: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT 1 FROM events WHERE position > $1 AND aggregate_type = ANY($2) LIMIT $3
+             ) ahead",
+        )
+        .bind(position)
+        .bind(subscriber.aggregate_types())
+        .bind(LAG_CAP)
+        .fetch_one(pool)
+        .await?;
+        let lag = (missing + ahead).min(LAG_CAP);
         statuses.push(ProjectionStatus {
             name: name.to_owned(),
             position,

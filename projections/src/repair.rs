@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use schemas::{subjects, EventEnvelope, Recorded};
 use sqlx::{Connection, PgPool};
 
@@ -189,48 +190,52 @@ pub async fn round(
         DateTime<Utc>,
         DateTime<Utc>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.transaction_id::text, e.position,
-                coalesce(p.sequence, 0), e.recorded_at, now()
-           FROM events e
-           LEFT JOIN projection_applied p ON p.projection = $1
-                AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
-          WHERE (e.transaction_id, e.position) > ($2::text::xid8, $3)
-            AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-            AND e.aggregate_type = ANY($4)
-          ORDER BY e.transaction_id, e.position
-          LIMIT $5",
-    )
-    .bind(name)
-    .bind(&mark_transaction)
-    .bind(mark_position)
-    .bind(subscriber.aggregate_types())
-    .bind(options.window)
-    .fetch_all(&mut *tx)
-    .await?;
-
-    let mut round = Round {
-        checked: rows.len() as u64,
-        ..Round::default()
-    };
+    // Read lazily, in the index's order, and stop at the first event that
+    // cannot be vouched for yet: behind a backlog, a round costs the events
+    // applied since the last one, not the whole window.
     let grace = chrono::Duration::from_std(options.grace).unwrap_or(chrono::Duration::MAX);
     let patience = chrono::Duration::from_std(options.patience).unwrap_or(chrono::Duration::MAX);
-    // The watermark may move up to just before the first event it cannot
-    // vouch for.
-    let mut stop: Option<usize> = None;
+    let mut rows: Vec<Row> = Vec::new();
     let mut lost = Vec::new();
-    for (i, (_, _, sequence, _, position, applied, recorded_at, now)) in rows.iter().enumerate() {
-        if applied >= sequence {
-            continue;
-        }
-        let age = *now - *recorded_at;
-        if age >= grace && (idle || age >= patience) {
-            lost.push((i, *position));
-        } else {
-            round.waiting += 1;
-            stop.get_or_insert(i);
+    let mut stop: Option<usize> = None;
+    let mut round = Round::default();
+    {
+        let mut scan = sqlx::query_as::<_, Row>(
+            "SELECT e.aggregate_type, e.aggregate_id, e.sequence, e.transaction_id::text, e.position,
+                    coalesce(p.sequence, 0), e.recorded_at, now()
+               FROM events e
+               LEFT JOIN projection_applied p ON p.projection = $1
+                    AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
+              WHERE (e.transaction_id, e.position) > ($2::text::xid8, $3)
+                AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                AND e.aggregate_type = ANY($4)
+              ORDER BY e.transaction_id, e.position
+              LIMIT $5",
+        )
+        .bind(name)
+        .bind(&mark_transaction)
+        .bind(mark_position)
+        .bind(subscriber.aggregate_types())
+        .bind(options.window)
+        .fetch(&mut *tx);
+        while let Some(row) = scan.try_next().await? {
+            let (_, _, sequence, _, position, applied, recorded_at, now) = &row;
+            if applied < sequence {
+                let age = *now - *recorded_at;
+                if age >= grace && (idle || age >= patience) {
+                    lost.push((rows.len(), *position));
+                } else {
+                    // The watermark stops just before it.
+                    round.waiting += 1;
+                    stop = Some(rows.len());
+                    rows.push(row);
+                    break;
+                }
+            }
+            rows.push(row);
         }
     }
+    round.checked = rows.len() as u64;
 
     let mut changes = Vec::new();
     if !lost.is_empty() {

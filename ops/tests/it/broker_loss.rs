@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use testkit::{TestDatabase, TestNatsServer};
 
-use crate::support::{
-    assert_saga_finished, eventually_within, migrate_for, test_prefix, Agora,
-};
+use crate::support::{assert_saga_finished, eventually_within, migrate_for, test_prefix, Agora};
 
 /// Each role in its own `agora serve --role` process.
 struct System {
@@ -48,7 +46,11 @@ async fn order_status(http: &reqwest::Client, base: &str, id: &str) -> Option<St
 }
 
 /// The lag `agora projections` prints for each subscriber, by name.
-async fn printed_status(db: &TestDatabase, nats_url: &str, prefix: &str) -> Vec<(String, i64, i64)> {
+async fn printed_status(
+    db: &TestDatabase,
+    nats_url: &str,
+    prefix: &str,
+) -> Vec<(String, i64, i64)> {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
         .arg("projections")
         .env("DATABASE_URL", db.url())
@@ -96,7 +98,12 @@ async fn read_models_and_orders_converge_after_the_broker_loses_its_store() {
     .await;
 
     // Before the loss: a user, products, an order that confirms.
-    let user = post(&http, format!("{base}/users"), json!({"email": "lost@example.com", "name": "Lost"})).await;
+    let user = post(
+        &http,
+        format!("{base}/users"),
+        json!({"email": "lost@example.com", "name": "Lost"}),
+    )
+    .await;
     let user = user["id"].as_str().unwrap().to_owned();
     let mut products = Vec::new();
     for n in 0..3 {
@@ -115,9 +122,11 @@ async fn read_models_and_orders_converge_after_the_broker_loses_its_store() {
         }
     };
     let first = place(products[0].clone()).await;
-    eventually_within("the first order confirms", Duration::from_secs(60), || async {
-        order_status(&http, &base, &first).await.as_deref() == Some("confirmed")
-    })
+    eventually_within(
+        "the first order confirms",
+        Duration::from_secs(60),
+        || async { order_status(&http, &base, &first).await.as_deref() == Some("confirmed") },
+    )
     .await;
 
     // The projector and the saga go down; writes go on and are relayed,
@@ -126,14 +135,36 @@ async fn read_models_and_orders_converge_after_the_broker_loses_its_store() {
     system.saga.kill();
     let mut orders = vec![first];
     for (n, product) in products.iter().enumerate() {
-        post(&http, format!("{base}/products/{product}/stock"), json!({"delta": 5 + n as i64})).await;
-        post(&http, format!("{base}/products/{product}/price"), json!({"price": {"amount": 1000 + n as i64, "currency": "EUR"}})).await;
+        post(
+            &http,
+            format!("{base}/products/{product}/stock"),
+            json!({"delta": 5 + n as i64}),
+        )
+        .await;
+        post(
+            &http,
+            format!("{base}/products/{product}/price"),
+            json!({"price": {"amount": 1000 + n as i64, "currency": "EUR"}}),
+        )
+        .await;
         orders.push(place(product.clone()).await);
     }
-    post(&http, format!("{base}/users"), json!({"email": "later@example.com", "name": "Later"})).await;
-    eventually_within("the relay published everything", Duration::from_secs(60), || async {
-        commands::relay::lag(&db.pool, &prefix).await.map(|lag| lag == 0).unwrap_or(false)
-    })
+    post(
+        &http,
+        format!("{base}/users"),
+        json!({"email": "later@example.com", "name": "Later"}),
+    )
+    .await;
+    eventually_within(
+        "the relay published everything",
+        Duration::from_secs(60),
+        || async {
+            commands::relay::lag(&db.pool, &prefix)
+                .await
+                .map(|lag| lag == 0)
+                .unwrap_or(false)
+        },
+    )
     .await;
     nats.wipe();
     nats.resume();
@@ -141,10 +172,16 @@ async fn read_models_and_orders_converge_after_the_broker_loses_its_store() {
     // Measured against the events table, the loss shows as lag.
     let before = printed_status(&db, &nats.url(), &prefix).await;
     let lag_of = |rows: &[(String, i64, i64)], name: &str| {
-        rows.iter().find(|r| r.0 == name).map(|r| (r.1, r.2)).unwrap_or_else(|| panic!("{name} in {rows:?}"))
+        rows.iter()
+            .find(|r| r.0 == name)
+            .map(|r| (r.1, r.2))
+            .unwrap_or_else(|| panic!("{name} in {rows:?}"))
     };
     for name in ["products", "orders", "users", "notifications", "saga"] {
-        assert!(lag_of(&before, name).0 > 0, "{name} shows its lag: {before:?}");
+        assert!(
+            lag_of(&before, name).0 > 0,
+            "{name} shows its lag: {before:?}"
+        );
     }
 
     let lost_at = Instant::now();
@@ -153,17 +190,34 @@ async fn read_models_and_orders_converge_after_the_broker_loses_its_store() {
 
     // Every order reaches an end; every read model equals a rebuild.
     for order in &orders {
-        eventually_within("every order reaches an end", Duration::from_secs(90), || async {
-            matches!(order_status(&http, &base, order).await.as_deref(), Some("confirmed" | "cancelled"))
-        })
+        eventually_within(
+            "every order reaches an end",
+            Duration::from_secs(90),
+            || async {
+                matches!(
+                    order_status(&http, &base, order).await.as_deref(),
+                    Some("confirmed" | "cancelled")
+                )
+            },
+        )
         .await;
     }
     assert_saga_finished(&db).await;
-    eventually_within("the read models equal a rebuild", Duration::from_secs(90), || async {
-        projections::replay::verify(&db.pool).await.map(|d| d.is_empty()).unwrap_or(false)
-    })
+    eventually_within(
+        "the read models equal a rebuild",
+        Duration::from_secs(90),
+        || async {
+            projections::replay::verify(&db.pool)
+                .await
+                .map(|d| d.is_empty())
+                .unwrap_or(false)
+        },
+    )
     .await;
-    println!("converged {:?} after the projector and the saga came back", lost_at.elapsed());
+    println!(
+        "converged {:?} after the projector and the saga came back",
+        lost_at.elapsed()
+    );
     let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
         .fetch_one(&db.pool)
         .await
@@ -179,19 +233,31 @@ async fn read_models_and_orders_converge_after_the_broker_loses_its_store() {
         assert_eq!(lag_of(&after, name).0, 0, "{name}: {after:?}");
     }
     for name in ["users", "notifications", "saga"] {
-        assert!(lag_of(&after, name).1 > 0, "{name} repaired what was lost: {after:?}");
+        assert!(
+            lag_of(&after, name).1 > 0,
+            "{name} repaired what was lost: {after:?}"
+        );
     }
     let metrics_url = format!("{}/metrics", system.projector.base());
-    eventually_within("the metric shows the repair", Duration::from_secs(30), || async {
-        let Ok(response) = http.get(&metrics_url).send().await else {
-            return false;
-        };
-        let text = response.text().await.unwrap_or_default();
-        text.lines().any(|line| {
-            line.starts_with("agora_projection_repaired_events{projection=\"users\"}")
-                && line.split_whitespace().last().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) > 0.0
-        })
-    })
+    eventually_within(
+        "the metric shows the repair",
+        Duration::from_secs(30),
+        || async {
+            let Ok(response) = http.get(&metrics_url).send().await else {
+                return false;
+            };
+            let text = response.text().await.unwrap_or_default();
+            text.lines().any(|line| {
+                line.starts_with("agora_projection_repaired_events{projection=\"users\"}")
+                    && line
+                        .split_whitespace()
+                        .last()
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                        > 0.0
+            })
+        },
+    )
     .await;
     drop(system.relay);
     drop(system.api);

@@ -8,6 +8,7 @@
 //! `--quick` is the smoke mode CI runs: tiny numbers, a few seconds, so the
 //! harness cannot rot. Needs Postgres and NATS as the tests do.
 
+mod catchup;
 mod orders;
 mod pipeline;
 mod replay;
@@ -38,7 +39,7 @@ fn settings() -> Settings {
             }
             "--only" => settings.only = args.next(),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--only commands|stock|relay|reads|latency|orders|replay]");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--only commands|stock|relay|reads|latency|catchup|orders|replay]");
                 std::process::exit(2);
             }
         }
@@ -76,6 +77,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("latency") {
         pipeline::write_to_read(&settings, &mut table).await?;
+    }
+    if wants("catchup") {
+        catchup::run(&settings, &mut table).await?;
     }
     if wants("orders") {
         orders::run(&settings, &mut table).await?;

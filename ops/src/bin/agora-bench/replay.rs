@@ -15,7 +15,7 @@ use crate::Settings;
 /// renamed, orders that are placed, reserve stock, are paid, confirmed and
 /// shipped, and stock adjustments at version 1 (upcast on read). Per
 /// aggregate, sequences are dense and follow positions. Returns the count.
-async fn seed(db: &TestDatabase, events: i64) -> anyhow::Result<i64> {
+pub(crate) async fn seed(db: &TestDatabase, events: i64) -> anyhow::Result<i64> {
     let orders = events / 10;
     let users = (events / 25).max(1);
     let products = (events / 1000).max(5);

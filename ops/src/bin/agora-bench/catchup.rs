@@ -1,0 +1,196 @@
+//! Live catch-up: how fast the projections work through a backlog. A shop's
+//! history is written to the events table and relayed to JetStream, then
+//! the real `agora serve --role projector` starts on it; each projection's
+//! rate is the events it follows over the time until it has applied the
+//! last of them. The baseline is the same stream pulled and acknowledged by
+//! a bare JetStream consumer (no database): the delivery path's ceiling.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use futures::StreamExt;
+use projections::{Projection, Subscriber};
+use testkit::{TestDatabase, TestNats};
+use tokio::sync::{watch, Notify};
+
+use crate::report::{median, spread, Row, Table};
+use crate::Settings;
+
+/// The `agora` binary beside this one (`cargo build -p ops` builds both).
+pub(crate) fn agora_binary() -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::current_exe()?.with_file_name("agora");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build both binaries first (cargo build --release -p ops)",
+        path.display()
+    );
+    Ok(path)
+}
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `agora serve --role <role>` on the database and prefix, killed on drop.
+pub(crate) struct Serve(Child);
+
+impl Serve {
+    pub(crate) fn start(db: &TestDatabase, prefix: &str, role: &str) -> anyhow::Result<Self> {
+        let child = Command::new(agora_binary()?)
+            .args(["serve", "--role", role])
+            .env("DATABASE_URL", db.url())
+            .env("NATS_URL", testkit::nats_url())
+            .env("AGORA_NATS_PREFIX", prefix)
+            .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
+            .env("AGORA_AUTH", "off")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Relays everything in the events table to the stream, in this process.
+async fn relay_all(db: &TestDatabase, nats: &TestNats) -> anyhow::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let relay = tokio::spawn(commands::relay::run(
+        db.pool.clone(),
+        nats.client.clone(),
+        commands::relay::RelayOptions::new(nats.prefix.clone()),
+        Arc::new(Notify::new()),
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
+    while commands::relay::lag(&db.pool, &nats.prefix).await? > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(true);
+    let _ = relay.await;
+    Ok(())
+}
+
+/// Messages/s a bare pull consumer takes the whole stream at, acking each.
+async fn raw_consume(nats: &TestNats, messages: u64) -> anyhow::Result<f64> {
+    let consumer = nats
+        .jetstream
+        .create_consumer_on_stream(
+            pull::Config {
+                durable_name: Some("bench_raw".into()),
+                ack_policy: AckPolicy::Explicit,
+                max_ack_pending: 1000,
+                ..Default::default()
+            },
+            nats.stream_name(),
+        )
+        .await?;
+    let started = Instant::now();
+    let mut stream = consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .messages()
+        .await?;
+    let mut seen = 0;
+    while seen < messages {
+        let Some(message) = stream.next().await else {
+            break;
+        };
+        message
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        seen += 1;
+    }
+    Ok(seen as f64 / started.elapsed().as_secs_f64())
+}
+
+pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
+    let events: i64 = if settings.quick { 2_000 } else { 200_000 };
+    println!(
+        "catch-up: {events} events relayed, then `agora serve --role projector` started on them"
+    );
+    let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut raw = Vec::new();
+    for rep in 0..settings.reps {
+        let db = TestDatabase::with_pool_size(8).await;
+        let nats = TestNats::new().await;
+        commands::relay::ensure_stream(&nats.jetstream, &nats.prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let stored = crate::replay::seed(&db, events).await?;
+        relay_all(&db, &nats).await?;
+        // The last position each projection must apply, and how many events it follows.
+        let mut targets = Vec::new();
+        for projection in Projection::ALL {
+            let (last, count): (Option<i64>, i64) = sqlx::query_as(
+                "SELECT max(position), count(*) FROM events WHERE aggregate_type = ANY($1)",
+            )
+            .bind(projection.aggregate_types())
+            .fetch_one(&db.pool)
+            .await?;
+            targets.push((projection, last.unwrap_or(0), count));
+        }
+        let started = Instant::now();
+        let projector = Serve::start(&db, &nats.prefix, "projector")?;
+        let mut pending = targets.clone();
+        while !pending.is_empty() {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "the projections did not catch up in 10 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let checkpoints: Vec<(String, i64)> =
+                sqlx::query_as("SELECT projection, position FROM projection_checkpoints")
+                    .fetch_all(&db.pool)
+                    .await?;
+            pending.retain(|(projection, last, count)| {
+                let done = checkpoints
+                    .iter()
+                    .any(|(name, position)| name == projection.name() && position >= last);
+                if done {
+                    let rate = *count as f64 / started.elapsed().as_secs_f64();
+                    rates.entry(projection.name()).or_default().push(rate);
+                }
+                !done
+            });
+        }
+        drop(projector);
+        raw.push(raw_consume(&nats, stored as u64).await?);
+        println!(
+            "  rep {}: caught up in {:.2} s",
+            rep + 1,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let ceiling = median(&raw);
+    for (name, rates) in rates {
+        let ours = median(&rates);
+        table.push(Row {
+            workload: format!("Live catch-up from a backlog: {name} projection"),
+            figure: format!("{ours:.0} events/s"),
+            baseline: format!("{ceiling:.0} msg/s bare JetStream pull + ack"),
+            ratio: Some(ours / ceiling),
+            goal: "≥ 30,000 events/s per projection".to_owned(),
+            spread: spread(&rates),
+            notes: format!(
+                "`agora serve --role projector` (all five at once, one process) on {events} relayed events; from its start to the last event applied"
+            ),
+        });
+    }
+    Ok(())
+}
