@@ -12,6 +12,8 @@
 //! Each event is published as a `schemas::EventEnvelope` with `Nats-Msg-Id = type:id:sequence`, so a batch
 //! re-sent after a crash between publish and checkpoint is dropped by
 //! JetStream's duplicate window, and downstream applies by sequence anyway.
+//! Its headers also carry the CloudEvents attributes (`schemas::cloudevents`,
+//! `ce-id` = the message id), so consumers need no knowledge of our envelope.
 //! Batches are pipelined: all publishes go out, then all acks are awaited,
 //! then the checkpoint moves. One relay per deployment is active, holding a
 //! Postgres advisory lock; the others wait to take over.
@@ -300,29 +302,54 @@ pub async fn publish(
     prefix: &str,
     rows: &[PgRow],
 ) -> Result<InFlight, RelayError> {
+    use async_nats::header::HeaderName;
+    use schemas::cloudevents as ce;
+
     let mut acks = Vec::with_capacity(rows.len());
     let mut last = (String::new(), 0);
+    let source = ce::source(prefix);
     for row in rows {
         let aggregate_type: &str = row.try_get("aggregate_type")?;
         let aggregate_id: &str = row.try_get("aggregate_id")?;
         let sequence: i64 = row.try_get("sequence")?;
+        let event_type: &str = row.try_get("event_type")?;
+        let event_version: &str = row.try_get("event_version")?;
         let position: i64 = row.try_get("position")?;
         let recorded_at: chrono::DateTime<chrono::Utc> = row.try_get("recorded_at")?;
+        let time = recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let body = envelope_json(
             aggregate_type,
             aggregate_id,
             sequence,
-            row.try_get("event_type")?,
-            row.try_get("event_version")?,
+            event_type,
+            event_version,
             row.try_get("payload")?,
             row.try_get("metadata")?,
             position,
-            recorded_at,
+            &time,
         );
+        let id = schemas::envelope::message_id(aggregate_type, aggregate_id, sequence);
         let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        // CloudEvents, binary mode: the envelope is the event's data.
+        headers.insert(HeaderName::from_static(ce::ID_HEADER), id);
         headers.insert(
-            "Nats-Msg-Id",
-            schemas::envelope::message_id(aggregate_type, aggregate_id, sequence).as_str(),
+            HeaderName::from_static(ce::SPECVERSION_HEADER),
+            ce::SPECVERSION,
+        );
+        headers.insert(HeaderName::from_static(ce::SOURCE_HEADER), source.as_str());
+        headers.insert(
+            HeaderName::from_static(ce::TYPE_HEADER),
+            ce::event_type(aggregate_type, event_type, event_version),
+        );
+        headers.insert(
+            HeaderName::from_static(ce::SUBJECT_HEADER),
+            ce::subject(aggregate_type, aggregate_id),
+        );
+        headers.insert(HeaderName::from_static(ce::TIME_HEADER), time);
+        headers.insert(
+            HeaderName::from_static(ce::CONTENT_TYPE_HEADER),
+            ce::CONTENT_TYPE,
         );
         // Trace and causality ride in headers too, so a consumer can open
         // its span before (or without) decoding the body.
@@ -351,7 +378,8 @@ pub async fn publish(
 }
 
 /// A [`schemas::EventEnvelope`] as JSON, with `payload` and `metadata` given as JSON
-/// text. Decodes to the same `EventEnvelope` as serializing one would give.
+/// text and `recorded_at` as RFC 3339 (the same text as `ce-time`). Decodes
+/// to the same `EventEnvelope` as serializing one would give.
 #[allow(clippy::too_many_arguments)]
 fn envelope_json(
     aggregate_type: &str,
@@ -362,7 +390,7 @@ fn envelope_json(
     payload: &str,
     metadata: &str,
     position: i64,
-    recorded_at: chrono::DateTime<chrono::Utc>,
+    recorded_at: &str,
 ) -> Vec<u8> {
     let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
     format!(
@@ -371,7 +399,7 @@ fn envelope_json(
         text(aggregate_id),
         text(event_type),
         text(event_version),
-        text(&recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        text(recorded_at),
     )
     .into_bytes()
 }
@@ -424,7 +452,7 @@ mod tests {
             r#"{"ProductStockAdjusted": {"delta": -2}}"#,
             r#"{"actor": "système", "correlation_id": "c-1"}"#,
             42,
-            recorded_at,
+            &recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         );
         let decoded: schemas::EventEnvelope = serde_json::from_slice(&body).expect("valid JSON");
         let expected = schemas::EventEnvelope {
