@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cache;
 pub mod changes;
+pub mod components;
 pub mod edge;
 pub mod error;
 pub mod extract;

@@ -16,6 +16,7 @@ use axum::http::Method;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use crate::components::{self, Components};
 use crate::routes::Route;
 
 /// Who may call an operation (api.md, Auth).
@@ -171,20 +172,30 @@ impl Operation {
     }
 }
 
+/// The resources as their GETs show them: the OpenAPI answers, and the
+/// `data` of the AsyncAPI document's webhook messages.
+pub(crate) fn add_resources(components: &mut Components) {
+    use projections::queries::{OrderView, PaymentView, ProductView, UserView};
+
+    components.add("User", of::<UserView>());
+    components.add("Product", of::<ProductView>());
+    components.add("Order", of::<OrderView>());
+    components.add("Payment", of::<PaymentView>());
+}
+
 /// The components every document has: the command bodies of
 /// `schemas::json` as checked in, and the answers the handlers serialize.
+/// Single resources go in before the pages of them, so a page's items are
+/// references to the resource's component.
 fn components() -> Map<String, Value> {
-    use projections::queries::{
-        NotificationView, OrderView, Page, PaymentView, ProductView, UserView,
-    };
+    use projections::queries::{NotificationView, OrderView, Page, ProductView, UserView};
 
-    let mut schemas = Map::new();
+    let mut components = Components::new();
     for command in schemas::json::COMMANDS {
-        schemas.insert(command.name.to_owned(), (command.schema)());
+        components.add(command.name, (command.schema)());
     }
-    let mut add = |name: &str, schema: Value| {
-        schemas.insert(name.to_owned(), schema);
-    };
+    add_resources(&mut components);
+    let mut add = |name: &str, schema: Value| components.add(name, schema);
     add("UserWritten", of::<crate::routes::users::UserView>());
     add(
         "ProductWritten",
@@ -195,10 +206,7 @@ fn components() -> Map<String, Value> {
         "PaymentWritten",
         of::<crate::routes::payments::PaymentView>(),
     );
-    add("User", of::<UserView>());
-    add("Product", of::<ProductView>());
-    add("Order", of::<OrderView>());
-    add("Payment", of::<PaymentView>());
+    add("Notification", of::<NotificationView>());
     add("UserPage", of::<Page<UserView>>());
     add("ProductPage", of::<Page<ProductView>>());
     add("OrderPage", of::<Page<OrderView>>());
@@ -211,7 +219,7 @@ fn components() -> Map<String, Value> {
         "OpenApiDocument",
         json!({"type": "object", "description": "This document."}),
     );
-    schemas
+    components.into_map()
 }
 
 fn of<T: JsonSchema>() -> Value {
@@ -259,7 +267,7 @@ pub fn document(routes: &[Route]) -> Value {
 }
 
 fn component(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
+    components::reference(name)
 }
 
 fn operation(route: &Route) -> Value {

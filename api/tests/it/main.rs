@@ -6,6 +6,7 @@ mod bad_input;
 mod commands;
 mod concurrency;
 mod exposition;
+mod generators;
 mod idempotency;
 mod limits;
 mod observability;
