@@ -6,6 +6,7 @@
 //! (`projections::queries`) through an in-process cache that the change
 //! listener (`changes`) keeps fresh. Nothing here holds business rules.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod cache;
 pub mod changes;

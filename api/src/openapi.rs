@@ -219,6 +219,13 @@ fn components() -> Map<String, Value> {
         "OpenApiDocument",
         json!({"type": "object", "description": "This document."}),
     );
+    add(
+        "AsyncApiDocument",
+        json!({
+            "type": "object",
+            "description": "The AsyncAPI 3.0 document of the event stream and webhooks.",
+        }),
+    );
     components.into_map()
 }
 

@@ -15,6 +15,7 @@ pub mod json;
 pub mod subjects;
 pub mod trace;
 pub mod upcast;
+pub mod webhooks;
 
 pub use envelope::EventEnvelope;
 pub use trace::TraceParent;

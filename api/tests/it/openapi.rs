@@ -63,7 +63,7 @@ async fn the_document_has_every_route_of_the_router_and_no_other() {
 
 /// The contract, `docs/api.md` of the shared folder beside the repository,
 /// when it is there (it is in CI and in a developer's checkout).
-fn contract() -> Option<String> {
+pub(crate) fn contract() -> Option<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let candidates = [
         std::env::var("AGORA_API_CONTRACT").ok().map(Into::into),
