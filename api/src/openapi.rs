@@ -58,6 +58,8 @@ pub enum Answer {
     Html,
     /// Plain text (e.g. the Prometheus exposition format).
     Text,
+    /// A script for the browser (the API reference's).
+    Script,
 }
 
 /// The description of one operation, beside its handler in the route table.
@@ -153,6 +155,13 @@ impl Operation {
     pub fn text(self) -> Self {
         Self {
             answer: Answer::Text,
+            ..self
+        }
+    }
+
+    pub fn script(self) -> Self {
+        Self {
+            answer: Answer::Script,
             ..self
         }
     }
@@ -411,6 +420,9 @@ fn responses(route: &Route) -> Value {
         Answer::Text => {
             success["content"] = json!({ "text/plain": { "schema": { "type": "string" } } });
         }
+        Answer::Script => {
+            success["content"] = json!({ "text/javascript": { "schema": { "type": "string" } } });
+        }
     }
     if doc.status == 201 {
         success["headers"]["Location"] = json!({
@@ -512,19 +524,3 @@ fn responses(route: &Route) -> Value {
     }
     Value::Object(responses)
 }
-
-/// The interactive documentation: Scalar, loaded by the browser, reading
-/// `/openapi.json` from this server.
-pub const DOCS_HTML: &str = r#"<!doctype html>
-<html>
-  <head>
-    <title>Agora API</title>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-  </head>
-  <body>
-    <script id="api-reference" data-url="/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1"></script>
-  </body>
-</html>
-"#;

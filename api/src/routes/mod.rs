@@ -331,6 +331,30 @@ pub fn table() -> Vec<Route> {
             .access(Operations)
             .html(),
         ),
+        route(
+            Method::GET,
+            "/docs/scalar.js",
+            documents::scalar_js,
+            op(
+                "docsScript",
+                "documentation",
+                "The API reference's script (Scalar, vendored), served by this server",
+            )
+            .access(Operations)
+            .script(),
+        ),
+        route(
+            Method::GET,
+            "/docs/docs.js",
+            documents::docs_js,
+            op(
+                "docsStart",
+                "documentation",
+                "The script that starts the API reference on this document",
+            )
+            .access(Operations)
+            .script(),
+        ),
     ]
 }
 

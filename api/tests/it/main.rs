@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod commands;
 mod concurrency;
+mod docs;
 mod exposition;
 mod generators;
 mod idempotency;

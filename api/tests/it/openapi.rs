@@ -416,19 +416,3 @@ async fn answers_match_the_schemas_the_document_gives() {
         conforms(&doc, template, method, answer);
     }
 }
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_docs_page_loads_this_document() {
-    let app = spawn_app().await;
-    let response = app.client.get(app.url("/docs")).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
-    assert!(response
-        .text()
-        .await
-        .unwrap()
-        .contains("data-url=\"/openapi.json\""));
-}
