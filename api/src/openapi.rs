@@ -229,6 +229,18 @@ fn components() -> Map<String, Value> {
         json!({"type": "object", "description": "This document."}),
     );
     add(
+        "HtmlPage",
+        json!({"type": "string", "description": "An HTML page."}),
+    );
+    add(
+        "Text",
+        json!({"type": "string", "description": "Plain text, e.g. the Prometheus exposition format."}),
+    );
+    add(
+        "Script",
+        json!({"type": "string", "description": "JavaScript for the browser."}),
+    );
+    add(
         "AsyncApiDocument",
         json!({
             "type": "object",
@@ -415,13 +427,13 @@ fn responses(route: &Route) -> Value {
             }
         }
         Answer::Html => {
-            success["content"] = json!({ "text/html": { "schema": { "type": "string" } } });
+            success["content"] = json!({ "text/html": { "schema": component("HtmlPage") } });
         }
         Answer::Text => {
-            success["content"] = json!({ "text/plain": { "schema": { "type": "string" } } });
+            success["content"] = json!({ "text/plain": { "schema": component("Text") } });
         }
         Answer::Script => {
-            success["content"] = json!({ "text/javascript": { "schema": { "type": "string" } } });
+            success["content"] = json!({ "text/javascript": { "schema": component("Script") } });
         }
     }
     if doc.status == 201 {

@@ -188,6 +188,24 @@ async fn request_bodies_are_the_checked_in_schemas_and_every_reference_resolves(
             "{target} resolves to nothing"
         );
     }
+    // Every body, asked or answered, is a named component.
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            let bodies = op["responses"]
+                .as_object()
+                .unwrap()
+                .values()
+                .chain(op.get("requestBody"))
+                .filter_map(|r| r["content"].as_object())
+                .flat_map(|c| c.iter());
+            for (media, body) in bodies {
+                let target = body["schema"]["$ref"].as_str().unwrap_or_else(|| {
+                    panic!("{}: a {media} body is not a component", op["operationId"])
+                });
+                assert!(target.starts_with("#/components/schemas/"), "{target}");
+            }
+        }
+    }
     // Every operation that takes a body names one of the command schemas.
     for item in doc["paths"].as_object().unwrap().values() {
         for op in item.as_object().unwrap().values() {
