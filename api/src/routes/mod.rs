@@ -436,3 +436,24 @@ impl Fields {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Auth and the rate limit skip exactly the routes the table calls
+    /// operations paths: a documented exemption the edge does not grant (or
+    /// the reverse) would make the document lie.
+    #[test]
+    fn the_edge_exempts_exactly_the_operations_routes() {
+        for route in table() {
+            assert_eq!(
+                crate::auth::is_operations_path(route.path),
+                route.doc.access == Access::Operations,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+    }
+}
