@@ -302,12 +302,9 @@ pub async fn publish(
     prefix: &str,
     rows: &[PgRow],
 ) -> Result<InFlight, RelayError> {
-    use async_nats::header::HeaderName;
-    use schemas::cloudevents as ce;
-
     let mut acks = Vec::with_capacity(rows.len());
     let mut last = (String::new(), 0);
-    let source = ce::source(prefix);
+    let source = schemas::cloudevents::source(prefix);
     for row in rows {
         let aggregate_type: &str = row.try_get("aggregate_type")?;
         let aggregate_id: &str = row.try_get("aggregate_id")?;
@@ -328,40 +325,18 @@ pub async fn publish(
             position,
             &time,
         );
-        let id = schemas::envelope::message_id(aggregate_type, aggregate_id, sequence);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id.as_str());
-        // CloudEvents, binary mode: the envelope is the event's data.
-        headers.insert(HeaderName::from_static(ce::ID_HEADER), id);
-        headers.insert(
-            HeaderName::from_static(ce::SPECVERSION_HEADER),
-            ce::SPECVERSION,
-        );
-        headers.insert(HeaderName::from_static(ce::SOURCE_HEADER), source.as_str());
-        headers.insert(
-            HeaderName::from_static(ce::TYPE_HEADER),
-            ce::event_type(aggregate_type, event_type, event_version),
-        );
-        headers.insert(
-            HeaderName::from_static(ce::SUBJECT_HEADER),
-            ce::subject(aggregate_type, aggregate_id),
-        );
-        headers.insert(HeaderName::from_static(ce::TIME_HEADER), time);
-        headers.insert(
-            HeaderName::from_static(ce::CONTENT_TYPE_HEADER),
-            ce::CONTENT_TYPE,
-        );
-        // Trace and causality ride in headers too, so a consumer can open
-        // its span before (or without) decoding the body.
-        for (column, header) in [
-            ("correlation_id", trace::CORRELATION_HEADER),
-            ("causation_id", trace::CAUSATION_HEADER),
-            ("traceparent", trace::TRACEPARENT_HEADER),
-        ] {
-            if let Some(value) = row.try_get::<Option<&str>, _>(column)? {
-                headers.insert(header, value);
-            }
-        }
+        let headers = headers(&Published {
+            source: &source,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            time,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            traceparent: row.try_get("traceparent")?,
+        });
         let subject = subjects::event(prefix, aggregate_type, aggregate_id);
         let ack = js
             .publish_with_headers(subject, headers, Bytes::from(body))
@@ -375,6 +350,68 @@ pub async fn publish(
         transaction_id: last.0,
         position: last.1,
     })
+}
+
+/// What the headers of one published event are made of.
+pub struct Published<'a> {
+    /// `schemas::cloudevents::source` of the deployment's prefix.
+    pub source: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    /// `recorded_at`, RFC 3339: the envelope's text, and `ce-time`.
+    pub time: String,
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+}
+
+/// The headers of one published event: `Nats-Msg-Id`, the CloudEvents
+/// attributes in the binary binding (`ce-id` is the message id; the
+/// envelope is the event's data), and the write's trace and causality, so a
+/// consumer can open its span before (or without) decoding the body.
+pub fn headers(event: &Published<'_>) -> async_nats::HeaderMap {
+    use async_nats::header::HeaderName;
+    use schemas::cloudevents as ce;
+
+    let id =
+        schemas::envelope::message_id(event.aggregate_type, event.aggregate_id, event.sequence);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    headers.insert(HeaderName::from_static(ce::ID_HEADER), id);
+    headers.insert(
+        HeaderName::from_static(ce::SPECVERSION_HEADER),
+        ce::SPECVERSION,
+    );
+    headers.insert(HeaderName::from_static(ce::SOURCE_HEADER), event.source);
+    headers.insert(
+        HeaderName::from_static(ce::TYPE_HEADER),
+        ce::event_type(event.aggregate_type, event.event_type, event.event_version),
+    );
+    headers.insert(
+        HeaderName::from_static(ce::SUBJECT_HEADER),
+        ce::subject(event.aggregate_type, event.aggregate_id),
+    );
+    headers.insert(
+        HeaderName::from_static(ce::TIME_HEADER),
+        event.time.as_str(),
+    );
+    headers.insert(
+        HeaderName::from_static(ce::CONTENT_TYPE_HEADER),
+        ce::CONTENT_TYPE,
+    );
+    for (value, header) in [
+        (event.correlation_id, trace::CORRELATION_HEADER),
+        (event.causation_id, trace::CAUSATION_HEADER),
+        (event.traceparent, trace::TRACEPARENT_HEADER),
+    ] {
+        if let Some(value) = value {
+            headers.insert(header, value);
+        }
+    }
+    headers
 }
 
 /// A [`schemas::EventEnvelope`] as JSON, with `payload` and `metadata` given as JSON
