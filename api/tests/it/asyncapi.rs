@@ -175,7 +175,10 @@ async fn every_webhook_of_the_contract_carries_its_resource_as_the_get_shows_it(
             );
             continue;
         };
-        assert!(message.is_object(), "{key} is missing");
+        assert!(
+            message.is_object(),
+            "{key} is missing: {get} is served, so add its answer to openapi::add_resources"
+        );
         assert_eq!(message["name"], name.as_str());
         assert_eq!(
             doc["channels"]["webhooks"]["messages"][&key]["$ref"],
