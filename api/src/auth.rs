@@ -35,8 +35,10 @@ use crate::state::AppState;
 /// Paths that are never authenticated nor rate limited: probes, metrics
 /// scrapers and API documentation must work without a token.
 pub fn is_operations_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || path == "/docs"
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json" | "/asyncapi.json"
+    ) || path == "/docs"
         || path.starts_with("/docs/")
 }
 
@@ -408,6 +410,7 @@ mod tests {
             "/readyz",
             "/metrics",
             "/openapi.json",
+            "/asyncapi.json",
             "/docs",
             "/docs/x",
         ] {

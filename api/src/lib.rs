@@ -6,10 +6,12 @@
 //! (`projections::queries`) through an in-process cache that the change
 //! listener (`changes`) keeps fresh. Nothing here holds business rules.
 
+pub mod asyncapi;
 pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod changes;
+pub mod components;
 pub mod edge;
 pub mod error;
 pub mod extract;

@@ -16,6 +16,7 @@ use axum::http::Method;
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
+use crate::components::{self, Components};
 use crate::routes::Route;
 
 /// Who may call an operation (api.md, Auth).
@@ -57,6 +58,8 @@ pub enum Answer {
     Html,
     /// Plain text (e.g. the Prometheus exposition format).
     Text,
+    /// A script for the browser (the API reference's).
+    Script,
 }
 
 /// The description of one operation, beside its handler in the route table.
@@ -156,6 +159,13 @@ impl Operation {
         }
     }
 
+    pub fn script(self) -> Self {
+        Self {
+            answer: Answer::Script,
+            ..self
+        }
+    }
+
     pub fn unique(self) -> Self {
         Self {
             unique: true,
@@ -171,20 +181,30 @@ impl Operation {
     }
 }
 
+/// The resources as their GETs show them: the OpenAPI answers, and the
+/// `data` of the AsyncAPI document's webhook messages.
+pub(crate) fn add_resources(components: &mut Components) {
+    use projections::queries::{OrderView, PaymentView, ProductView, UserView};
+
+    components.add("User", of::<UserView>());
+    components.add("Product", of::<ProductView>());
+    components.add("Order", of::<OrderView>());
+    components.add("Payment", of::<PaymentView>());
+}
+
 /// The components every document has: the command bodies of
 /// `schemas::json` as checked in, and the answers the handlers serialize.
+/// Single resources go in before the pages of them, so a page's items are
+/// references to the resource's component.
 fn components() -> Map<String, Value> {
-    use projections::queries::{
-        NotificationView, OrderView, Page, PaymentView, ProductView, UserView,
-    };
+    use projections::queries::{NotificationView, OrderView, Page, ProductView, UserView};
 
-    let mut schemas = Map::new();
+    let mut components = Components::new();
     for command in schemas::json::COMMANDS {
-        schemas.insert(command.name.to_owned(), (command.schema)());
+        components.add(command.name, (command.schema)());
     }
-    let mut add = |name: &str, schema: Value| {
-        schemas.insert(name.to_owned(), schema);
-    };
+    add_resources(&mut components);
+    let mut add = |name: &str, schema: Value| components.add(name, schema);
     add("UserWritten", of::<crate::routes::users::UserView>());
     add(
         "ProductWritten",
@@ -195,10 +215,7 @@ fn components() -> Map<String, Value> {
         "PaymentWritten",
         of::<crate::routes::payments::PaymentView>(),
     );
-    add("User", of::<UserView>());
-    add("Product", of::<ProductView>());
-    add("Order", of::<OrderView>());
-    add("Payment", of::<PaymentView>());
+    add("Notification", of::<NotificationView>());
     add("UserPage", of::<Page<UserView>>());
     add("ProductPage", of::<Page<ProductView>>());
     add("OrderPage", of::<Page<OrderView>>());
@@ -211,7 +228,26 @@ fn components() -> Map<String, Value> {
         "OpenApiDocument",
         json!({"type": "object", "description": "This document."}),
     );
-    schemas
+    add(
+        "HtmlPage",
+        json!({"type": "string", "description": "An HTML page."}),
+    );
+    add(
+        "Text",
+        json!({"type": "string", "description": "Plain text, e.g. the Prometheus exposition format."}),
+    );
+    add(
+        "Script",
+        json!({"type": "string", "description": "JavaScript for the browser."}),
+    );
+    add(
+        "AsyncApiDocument",
+        json!({
+            "type": "object",
+            "description": "The AsyncAPI 3.0 document of the event stream and webhooks.",
+        }),
+    );
+    components.into_map()
 }
 
 fn of<T: JsonSchema>() -> Value {
@@ -259,7 +295,7 @@ pub fn document(routes: &[Route]) -> Value {
 }
 
 fn component(name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{name}") })
+    components::reference(name)
 }
 
 fn operation(route: &Route) -> Value {
@@ -391,10 +427,13 @@ fn responses(route: &Route) -> Value {
             }
         }
         Answer::Html => {
-            success["content"] = json!({ "text/html": { "schema": { "type": "string" } } });
+            success["content"] = json!({ "text/html": { "schema": component("HtmlPage") } });
         }
         Answer::Text => {
-            success["content"] = json!({ "text/plain": { "schema": { "type": "string" } } });
+            success["content"] = json!({ "text/plain": { "schema": component("Text") } });
+        }
+        Answer::Script => {
+            success["content"] = json!({ "text/javascript": { "schema": component("Script") } });
         }
     }
     if doc.status == 201 {
@@ -497,19 +536,3 @@ fn responses(route: &Route) -> Value {
     }
     Value::Object(responses)
 }
-
-/// The interactive documentation: Scalar, loaded by the browser, reading
-/// `/openapi.json` from this server.
-pub const DOCS_HTML: &str = r#"<!doctype html>
-<html>
-  <head>
-    <title>Agora API</title>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-  </head>
-  <body>
-    <script id="api-reference" data-url="/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference@1"></script>
-  </body>
-</html>
-"#;

@@ -12,6 +12,8 @@
 //! Each event is published as a `schemas::EventEnvelope` with `Nats-Msg-Id = type:id:sequence`, so a batch
 //! re-sent after a crash between publish and checkpoint is dropped by
 //! JetStream's duplicate window, and downstream applies by sequence anyway.
+//! Its headers also carry the CloudEvents attributes (`schemas::cloudevents`,
+//! `ce-id` = the message id), so consumers need no knowledge of our envelope.
 //! Batches are pipelined: all publishes go out, then all acks are awaited,
 //! then the checkpoint moves. One relay per deployment is active, holding a
 //! Postgres advisory lock; the others wait to take over.
@@ -302,39 +304,39 @@ pub async fn publish(
 ) -> Result<InFlight, RelayError> {
     let mut acks = Vec::with_capacity(rows.len());
     let mut last = (String::new(), 0);
+    let source = schemas::cloudevents::source(prefix);
     for row in rows {
         let aggregate_type: &str = row.try_get("aggregate_type")?;
         let aggregate_id: &str = row.try_get("aggregate_id")?;
         let sequence: i64 = row.try_get("sequence")?;
+        let event_type: &str = row.try_get("event_type")?;
+        let event_version: &str = row.try_get("event_version")?;
         let position: i64 = row.try_get("position")?;
         let recorded_at: chrono::DateTime<chrono::Utc> = row.try_get("recorded_at")?;
+        let time = recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let body = envelope_json(
             aggregate_type,
             aggregate_id,
             sequence,
-            row.try_get("event_type")?,
-            row.try_get("event_version")?,
+            event_type,
+            event_version,
             row.try_get("payload")?,
             row.try_get("metadata")?,
             position,
-            recorded_at,
+            &time,
         );
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(
-            "Nats-Msg-Id",
-            schemas::envelope::message_id(aggregate_type, aggregate_id, sequence).as_str(),
-        );
-        // Trace and causality ride in headers too, so a consumer can open
-        // its span before (or without) decoding the body.
-        for (column, header) in [
-            ("correlation_id", trace::CORRELATION_HEADER),
-            ("causation_id", trace::CAUSATION_HEADER),
-            ("traceparent", trace::TRACEPARENT_HEADER),
-        ] {
-            if let Some(value) = row.try_get::<Option<&str>, _>(column)? {
-                headers.insert(header, value);
-            }
-        }
+        let headers = headers(&Published {
+            source: &source,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version,
+            time,
+            correlation_id: row.try_get("correlation_id")?,
+            causation_id: row.try_get("causation_id")?,
+            traceparent: row.try_get("traceparent")?,
+        });
         let subject = subjects::event(prefix, aggregate_type, aggregate_id);
         let ack = js
             .publish_with_headers(subject, headers, Bytes::from(body))
@@ -350,8 +352,71 @@ pub async fn publish(
     })
 }
 
+/// What the headers of one published event are made of.
+pub struct Published<'a> {
+    /// `schemas::cloudevents::source` of the deployment's prefix.
+    pub source: &'a str,
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+    pub event_version: &'a str,
+    /// `recorded_at`, RFC 3339: the envelope's text, and `ce-time`.
+    pub time: String,
+    pub correlation_id: Option<&'a str>,
+    pub causation_id: Option<&'a str>,
+    pub traceparent: Option<&'a str>,
+}
+
+/// The headers of one published event: `Nats-Msg-Id`, the CloudEvents
+/// attributes in the binary binding (`ce-id` is the message id; the
+/// envelope is the event's data), and the write's trace and causality, so a
+/// consumer can open its span before (or without) decoding the body.
+pub fn headers(event: &Published<'_>) -> async_nats::HeaderMap {
+    use async_nats::header::HeaderName;
+    use schemas::cloudevents as ce;
+
+    let id =
+        schemas::envelope::message_id(event.aggregate_type, event.aggregate_id, event.sequence);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    headers.insert(HeaderName::from_static(ce::ID_HEADER), id);
+    headers.insert(
+        HeaderName::from_static(ce::SPECVERSION_HEADER),
+        ce::SPECVERSION,
+    );
+    headers.insert(HeaderName::from_static(ce::SOURCE_HEADER), event.source);
+    headers.insert(
+        HeaderName::from_static(ce::TYPE_HEADER),
+        ce::event_type(event.aggregate_type, event.event_type, event.event_version),
+    );
+    headers.insert(
+        HeaderName::from_static(ce::SUBJECT_HEADER),
+        ce::subject(event.aggregate_type, event.aggregate_id),
+    );
+    headers.insert(
+        HeaderName::from_static(ce::TIME_HEADER),
+        event.time.as_str(),
+    );
+    headers.insert(
+        HeaderName::from_static(ce::CONTENT_TYPE_HEADER),
+        ce::CONTENT_TYPE,
+    );
+    for (value, header) in [
+        (event.correlation_id, trace::CORRELATION_HEADER),
+        (event.causation_id, trace::CAUSATION_HEADER),
+        (event.traceparent, trace::TRACEPARENT_HEADER),
+    ] {
+        if let Some(value) = value {
+            headers.insert(header, value);
+        }
+    }
+    headers
+}
+
 /// A [`schemas::EventEnvelope`] as JSON, with `payload` and `metadata` given as JSON
-/// text. Decodes to the same `EventEnvelope` as serializing one would give.
+/// text and `recorded_at` as RFC 3339 (the same text as `ce-time`). Decodes
+/// to the same `EventEnvelope` as serializing one would give.
 #[allow(clippy::too_many_arguments)]
 fn envelope_json(
     aggregate_type: &str,
@@ -362,7 +427,7 @@ fn envelope_json(
     payload: &str,
     metadata: &str,
     position: i64,
-    recorded_at: chrono::DateTime<chrono::Utc>,
+    recorded_at: &str,
 ) -> Vec<u8> {
     let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
     format!(
@@ -371,7 +436,7 @@ fn envelope_json(
         text(aggregate_id),
         text(event_type),
         text(event_version),
-        text(&recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        text(recorded_at),
     )
     .into_bytes()
 }
@@ -424,7 +489,7 @@ mod tests {
             r#"{"ProductStockAdjusted": {"delta": -2}}"#,
             r#"{"actor": "système", "correlation_id": "c-1"}"#,
             42,
-            recorded_at,
+            &recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         );
         let decoded: schemas::EventEnvelope = serde_json::from_slice(&body).expect("valid JSON");
         let expected = schemas::EventEnvelope {

@@ -127,8 +127,10 @@ pub fn schema_of<T: JsonSchema>() -> Value {
 
 /// The root schema of what serializing `T` produces, for answers: a field
 /// skipped when empty is optional there, and every other field required.
+/// Named subschemas stay definitions (`$defs`), so a document that hoists
+/// them (the API's `components`) gives each shared type one name.
 pub fn serialized_schema_of<T: JsonSchema>() -> Value {
-    settings()
+    SchemaSettings::draft2020_12()
         .for_serialize()
         .into_generator()
         .into_root_schema_for::<T>()

@@ -6,8 +6,10 @@
 //! never silently does nothing, and leave value rules (email syntax, price > 0)
 //! to the domain's parsers, which the API applies to build commands. `json`
 //! holds the JSON Schemas of those bodies and of every stored event, per
-//! version, checked in under `schemas/json/`.
+//! version, checked in under `schemas/json/`; `cloudevents` the CloudEvents
+//! attributes every published event carries as NATS headers.
 
+pub mod cloudevents;
 pub mod commands;
 pub mod envelope;
 pub mod events;
@@ -17,6 +19,7 @@ pub mod strict;
 pub mod subjects;
 pub mod trace;
 pub mod upcast;
+pub mod webhooks;
 
 pub use envelope::EventEnvelope;
 pub use events::{Event, Recorded};

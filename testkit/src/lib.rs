@@ -11,6 +11,8 @@
 //! the aggregates or by hand, is checked against the published contract. A
 //! mismatch fails the test that owned the database, naming the rows.
 
+pub mod tools;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 

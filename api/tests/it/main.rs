@@ -1,11 +1,14 @@
 //! HTTP tests of the command and query API against the real Postgres (a database per
 //! test) and the real NATS.
 
+mod asyncapi;
 mod auth;
 mod bad_input;
 mod commands;
 mod concurrency;
+mod docs;
 mod exposition;
+mod generators;
 mod hardening;
 mod idempotency;
 mod limits;

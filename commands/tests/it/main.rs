@@ -1,6 +1,7 @@
 //! Integration tests of the command side against a real Postgres: every test
 //! gets its own migrated database from `testkit::TestDatabase`.
 
+mod cloudevents;
 mod event_schemas;
 mod idempotency;
 mod metadata;

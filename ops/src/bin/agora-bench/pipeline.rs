@@ -155,11 +155,8 @@ pub async fn relay(settings: &Settings, table: &mut Table) -> anyhow::Result<()>
             position: row.try_get("position")?,
             recorded_at: row.try_get("recorded_at")?,
         };
-        messages.push((
-            envelope.aggregate_id.clone(),
-            envelope.message_id(),
-            Bytes::from(serde_json::to_vec(&envelope)?),
-        ));
+        let body = Bytes::from(serde_json::to_vec(&envelope)?);
+        messages.push((envelope, body));
     }
     drop(rows);
 
@@ -199,10 +196,29 @@ pub async fn relay(settings: &Settings, table: &mut Table) -> anyhow::Result<()>
         // Pipelined as deep as the client allows acks in flight (5000),
         // awaiting the oldest as the window fills.
         let mut acks = std::collections::VecDeque::with_capacity(4096);
-        for (aggregate_id, id, body) in &messages {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", id.as_str());
-            let subject = schemas::subjects::event(&target.prefix, "product", aggregate_id);
+        let source = schemas::cloudevents::source(&target.prefix);
+        for (envelope, body) in &messages {
+            // The relay's own headers (message id, CloudEvents, trace), so
+            // both sides publish the same messages.
+            let headers = relay::headers(&relay::Published {
+                source: &source,
+                aggregate_type: &envelope.aggregate_type,
+                aggregate_id: &envelope.aggregate_id,
+                sequence: envelope.sequence,
+                event_type: &envelope.event_type,
+                event_version: &envelope.event_version,
+                time: envelope
+                    .recorded_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                correlation_id: envelope.correlation_id(),
+                causation_id: envelope.causation_id(),
+                traceparent: envelope
+                    .metadata
+                    .get("traceparent")
+                    .and_then(|v| v.as_str()),
+            });
+            let subject =
+                schemas::subjects::event(&target.prefix, "product", &envelope.aggregate_id);
             if acks.len() == 4096 {
                 if let Some(ack) = acks.pop_front() {
                     let ack: jetstream::context::PublishAckFuture = ack;
@@ -225,7 +241,7 @@ pub async fn relay(settings: &Settings, table: &mut Table) -> anyhow::Result<()>
     table.push(Row {
         workload: format!("Relay: {events} committed events to JetStream"),
         figure: format!("{figure:.0} events/s"),
-        baseline: format!("{baseline:.0} events/s raw pipelined publish with Nats-Msg-Id"),
+        baseline: format!("{baseline:.0} events/s raw pipelined publish of the same messages"),
         ratio: Some(figure / baseline),
         goal: "≥ 0.8".to_owned(),
         spread: format!("{} vs {}", spread(&relayed), spread(&raw)),
