@@ -11,4 +11,5 @@ mod limits;
 mod observability;
 mod openapi;
 mod queries;
+mod sign_in;
 mod support;
