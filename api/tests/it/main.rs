@@ -1,6 +1,7 @@
 //! HTTP tests of the command and query API against the real Postgres (a database per
 //! test) and the real NATS.
 
+mod api_keys;
 mod auth;
 mod bad_input;
 mod commands;
