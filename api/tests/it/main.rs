@@ -10,6 +10,7 @@ mod exposition;
 mod idempotency;
 mod limits;
 mod observability;
+mod oidc;
 mod openapi;
 mod queries;
 mod sign_in;
