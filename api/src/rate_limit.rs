@@ -80,7 +80,10 @@ pub fn admit(state: &AppState, req: &Request) -> Result<(), ApiError> {
         return Ok(());
     }
     let anonymous = ClientKey::Address(None);
-    admit_key(state, req.extensions().get::<ClientKey>().unwrap_or(&anonymous))
+    admit_key(
+        state,
+        req.extensions().get::<ClientKey>().unwrap_or(&anonymous),
+    )
 }
 
 /// Counts one request against `key`'s quota: 429 past it.

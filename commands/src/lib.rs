@@ -10,8 +10,8 @@
 
 pub mod aggregates;
 pub mod error;
-pub mod identity;
 pub mod idempotency;
+pub mod identity;
 pub mod metadata;
 pub mod migrate;
 pub mod relay;

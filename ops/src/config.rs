@@ -176,8 +176,10 @@ impl Config {
             ));
         }
         let oidc = match (
-            env.raw("AGORA_OIDC_ISSUER").filter(|s| !s.trim().is_empty()),
-            env.raw("AGORA_OIDC_AUDIENCE").filter(|s| !s.trim().is_empty()),
+            env.raw("AGORA_OIDC_ISSUER")
+                .filter(|s| !s.trim().is_empty()),
+            env.raw("AGORA_OIDC_AUDIENCE")
+                .filter(|s| !s.trim().is_empty()),
         ) {
             (None, None) => None,
             (Some(issuer), Some(audience)) => {
@@ -428,7 +430,10 @@ mod tests {
         assert_eq!(oidc.roles_claim, "realm_access.roles");
         assert_eq!(oidc.admin_role, "agora-admin");
         assert_eq!(config.auth.access_token_ttl, Duration::from_secs(300));
-        assert_eq!(config.auth.refresh_token_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(
+            config.auth.refresh_token_ttl,
+            Duration::from_secs(7 * 86400)
+        );
     }
 
     #[test]

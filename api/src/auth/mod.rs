@@ -67,8 +67,10 @@ pub fn is_operations_path(path: &str) -> bool {
 /// `Idempotency-Key` is not honoured: a stored answer would keep a token in
 /// clear, and a stored fingerprint would be a fast hash of a password.
 pub fn carries_secrets(path: &str) -> bool {
-    matches!(path, "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys")
-        || (path.starts_with("/users/") && path.ends_with("/password"))
+    matches!(
+        path,
+        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys"
+    ) || (path.starts_with("/users/") && path.ends_with("/password"))
 }
 
 /// A caller's role, as the `role` claim names it.
@@ -544,7 +546,9 @@ async fn check_user(state: &AppState, user_id: Uuid, sign_in: Option<Uuid>) -> R
 /// first sight with the token's name.
 async fn oidc_user(state: &AppState, claims: &oidc::OidcClaims) -> Result<Uuid, Checked> {
     let email = EmailAddress::parse(claims.email.as_str()).map_err(|_| {
-        Checked::Refused(TokenError::invalid("the token's email is not an email address"))
+        Checked::Refused(TokenError::invalid(
+            "the token's email is not an email address",
+        ))
     })?;
     let normalized = email.normalized();
     if let Some(id) = state.authenticator.oidc_users.get(&normalized) {

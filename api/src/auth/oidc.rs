@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
@@ -185,7 +187,10 @@ impl Oidc {
     }
 
     fn key(&self, kid: Option<&str>) -> Option<Arc<(DecodingKey, Algorithm)>> {
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match kid {
             Some(kid) => keys.by_kid.get(kid).cloned(),
             None => keys.only.clone(),
@@ -193,7 +198,10 @@ impl Oidc {
     }
 
     fn stale(&self) -> bool {
-        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         keys.fetched_at.is_none_or(|at| at.elapsed() > MAX_KEY_AGE)
     }
 
@@ -210,7 +218,10 @@ impl Oidc {
             }
         };
         {
-            let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let keys = self
+                .keys
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             let recently = keys
                 .attempted_at
                 .is_some_and(|at| at.elapsed() < self.options.refetch_interval);
@@ -227,13 +238,17 @@ impl Oidc {
                 let (by_kid, only) = decoding_keys(&set);
                 tracing::info!(issuer = %self.options.issuer, keys = by_kid.len(), "fetched the OpenID Connect provider's keys");
                 metrics::counter!("agora_oidc_key_fetches_total", "outcome" => "ok").increment(1);
-                let mut keys = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut keys = self
+                    .keys
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 keys.by_kid = by_kid;
                 keys.only = only;
                 keys.fetched_at = Some(Instant::now());
             }
             Err(err) => {
-                metrics::counter!("agora_oidc_key_fetches_total", "outcome" => "error").increment(1);
+                metrics::counter!("agora_oidc_key_fetches_total", "outcome" => "error")
+                    .increment(1);
                 tracing::warn!(issuer = %self.options.issuer, error = %err, "cannot fetch the OpenID Connect provider's keys");
             }
         }
@@ -301,7 +316,11 @@ fn decoding_keys(set: &JwkSet) -> (KeyMap, Option<Arc<(DecodingKey, Algorithm)>>
         }
         usable.push(key);
     }
-    let only = if usable.len() == 1 { usable.pop() } else { None };
+    let only = if usable.len() == 1 {
+        usable.pop()
+    } else {
+        None
+    };
     (by_kid, only)
 }
 
@@ -311,7 +330,9 @@ fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
     }
     let algorithm = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            Algorithm::ES256
+        }
         _ => return None,
     };
     // A key that names its algorithm is used for that one only.

@@ -38,8 +38,13 @@ struct Claims {
 pub enum Verified {
     /// A customer: the user, and the sign-in that issued the token (none
     /// for a token of `agora token`).
-    Customer { user_id: Uuid, sign_in: Option<Uuid> },
-    Admin { sub: Arc<str> },
+    Customer {
+        user_id: Uuid,
+        sign_in: Option<Uuid>,
+    },
+    Admin {
+        sub: Arc<str>,
+    },
 }
 
 /// The shared HS256 secret (`AGORA_JWT_SECRET`), as keys to sign and to

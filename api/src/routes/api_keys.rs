@@ -130,7 +130,8 @@ pub async fn list(
         .await?;
     let next_cursor = if keys.len() > limit as usize {
         keys.truncate(limit as usize);
-        keys.last().map(|last| URL_SAFE_NO_PAD.encode(last.id.as_bytes()))
+        keys.last()
+            .map(|last| URL_SAFE_NO_PAD.encode(last.id.as_bytes()))
     } else {
         None
     };

@@ -93,10 +93,15 @@ pub async fn login(
     let identity = &state.identity;
     let email = EmailAddress::parse(body.email.as_str()).ok();
     // Throttled per email, existing or not, so a 429 reveals nothing either.
-    let normalized = email
-        .as_ref()
-        .map_or_else(|| body.email.trim().to_lowercase(), EmailAddress::normalized);
-    let attempt = match identity.throttle.admit(&identity.email_key(&normalized)).await? {
+    let normalized = email.as_ref().map_or_else(
+        || body.email.trim().to_lowercase(),
+        EmailAddress::normalized,
+    );
+    let attempt = match identity
+        .throttle
+        .admit(&identity.email_key(&normalized))
+        .await?
+    {
         Admission::Allowed(attempt) => attempt,
         Admission::Throttled { retry_after } => {
             metrics::counter!("agora_logins_total", "outcome" => "throttled").increment(1);
@@ -146,7 +151,12 @@ pub async fn refresh(
     JsonBody(body): JsonBody<Refresh>,
 ) -> Result<Response, ApiError> {
     let ttl = state.options.identity.refresh_ttl;
-    match state.identity.sign_ins.rotate(&body.refresh_token, ttl).await? {
+    match state
+        .identity
+        .sign_ins
+        .rotate(&body.refresh_token, ttl)
+        .await?
+    {
         Rotation::Rotated(issued) => {
             metrics::counter!("agora_refreshes_total", "outcome" => "ok").increment(1);
             pair(&state, issued.user_id, issued.sign_in, issued.token)
@@ -190,7 +200,11 @@ pub async fn logout(
         // Holding a refresh token is proof enough to end its sign-in; a
         // customer ends only its own, all the same.
         caller.require_user(user_id)?;
-        if identity.sign_ins.revoke(sign_in, RevokeReason::Logout).await? {
+        if identity
+            .sign_ins
+            .revoke(sign_in, RevokeReason::Logout)
+            .await?
+        {
             tracing::info!(%user_id, %sign_in, "signed out");
             announce_revocation(&state, user_id).await;
         }

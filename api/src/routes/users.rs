@@ -110,7 +110,10 @@ pub async fn change_password(
     let mut fields = Fields::default();
     let new_password = fields.check("new_password", Password::parse(body.new_password));
     if body.current_password.is_none() && !caller.is_admin() {
-        fields.fail("current_password", "is required to change one's own password");
+        fields.fail(
+            "current_password",
+            "is required to change one's own password",
+        );
     }
     fields.finish()?;
     let Some(new_password) = new_password else {

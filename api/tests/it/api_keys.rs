@@ -41,7 +41,10 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_listed_without_it() {
     assert_eq!(created.body["role"], "catalog");
     assert!(created.body["created_at"].is_string());
     assert_eq!(
-        created.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        created
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
         Some("no-store")
     );
     let id = created.id();
@@ -62,7 +65,10 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_listed_without_it() {
 
     // Used, then listed with last_used_at and never the key.
     let answer = app
-        .send(app.bearer(Method::POST, "/products", &key).json(&product_body()))
+        .send(
+            app.bearer(Method::POST, "/products", &key)
+                .json(&product_body()),
+        )
         .await;
     assert_eq!(answer.status, 201, "{}", answer.body);
     let actor: String = sqlx::query_scalar(
@@ -73,11 +79,15 @@ async fn a_key_is_shown_once_stored_as_a_hash_and_listed_without_it() {
     .expect("the event");
     assert_eq!(actor, format!("api-key:{id}"));
     testkit::eventually("last_used_at is recorded", || async {
-        let list = app.send(app.bearer(Method::GET, "/api-keys", &admin())).await;
+        let list = app
+            .send(app.bearer(Method::GET, "/api-keys", &admin()))
+            .await;
         list.body["items"][0]["last_used_at"].is_string()
     })
     .await;
-    let list = app.send(app.bearer(Method::GET, "/api-keys", &admin())).await;
+    let list = app
+        .send(app.bearer(Method::GET, "/api-keys", &admin()))
+        .await;
     assert_eq!(list.status, 200);
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(list.body["items"][0]["id"], id);
@@ -114,21 +124,66 @@ async fn a_catalog_key_manages_products_prices_and_stock_and_nothing_else() {
         .expect("key")
         .to_owned();
     let product = app
-        .send(app.bearer(Method::POST, "/products", &key).json(&product_body()))
+        .send(
+            app.bearer(Method::POST, "/products", &key)
+                .json(&product_body()),
+        )
         .await;
     assert_eq!(product.status, 201, "{}", product.body);
     let id = product.id();
     for (method, path, body, status) in [
-        (Method::PATCH, format!("/products/{id}"), Some(json!({ "name": "Blue ink" })), 200),
-        (Method::POST, format!("/products/{id}/price"), Some(json!({ "price": { "amount": 350, "currency": "EUR" } })), 200),
-        (Method::POST, format!("/products/{id}/stock"), Some(json!({ "delta": 3 })), 200),
-        (Method::POST, format!("/products/{id}/discontinue"), None, 200),
-        (Method::GET, "/users?email=a@b.example".to_owned(), None, 403),
+        (
+            Method::PATCH,
+            format!("/products/{id}"),
+            Some(json!({ "name": "Blue ink" })),
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/products/{id}/price"),
+            Some(json!({ "price": { "amount": 350, "currency": "EUR" } })),
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/products/{id}/stock"),
+            Some(json!({ "delta": 3 })),
+            200,
+        ),
+        (
+            Method::POST,
+            format!("/products/{id}/discontinue"),
+            None,
+            200,
+        ),
+        (
+            Method::GET,
+            "/users?email=a@b.example".to_owned(),
+            None,
+            403,
+        ),
         (Method::GET, format!("/users/{}", Uuid::now_v7()), None, 403),
-        (Method::POST, "/orders".to_owned(), Some(json!({ "user_id": Uuid::now_v7(), "lines": [{ "product_id": id, "quantity": 1 }], "payment_token": "tok_ok" })), 403),
-        (Method::POST, "/api-keys".to_owned(), Some(json!({ "name": "more", "role": "admin" })), 403),
+        (
+            Method::POST,
+            "/orders".to_owned(),
+            Some(
+                json!({ "user_id": Uuid::now_v7(), "lines": [{ "product_id": id, "quantity": 1 }], "payment_token": "tok_ok" }),
+            ),
+            403,
+        ),
+        (
+            Method::POST,
+            "/api-keys".to_owned(),
+            Some(json!({ "name": "more", "role": "admin" })),
+            403,
+        ),
         (Method::GET, "/api-keys".to_owned(), None, 403),
-        (Method::GET, format!("/aggregates/product/{id}/events"), None, 403),
+        (
+            Method::GET,
+            format!("/aggregates/product/{id}/events"),
+            None,
+            403,
+        ),
         (Method::POST, "/auth/logout".to_owned(), None, 403),
     ] {
         let mut request = app.bearer(method.clone(), &path, &key);
@@ -146,7 +201,9 @@ async fn a_catalog_key_manages_products_prices_and_stock_and_nothing_else() {
         .as_str()
         .expect("key")
         .to_owned();
-    let answer = app.send(app.bearer(Method::GET, "/api-keys", &admin_key)).await;
+    let answer = app
+        .send(app.bearer(Method::GET, "/api-keys", &admin_key))
+        .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["items"].as_array().map(Vec::len), Some(2));
 }
@@ -165,7 +222,10 @@ async fn bad_requests_and_callers_are_refused_and_write_nothing() {
         assert_eq!(answer.body["errors"][0]["field"], field);
     }
     let answer = app
-        .send(app.bearer(Method::POST, "/api-keys", &admin()).json(&json!({ "name": "x" })))
+        .send(
+            app.bearer(Method::POST, "/api-keys", &admin())
+                .json(&json!({ "name": "x" })),
+        )
         .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     let customer = token(&Uuid::now_v7().to_string(), Role::Customer);
@@ -182,7 +242,11 @@ async fn bad_requests_and_callers_are_refused_and_write_nothing() {
         "a refused request stored a key"
     );
     let answer = app
-        .send(app.bearer(Method::DELETE, &format!("/api-keys/{}", Uuid::now_v7()), &admin()))
+        .send(app.bearer(
+            Method::DELETE,
+            &format!("/api-keys/{}", Uuid::now_v7()),
+            &admin(),
+        ))
         .await;
     assert_problem(&answer, 404, "/problems/not-found");
     let answer = app
@@ -190,7 +254,11 @@ async fn bad_requests_and_callers_are_refused_and_write_nothing() {
         .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     let answer = app
-        .send(app.bearer(Method::GET, "/products", "agk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"))
+        .send(app.bearer(
+            Method::GET,
+            "/products",
+            "agk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ))
         .await;
     assert_problem(&answer, 401, "/problems/invalid-token");
 }
@@ -205,10 +273,19 @@ async fn a_deleted_key_is_refused_by_every_process_within_a_second() {
     let key = created.body["key"].as_str().expect("key").to_owned();
     // Both processes have seen the key live.
     for app in [&one, &two] {
-        assert_eq!(app.send(app.bearer(Method::GET, "/products", &key)).await.status, 200);
+        assert_eq!(
+            app.send(app.bearer(Method::GET, "/products", &key))
+                .await
+                .status,
+            200
+        );
     }
     let answer = one
-        .send(one.bearer(Method::DELETE, &format!("/api-keys/{}", created.id()), &admin()))
+        .send(one.bearer(
+            Method::DELETE,
+            &format!("/api-keys/{}", created.id()),
+            &admin(),
+        ))
         .await;
     assert_eq!(answer.status, 204, "{}", answer.body);
     // At once where it was deleted; on the other within the second.
@@ -223,10 +300,16 @@ async fn a_deleted_key_is_refused_by_every_process_within_a_second() {
         401,
         "/problems/invalid-token",
     );
-    let list = two.send(two.bearer(Method::GET, "/api-keys", &admin())).await;
+    let list = two
+        .send(two.bearer(Method::GET, "/api-keys", &admin()))
+        .await;
     assert_eq!(list.body["items"], json!([]));
     let again = one
-        .send(one.bearer(Method::DELETE, &format!("/api-keys/{}", created.id()), &admin()))
+        .send(one.bearer(
+            Method::DELETE,
+            &format!("/api-keys/{}", created.id()),
+            &admin(),
+        ))
         .await;
     assert_problem(&again, 404, "/problems/not-found");
 }

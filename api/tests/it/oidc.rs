@@ -35,8 +35,8 @@ struct TestKey {
 fn ec_key(kid: &str) -> TestKey {
     use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-        .expect("an EC key");
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("an EC key");
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
         .expect("the EC key");
     // Uncompressed point: 0x04, then x and y, 32 bytes each.
@@ -56,8 +56,7 @@ fn ec_key(kid: &str) -> TestKey {
 fn rsa_key(kid: &str) -> TestKey {
     use rsa::pkcs1::EncodeRsaPrivateKey;
     use rsa::traits::PublicKeyParts;
-    let private =
-        rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("an RSA key");
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("an RSA key");
     let der = private.to_pkcs1_der().expect("PKCS#1");
     TestKey {
         kid: kid.to_owned(),
@@ -178,7 +177,8 @@ async fn app_for(provider: &Provider, refetch_interval: Duration) -> TestApp {
 
 /// 204 when the token is accepted (any signed-in caller may log out).
 async fn accepted(app: &TestApp, token: &str) -> crate::support::Answer {
-    app.send(app.bearer(Method::POST, "/auth/logout", token)).await
+    app.send(app.bearer(Method::POST, "/auth/logout", token))
+        .await
 }
 
 fn email() -> String {
@@ -225,7 +225,12 @@ async fn rs256_and_es256_tokens_are_accepted_and_register_their_user_once() {
     // A user registered here first is the one an email names.
     let local = self::email();
     app.register(&local).await;
-    assert_eq!(accepted(&app, &sign(&ec, &provider.claims(&local))).await.status, 204);
+    assert_eq!(
+        accepted(&app, &sign(&ec, &provider.claims(&local)))
+            .await
+            .status,
+        204
+    );
     assert_eq!(app.events_of_type("UserRegistered").await, 2);
 
     // The admin role makes an admin.
@@ -245,10 +250,18 @@ async fn rs256_and_es256_tokens_are_accepted_and_register_their_user_once() {
     // A deactivated user's provider token is refused too.
     let admin_token = crate::auth::token("root", Role::Admin);
     let answer = app
-        .send(app.bearer(Method::POST, &format!("/users/{user}/deactivate"), &admin_token))
+        .send(app.bearer(
+            Method::POST,
+            &format!("/users/{user}/deactivate"),
+            &admin_token,
+        ))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_problem(&accepted(&app, &sign(&ec, &claims)).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &accepted(&app, &sign(&ec, &claims)).await,
+        401,
+        "/problems/invalid-token",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +283,11 @@ async fn a_rotated_key_is_fetched_and_the_retired_one_refused() {
     assert_eq!(provider.fetches(), 2);
     // The old key is no longer published, so its tokens are refused.
     tokio::time::sleep(interval + Duration::from_millis(100)).await;
-    assert_problem(&accepted(&app, &sign(&old, &claims)).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &accepted(&app, &sign(&old, &claims)).await,
+        401,
+        "/problems/invalid-token",
+    );
     assert_eq!(accepted(&app, &sign(&new, &claims)).await.status, 204);
 }
 
@@ -308,15 +325,36 @@ async fn every_bad_token_is_refused_for_its_reason_and_registers_nobody() {
     let mut cases: Vec<(&str, String)> = vec![
         ("bad signature", sign(&impostor, &good)),
         ("unknown kid", sign(&ec_key("nobody"), &good)),
-        ("wrong iss", sign(&ec, &with(&|c| c["iss"] = json!("http://127.0.0.1:1")))),
-        ("wrong aud", sign(&ec, &with(&|c| c["aud"] = json!("someone-else")))),
+        (
+            "wrong iss",
+            sign(&ec, &with(&|c| c["iss"] = json!("http://127.0.0.1:1"))),
+        ),
+        (
+            "wrong aud",
+            sign(&ec, &with(&|c| c["aud"] = json!("someone-else"))),
+        ),
         ("no aud", sign(&ec, &with(&|c| without(c, "aud")))),
-        ("expired", sign(&ec, &with(&|c| c["exp"] = json!(now() - 3600)))),
-        ("nbf ahead", sign(&ec, &with(&|c| c["nbf"] = json!(now() + 3600)))),
-        ("email not verified", sign(&ec, &with(&|c| c["email_verified"] = json!(false)))),
-        ("email_verified missing", sign(&ec, &with(&|c| without(c, "email_verified")))),
+        (
+            "expired",
+            sign(&ec, &with(&|c| c["exp"] = json!(now() - 3600))),
+        ),
+        (
+            "nbf ahead",
+            sign(&ec, &with(&|c| c["nbf"] = json!(now() + 3600))),
+        ),
+        (
+            "email not verified",
+            sign(&ec, &with(&|c| c["email_verified"] = json!(false))),
+        ),
+        (
+            "email_verified missing",
+            sign(&ec, &with(&|c| without(c, "email_verified"))),
+        ),
         ("no email", sign(&ec, &with(&|c| without(c, "email")))),
-        ("email not an email", sign(&ec, &with(&|c| c["email"] = json!("grace at home")))),
+        (
+            "email not an email",
+            sign(&ec, &with(&|c| c["email"] = json!("grace at home"))),
+        ),
     ];
     // ES256 in the header, but the kid is of an RSA key.
     let mut header = Header::new(Algorithm::ES256);
@@ -362,7 +400,11 @@ async fn every_bad_token_is_refused_for_its_reason_and_registers_nobody() {
             answer.body
         );
     }
-    assert_eq!(app.event_count().await, 0, "a refused token registered a user");
+    assert_eq!(
+        app.event_count().await,
+        0,
+        "a refused token registered a user"
+    );
     // The good one still passes.
     assert_eq!(accepted(&app, &sign(&ec, &good)).await.status, 204);
 }

@@ -2,12 +2,12 @@
 //! status and problem type, as a client sees them, and across two API
 //! processes on one database where the contract says "every process".
 
-use std::sync::Arc;
 use api::auth::JwtSecret;
 use api::rate_limit::RateLimitOptions;
 use api::HttpOptions;
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use testkit::TestDatabase;
 use uuid::Uuid;
 
@@ -65,15 +65,21 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Answer {
-        self.post("/auth/login", json!({ "email": email, "password": password }))
-            .await
+        self.post(
+            "/auth/login",
+            json!({ "email": email, "password": password }),
+        )
+        .await
     }
 
     pub async fn signed_in(&self, email: &str, password: &str) -> (String, String) {
         let answer = self.login(email, password).await;
         assert_eq!(answer.status, 200, "login: {}", answer.body);
         (
-            answer.body["access_token"].as_str().expect("access").to_owned(),
+            answer.body["access_token"]
+                .as_str()
+                .expect("access")
+                .to_owned(),
             answer.body["refresh_token"]
                 .as_str()
                 .expect("refresh")
@@ -130,7 +136,10 @@ async fn sign_up_sign_in_and_use_the_access_token() {
     assert_eq!(answer.body["expires_in"], 900);
     assert_eq!(answer.body["user_id"], user.to_string());
     assert_eq!(
-        answer.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        answer
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
         Some("no-store")
     );
     let refresh = answer.body["refresh_token"].as_str().expect("refresh");
@@ -152,12 +161,16 @@ async fn sign_up_sign_in_and_use_the_access_token() {
     .await
     .expect("scan events");
     assert_eq!(leaked, 0);
-    let hash: String = sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
-        .bind(user)
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("the hash");
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM credentials WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("the hash");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
     // The refresh token is stored as its hash only.
     assert_eq!(
         app.rows("SELECT count(*) FROM refresh_tokens WHERE token_hash = sha256(convert_to('x', 'UTF8'))")
@@ -202,7 +215,10 @@ async fn unknown_email_wrong_password_and_no_password_answer_alike_after_one_ver
         bodies.push(answer.body);
     }
     // Word for word the same answer.
-    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "{bodies:?}");
+    assert!(
+        bodies.windows(2).all(|pair| pair[0] == pair[1]),
+        "{bodies:?}"
+    );
     assert_eq!(app.event_count().await, events);
     assert_eq!(app.rows("SELECT count(*) FROM sign_ins").await, 0);
 }
@@ -217,14 +233,22 @@ async fn a_deactivated_user_gets_403_with_the_right_password_only() {
         .send(app.bearer(Method::POST, &format!("/users/{user}/deactivate"), &access))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_problem(&app.login(&email, PASSWORD).await, 403, "/problems/user-deactivated");
+    assert_problem(
+        &app.login(&email, PASSWORD).await,
+        403,
+        "/problems/user-deactivated",
+    );
     assert_problem(
         &app.login(&email, "wrong password!").await,
         401,
         "/problems/invalid-credentials",
     );
     // Its tokens are refused at once, and its refresh token is revoked.
-    assert_problem(&app.rename(user, &access).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.rename(user, &access).await,
+        401,
+        "/problems/invalid-token",
+    );
     assert_problem(&app.refresh(&refresh).await, 401, "/problems/invalid-token");
     assert_eq!(
         app.rows(&format!(
@@ -290,20 +314,34 @@ async fn refresh_rotates_and_a_reused_token_revokes_its_whole_sign_in() {
     let rotated = app.refresh(&first).await;
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     assert_eq!(rotated.body["user_id"], user.to_string());
-    let second = rotated.body["refresh_token"].as_str().expect("refresh").to_owned();
-    let access = rotated.body["access_token"].as_str().expect("access").to_owned();
+    let second = rotated.body["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let access = rotated.body["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
     assert_ne!(second, first);
     assert_eq!(app.rename(user, &access).await.status, 200);
 
     // The used one comes back: refused, and the sign-in is revoked.
     assert_problem(&app.refresh(&first).await, 401, "/problems/invalid-token");
     assert_problem(&app.refresh(&second).await, 401, "/problems/invalid-token");
-    assert_problem(&app.rename(user, &access).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.rename(user, &access).await,
+        401,
+        "/problems/invalid-token",
+    );
     // The user's other sign-in goes on.
     assert_eq!(app.rename(user, &other_access).await.status, 200);
     assert_eq!(app.refresh(&other_refresh).await.status, 200);
     // Made-up tokens are refused alike.
-    assert_problem(&app.refresh("made-up").await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.refresh("made-up").await,
+        401,
+        "/problems/invalid-token",
+    );
     let answer = app.post("/auth/refresh", json!({})).await;
     assert_eq!(answer.status, 400, "{}", answer.body);
 }
@@ -317,10 +355,16 @@ async fn logout_ends_the_sign_in_of_the_body_or_of_the_token() {
     let (kept_access, kept_refresh) = app.signed_in(&email, PASSWORD).await;
 
     // No body at all: the access token's sign-in.
-    let answer = app.send(app.bearer(Method::POST, "/auth/logout", &access)).await;
+    let answer = app
+        .send(app.bearer(Method::POST, "/auth/logout", &access))
+        .await;
     assert_eq!(answer.status, 204, "{}", answer.body);
     assert_problem(&app.refresh(&refresh).await, 401, "/problems/invalid-token");
-    assert_problem(&app.rename(user, &access).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.rename(user, &access).await,
+        401,
+        "/problems/invalid-token",
+    );
     assert_eq!(app.rename(user, &kept_access).await.status, 200);
 
     // With the refresh token in the body.
@@ -333,7 +377,11 @@ async fn logout_ends_the_sign_in_of_the_body_or_of_the_token() {
         .await;
     assert_eq!(answer.status, 204, "{}", answer.body);
     assert_problem(&app.refresh(&refresh).await, 401, "/problems/invalid-token");
-    assert_problem(&app.rename(user, &access).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.rename(user, &access).await,
+        401,
+        "/problems/invalid-token",
+    );
     assert_eq!(app.refresh(&kept_refresh).await.status, 200);
 
     // Without a token it is not open.
@@ -360,40 +408,59 @@ async fn changing_the_password_ends_the_other_sign_ins_and_records_only_that_it_
 
     let events = app.event_count().await;
     let answer = app
-        .send(change(json!({ "current_password": "wrong one!", "new_password": "a new passphrase" })))
+        .send(change(
+            json!({ "current_password": "wrong one!", "new_password": "a new passphrase" }),
+        ))
         .await;
     assert_problem(&answer, 422, "/problems/invalid-credentials");
-    let answer = app.send(change(json!({ "new_password": "a new passphrase" }))).await;
+    let answer = app
+        .send(change(json!({ "new_password": "a new passphrase" })))
+        .await;
     assert_problem(&answer, 422, "/problems/validation");
     assert_eq!(answer.body["errors"][0]["field"], "current_password");
     let answer = app
-        .send(change(json!({ "current_password": PASSWORD, "new_password": "short" })))
+        .send(change(
+            json!({ "current_password": PASSWORD, "new_password": "short" }),
+        ))
         .await;
     assert_problem(&answer, 422, "/problems/validation");
     assert_eq!(answer.body["errors"][0]["field"], "new_password");
     assert_eq!(app.event_count().await, events, "a refused change wrote");
 
     let answer = app
-        .send(change(json!({ "current_password": PASSWORD, "new_password": "a new passphrase" })))
+        .send(change(
+            json!({ "current_password": PASSWORD, "new_password": "a new passphrase" }),
+        ))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["id"], user.to_string());
     assert_eq!(answer.etag(), format!("\"{}\"", answer.body["version"]));
     assert_eq!(app.events_of_type("UserPasswordChanged").await, 1);
-    let payload: Value = sqlx::query_scalar(
-        "SELECT payload FROM events WHERE event_type = 'UserPasswordChanged'",
-    )
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("the event");
+    let payload: Value =
+        sqlx::query_scalar("SELECT payload FROM events WHERE event_type = 'UserPasswordChanged'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("the event");
     assert_eq!(payload, json!({ "UserPasswordChanged": {} }));
 
     // The sign-in that asked goes on; the other is over.
     assert_eq!(app.rename(user, &access).await.status, 200);
     assert_eq!(app.refresh(&refresh).await.status, 200);
-    assert_problem(&app.rename(user, &other_access).await, 401, "/problems/invalid-token");
-    assert_problem(&app.refresh(&other_refresh).await, 401, "/problems/invalid-token");
-    assert_problem(&app.login(&email, PASSWORD).await, 401, "/problems/invalid-credentials");
+    assert_problem(
+        &app.rename(user, &other_access).await,
+        401,
+        "/problems/invalid-token",
+    );
+    assert_problem(
+        &app.refresh(&other_refresh).await,
+        401,
+        "/problems/invalid-token",
+    );
+    assert_problem(
+        &app.login(&email, PASSWORD).await,
+        401,
+        "/problems/invalid-credentials",
+    );
     assert_eq!(app.login(&email, "a new passphrase").await.status, 200);
 
     // An admin may leave the current password out, and every sign-in ends.
@@ -405,7 +472,11 @@ async fn changing_the_password_ends_the_other_sign_ins_and_records_only_that_it_
         )
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    assert_problem(&app.rename(user, &access).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.rename(user, &access).await,
+        401,
+        "/problems/invalid-token",
+    );
     assert_eq!(app.login(&email, "an admin's reset").await.status, 200);
     // Of an unknown user: 404, nothing stored.
     let unknown = Uuid::now_v7();
@@ -417,8 +488,10 @@ async fn changing_the_password_ends_the_other_sign_ins_and_records_only_that_it_
         .await;
     assert_problem(&answer, 404, "/problems/not-found");
     assert_eq!(
-        app.rows(&format!("SELECT count(*) FROM credentials WHERE user_id = '{unknown}'"))
-            .await,
+        app.rows(&format!(
+            "SELECT count(*) FROM credentials WHERE user_id = '{unknown}'"
+        ))
+        .await,
         0
     );
 }
@@ -437,7 +510,10 @@ async fn a_bad_password_at_sign_up_is_422_and_writes_nothing() {
         assert_eq!(answer.body["errors"][0]["field"], "password");
     }
     let answer = app
-        .post("/users", json!({ "email": email(), "name": "Ada", "password": 12345678 }))
+        .post(
+            "/users",
+            json!({ "email": email(), "name": "Ada", "password": 12345678 }),
+        )
         .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
     assert_eq!(app.event_count().await, 0);
@@ -476,7 +552,11 @@ async fn a_deactivated_users_live_token_is_refused_on_a_second_process() {
         two.rename(user, &access).await.status == 401
     })
     .await;
-    assert_problem(&two.rename(user, &access).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &two.rename(user, &access).await,
+        401,
+        "/problems/invalid-token",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,7 +144,10 @@ mod tests {
         let passwords = Passwords::new();
         let password = Password::parse("correct horse battery").unwrap();
         let hash = passwords.hash(&password).await.unwrap();
-        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
         assert!(!hash.contains("correct horse"));
         assert!(passwords
             .verify("correct horse battery", Some(&hash))

@@ -208,10 +208,11 @@ impl SignIns {
 
     /// The sign-in a refresh token (used or not) belongs to, and its user.
     pub async fn of_token(&self, token: &str) -> Result<Option<(Uuid, Uuid)>, StoreError> {
-        let row = sqlx::query("SELECT sign_in_id, user_id FROM refresh_tokens WHERE token_hash = $1")
-            .bind(&sha256(token.as_bytes())[..])
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT sign_in_id, user_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(&sha256(token.as_bytes())[..])
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|row| Ok((row.try_get("sign_in_id")?, row.try_get("user_id")?)))
             .transpose()
     }

@@ -38,7 +38,9 @@ pub struct Attempt(i64);
 pub enum Admission {
     Allowed(Attempt),
     /// Too many failures: try again in this many seconds (at least 1).
-    Throttled { retry_after: u64 },
+    Throttled {
+        retry_after: u64,
+    },
 }
 
 #[derive(Clone)]
