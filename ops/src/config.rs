@@ -175,6 +175,10 @@ impl Config {
                 "must be above zero and at most AGORA_REFRESH_TOKEN_TTL",
             ));
         }
+        // Read whether or not OpenID Connect is on, so a typo in them is
+        // reported either way.
+        let roles_claim: String = env.get("AGORA_OIDC_ROLES_CLAIM", "roles".to_owned())?;
+        let admin_role: String = env.get("AGORA_OIDC_ADMIN_ROLE", "agora-admin".to_owned())?;
         let oidc = match (
             env.raw("AGORA_OIDC_ISSUER")
                 .filter(|s| !s.trim().is_empty()),
@@ -193,8 +197,8 @@ impl Config {
                 Some(OidcConfig {
                     issuer,
                     audience,
-                    roles_claim: env.get("AGORA_OIDC_ROLES_CLAIM", "roles".to_owned())?,
-                    admin_role: env.get("AGORA_OIDC_ADMIN_ROLE", "agora-admin".to_owned())?,
+                    roles_claim,
+                    admin_role,
                 })
             }
             (Some(_), None) => {
