@@ -84,6 +84,8 @@ pub struct Operation {
     pub readiness: bool,
     /// Problems this operation answers beyond what its kind implies.
     pub problems: &'static [(u16, &'static str)],
+    /// The body may be left out entirely (`POST /auth/logout`).
+    pub optional_body: bool,
 }
 
 impl Operation {
@@ -105,6 +107,15 @@ impl Operation {
             links: &[],
             readiness: false,
             problems: &[],
+            optional_body: false,
+        }
+    }
+
+    /// The body may be left out (no bytes, no `Content-Type`).
+    pub fn optional_body(self) -> Self {
+        Self {
+            optional_body: true,
+            ..self
         }
     }
 
@@ -302,7 +313,7 @@ fn operation(route: &Route) -> Value {
     });
     if let Some(body) = doc.body {
         op["requestBody"] = json!({
-            "required": true,
+            "required": !doc.optional_body,
             "content": { "application/json": { "schema": component(body) } },
         });
     }

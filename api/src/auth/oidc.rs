@@ -343,3 +343,60 @@ fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
         Some(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn oidc(roles_claim: &str) -> Oidc {
+        Oidc::new(OidcOptions {
+            roles_claim: roles_claim.to_owned(),
+            ..OidcOptions::new("https://id.example", "agora")
+        })
+    }
+
+    #[test]
+    fn roles_come_from_the_configured_claim_a_list_a_string_or_a_path() {
+        let claims = |roles: Value| json!({"email": "a@b.example", "email_verified": true, "name": "A", "realm_access": {"roles": roles.clone()}, "roles": roles});
+        let flat = oidc("roles");
+        let nested = oidc("realm_access.roles");
+        for (roles, admin) in [
+            (json!(["agora-admin"]), true),
+            (json!("reader agora-admin"), true),
+            (json!(["reader"]), false),
+            (json!("agora-administrator"), false),
+            (json!(null), false),
+        ] {
+            assert_eq!(
+                flat.claims(&claims(roles.clone())).unwrap().admin,
+                admin,
+                "{roles}"
+            );
+            assert_eq!(
+                nested.claims(&claims(roles.clone())).unwrap().admin,
+                admin,
+                "{roles}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_email_must_be_there_and_verified() {
+        let oidc = oidc("roles");
+        let verified = oidc
+            .claims(&json!({"email": "a@b.example", "email_verified": "true"}))
+            .unwrap();
+        assert_eq!(verified.email, "a@b.example");
+        assert_eq!(verified.name, None);
+        for claims in [
+            json!({"email": "a@b.example"}),
+            json!({"email": "a@b.example", "email_verified": false}),
+            json!({"email": "a@b.example", "email_verified": "yes"}),
+            json!({"email_verified": true}),
+        ] {
+            assert!(oidc.claims(&claims).is_err(), "{claims}");
+        }
+    }
+}

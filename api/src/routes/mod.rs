@@ -124,7 +124,11 @@ pub fn table() -> Vec<Route> {
                 "Change a user's password; its other sign-ins end",
             )
             .body("ChangePassword")
-            .write("UserWritten"),
+            .write("UserWritten")
+            .problems(&[(
+                429,
+                "`login-throttled` after 5 wrong current passwords for the user within 15 minutes, or over the rate limit.",
+            )]),
         ),
         route(
             Method::POST,
@@ -159,6 +163,7 @@ pub fn table() -> Vec<Route> {
             auth::logout,
             op("logout", "auth", "End a sign-in")
                 .body("Logout")
+                .optional_body()
                 .no_content(),
         ),
         route(

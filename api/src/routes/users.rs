@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Extension;
-use commands::identity::RevokeReason;
+use commands::identity::{Admission, RevokeReason};
 use domain::user::{User, UserCommand};
 use domain::values::{EmailAddress, Name, Password};
 use schemars::JsonSchema;
@@ -121,6 +121,22 @@ pub async fn change_password(
     };
     let identity = &state.identity;
     if let Some(current) = &body.current_password {
+        // Guesses of the current password (with a stolen access token, say)
+        // are throttled as logins are, per user.
+        let key = identity.keyed_hash(format!("password-change:{user_id}").as_bytes());
+        let attempt = match identity.throttle.admit(&key).await? {
+            Admission::Allowed(attempt) => attempt,
+            Admission::Throttled { retry_after } => {
+                return Err(ApiError {
+                    retry_after: Some(retry_after),
+                    ..ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "login-throttled",
+                        "too many wrong current passwords for this user; try again later",
+                    )
+                })
+            }
+        };
         let hash = identity.password_hash(user_id).await?;
         if !identity.passwords.verify(current, hash.as_deref()).await? {
             return Err(ApiError::rule(
@@ -128,6 +144,7 @@ pub async fn change_password(
                 "current_password is not the user's password",
             ));
         }
+        identity.throttle.succeeded(attempt).await?;
     }
     let hash = identity.passwords.hash(&new_password).await?;
     let id = user_id.to_string();

@@ -426,6 +426,26 @@ async fn changing_the_password_ends_the_other_sign_ins_and_records_only_that_it_
     assert_problem(&answer, 422, "/problems/validation");
     assert_eq!(answer.body["errors"][0]["field"], "new_password");
     assert_eq!(app.event_count().await, events, "a refused change wrote");
+    // Guessing the current password is throttled as logins are.
+    for _ in 0..4 {
+        let answer = app
+            .send(change(
+                json!({ "current_password": "guess again", "new_password": "a new passphrase" }),
+            ))
+            .await;
+        assert_problem(&answer, 422, "/problems/invalid-credentials");
+    }
+    let answer = app
+        .send(change(
+            json!({ "current_password": PASSWORD, "new_password": "a new passphrase" }),
+        ))
+        .await;
+    assert_problem(&answer, 429, "/problems/login-throttled");
+    assert!(answer.headers.get("retry-after").is_some());
+    sqlx::query("DELETE FROM login_failures")
+        .execute(&app.db.pool)
+        .await
+        .expect("forget the guesses");
 
     let answer = app
         .send(change(

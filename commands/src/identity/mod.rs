@@ -133,6 +133,28 @@ impl Identity {
         Ok(())
     }
 
+    /// Deletes everything identity keeps of `user_id`: its password hash,
+    /// its sign-ins and their refresh tokens, and returns how many rows
+    /// went. Erasure calls it; the user's tokens are refused from then on
+    /// (a refresh finds nothing, an access token's user is disabled).
+    pub async fn forget_user(&self, user_id: Uuid) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut gone = 0;
+        for statement in [
+            "DELETE FROM refresh_tokens WHERE user_id = $1",
+            "DELETE FROM sign_ins WHERE user_id = $1",
+            "DELETE FROM credentials WHERE user_id = $1",
+        ] {
+            gone += sqlx::query(statement)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     /// Forgets the password of a user that was never registered (its
     /// registration was refused after the hash was stored).
     pub async fn forget_password(&self, user_id: Uuid) -> Result<(), StoreError> {

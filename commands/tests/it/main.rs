@@ -3,6 +3,7 @@
 
 mod event_schemas;
 mod idempotency;
+mod identity;
 mod metadata;
 mod migrations;
 mod relay;
