@@ -187,6 +187,15 @@ pub async fn logout(
     MaybeJson(body): MaybeJson<Logout>,
 ) -> Result<Response, ApiError> {
     let identity = &state.identity;
+    if body
+        .refresh_token
+        .as_ref()
+        .is_some_and(|token| !(1..=1024).contains(&token.len()))
+    {
+        let mut fields = super::Fields::default();
+        fields.fail("refresh_token", "must be 1 to 1024 characters, as handed out");
+        fields.finish()?;
+    }
     let target = match body.refresh_token {
         Some(token) => identity.sign_ins.of_token(&token).await?,
         None => match (sign_in, &caller) {
