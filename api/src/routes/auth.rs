@@ -255,8 +255,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for MaybeJson
         if !declared && empty {
             return Ok(Self(T::default()));
         }
-        JsonBody::<T>::from_request(req, state)
-            .await
-            .map(|JsonBody(body)| Self(body))
+        // An object only: serde would take `[]` for a struct of optional fields.
+        let JsonBody(value) = JsonBody::<serde_json::Value>::from_request(req, state).await?;
+        if !value.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        }
+        serde_json::from_value(value)
+            .map(Self)
+            .map_err(|err| ApiError::bad_request(format!("the body is not valid: {err}")))
     }
 }
