@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 bash ops/scripts/services.sh
 cargo build --release --bin agora
 export AGORA_AUTH="${AGORA_AUTH:-off}"
+# The gateway takes only requests with this token; the saga sends it.
+if [[ -z "${AGORA_GATEWAY_TOKEN:-}" ]]; then
+    AGORA_GATEWAY_TOKEN=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
+    export AGORA_GATEWAY_TOKEN
+fi
+echo "run.sh: the payment gateway's token (AGORA_GATEWAY_TOKEN): $AGORA_GATEWAY_TOKEN"
 ./target/release/agora migrate
 ./target/release/agora gateway &
 gateway=$!

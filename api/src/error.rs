@@ -3,6 +3,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use commands::{CommandError, StoreError};
+use domain::{Refusal, RefusalKind};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -111,7 +112,8 @@ impl ApiError {
         }
     }
 
-    /// 422 for a business rule, named by its slug.
+    /// 422 for a rule the edge itself checks, named by its slug; a domain
+    /// refusal goes through [`ApiError::refused`] instead.
     pub fn rule(slug: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, slug, detail)
     }
@@ -138,13 +140,69 @@ impl ApiError {
         )
     }
 
+    /// 408: the body arrived slower than the server waits for. The
+    /// connection closes, since the rest of the body is never read.
+    pub fn body_too_slow(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", detail)
+    }
+
+    /// 414: the request target is longer than the server reads.
+    pub fn uri_too_long(limit: usize) -> Self {
+        Self::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request target is longer than {limit} bytes"),
+        )
+    }
+
+    /// 431: the request's header fields are larger than the server reads.
+    pub fn headers_too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header-fields-too-large",
+            detail,
+        )
+    }
+
+    /// 429 `too-many-connections`: this peer address holds as many
+    /// connections as one peer may.
+    pub fn too_many_connections(limit: usize) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-connections",
+                format!("this address already holds {limit} open connections; reuse one"),
+            )
+        }
+    }
+
+    /// An error answer that is not problem+json (an extractor's rejection
+    /// written by axum, a parse error written by hyper) in the shape of
+    /// every other: same status, a slug named after it, and its text.
+    pub fn from_status(status: StatusCode, detail: impl Into<String>) -> Self {
+        let slug = match status {
+            StatusCode::BAD_REQUEST => "bad-request",
+            StatusCode::NOT_FOUND => "not-found",
+            StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+            StatusCode::REQUEST_TIMEOUT => "request-timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+            StatusCode::URI_TOO_LONG => "uri-too-long",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header-fields-too-large",
+            StatusCode::SERVICE_UNAVAILABLE => "service-unavailable",
+            status if status.is_server_error() => "internal",
+            _ => "bad-request",
+        };
+        Self::new(status, slug, detail)
+    }
+
     fn title(&self) -> &'static str {
         self.status.canonical_reason().unwrap_or("Error")
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    /// The problem+json document of this error.
+    pub fn problem_json(&self) -> Vec<u8> {
         let body = Problem {
             kind: format!("/problems/{}", self.slug),
             title: self.title(),
@@ -152,12 +210,26 @@ impl IntoResponse for ApiError {
             detail: &self.detail,
             errors: &self.errors,
         };
-        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let bytes = self.problem_json();
         let mut response = (self.status, bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        // The rest of the request was never read, so the connection cannot
+        // carry another.
+        if matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         // RFC 9110: every 401 names the scheme that would be accepted.
         if self.status == StatusCode::UNAUTHORIZED {
@@ -172,6 +244,13 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
+        if let StoreError::CommitUnknown(_) = err {
+            tracing::warn!(error = %err, "event store connection lost mid-write");
+            return Self::unavailable(
+                "the connection to the event store was lost while this write was in flight: it may or may not have taken effect; read the resource before trying again",
+                1,
+            );
+        }
         if err.is_unavailable() {
             tracing::warn!(error = %err, "event store unavailable");
             Self::unavailable("the event store is unavailable; try again shortly", 1)
@@ -181,45 +260,32 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// A domain refusal that knows its problem slug.
-pub trait Refusal: std::error::Error {
-    fn rule(&self) -> &'static str;
-}
-
-macro_rules! refusal {
-    ($($error:ty),*) => {$(
-        impl Refusal for $error {
-            fn rule(&self) -> &'static str {
-                <$error>::rule(self)
-            }
+impl ApiError {
+    /// A domain refusal of `kind`: the one place where kinds become statuses
+    /// and problem types.
+    pub fn refused(kind: RefusalKind, detail: impl Into<String>) -> Self {
+        match kind {
+            RefusalKind::NotFound => Self::not_found(detail),
+            RefusalKind::AlreadyExists => Self::conflict(detail),
+            RefusalKind::Invalid => Self::validation(vec![FieldError::new("body", detail)]),
+            RefusalKind::InvalidTransition => Self::rule("invalid-transition", detail),
+            RefusalKind::InsufficientStock => Self::rule("insufficient-stock", detail),
+            RefusalKind::UserDeactivated => Self::rule("user-deactivated", detail),
+            RefusalKind::ProductDiscontinued => Self::rule("product-discontinued", detail),
+            RefusalKind::CurrencyMismatch => Self::rule("currency-mismatch", detail),
         }
-    )*};
+    }
 }
-refusal!(
-    domain::user::UserError,
-    domain::product::ProductError,
-    domain::order::OrderError,
-    domain::payment::PaymentError
-);
 
 impl<E: Refusal> From<CommandError<E>> for ApiError {
     fn from(err: CommandError<E>) -> Self {
         match err {
-            CommandError::Rejected(refusal) => match refusal.rule() {
-                "not-found" => Self::not_found(refusal.to_string()),
-                "already-exists" => Self::conflict(refusal.to_string()),
-                "validation" => {
-                    Self::validation(vec![FieldError::new("body", refusal.to_string())])
-                }
-                slug => Self::rule(slug, refusal.to_string()),
-            },
-            CommandError::PreconditionFailed { expected, current } => Self::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition-failed",
-                format!(
+            CommandError::Rejected(refusal) => Self::refused(refusal.kind(), refusal.to_string()),
+            CommandError::PreconditionFailed { expected, current } => {
+                crate::extract::precondition_failed(format!(
                     "If-Match names version {expected}, but the resource is at version {current}"
-                ),
-            ),
+                ))
+            }
             CommandError::Duplicate { field } => Self {
                 errors: vec![FieldError::new(field, "is already taken")],
                 ..Self::conflict(format!("this {field} is already taken"))

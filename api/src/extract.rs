@@ -36,7 +36,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request(rejection.body_text())
             }
         })?;
-        serde_json::from_slice(&bytes)
+        // Strict: an array is never an object, a float never an integer.
+        schemas::strict::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|err| ApiError::bad_request(format!("the body is not valid: {err}")))
     }
@@ -87,6 +88,44 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
             )
         })
     }
+}
+
+/// The precondition of a create: nothing exists before it, so `If-Match`
+/// may name version 0 (`"0"`) and nothing else; any other version, or `*`
+/// (which asks for some current version), is 412 and nothing is written.
+pub struct IfMatchNothing;
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatchNothing {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let named = parts
+            .headers
+            .get(header::IF_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        match named {
+            None | Some("") => Ok(Self),
+            Some("*") => Err(precondition_failed(
+                "If-Match: * asks for a current version, but a create makes a new resource",
+            )),
+            Some(_) => match IfMatch::from_request_parts(parts, state).await?.0 {
+                Some(0) | None => Ok(Self),
+                Some(version) => Err(precondition_failed(format!(
+                    "If-Match names version {version}, but a create starts at version 0"
+                ))),
+            },
+        }
+    }
+}
+
+/// 412: a precondition of the request does not hold; nothing was written.
+pub fn precondition_failed(detail: impl Into<String>) -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "precondition-failed",
+        detail,
+    )
 }
 
 /// The metadata stored with the events this request causes.

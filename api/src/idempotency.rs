@@ -1,7 +1,8 @@
 //! `Idempotency-Key` on POST: the first request with a key runs and its answer
 //! is stored; a repeat with the same body gets that answer again and writes
 //! nothing; the same key with another body is 422; a repeat while the first
-//! still runs is 409. Answers of 5xx are not stored, so a retry runs again.
+//! still runs is 409. Only answers worth replaying are stored ([`worth_replaying`]):
+//! any other releases the key, so a retry runs again.
 
 use axum::body::{to_bytes, Body};
 use axum::extract::Request;
@@ -87,7 +88,7 @@ pub async fn idempotency(state: &AppState, req: Request, next: Next) -> Response
             return ApiError::internal(&err).into_response();
         }
     };
-    let outcome = if parts.status.is_server_error() {
+    let outcome = if !worth_replaying(parts.status, &parts.headers) {
         state.idempotency.abandon(scope, &key, &fingerprint).await
     } else {
         let stored = StoredResponse {
@@ -107,6 +108,25 @@ pub async fn idempotency(state: &AppState, req: Request, next: Next) -> Response
         tracing::warn!(error = %err, "could not record the idempotent answer");
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+/// An answer is stored for replay when a repeat of the request would get it
+/// again because of what the request did or found: a success, or a refusal
+/// that depends on the state (404, 409 a taken value, 412, 422). A refusal of
+/// the request itself (400, 401, 403, 413, 415, ...) costs nothing to give
+/// again and would only fill the table; an answer that says to try again
+/// (`Retry-After`: a 409 of a command that kept losing races, a 503) must
+/// let the retry run.
+pub fn worth_replaying(status: StatusCode, headers: &axum::http::HeaderMap) -> bool {
+    let depends_on_state = status.is_success()
+        || matches!(
+            status,
+            StatusCode::NOT_FOUND
+                | StatusCode::CONFLICT
+                | StatusCode::PRECONDITION_FAILED
+                | StatusCode::UNPROCESSABLE_ENTITY
+        );
+    depends_on_state && !headers.contains_key(header::RETRY_AFTER)
 }
 
 fn fingerprint(

@@ -7,6 +7,7 @@
 //! listener (`changes`) keeps fresh. Nothing here holds business rules.
 
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod changes;
 pub mod edge;
@@ -18,11 +19,11 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod trace;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -31,6 +32,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use server::ConnectionLimits;
 pub use state::{AppState, HttpOptions};
 
 /// Every route of the API, behind the edge ([`edge::edge`]).
@@ -54,20 +56,15 @@ pub fn operations_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests
-/// in flight finish.
+/// Serves `app` on `listener` under `limits` until `shutdown` resolves,
+/// then lets requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address names anonymous clients for rate limits.
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    server::serve(listener, app, limits, shutdown).await
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then stops taking
@@ -77,7 +74,8 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve(listener, router(state), shutdown).await
+    let limits = state.options.connections.clone();
+    serve(listener, router(state), limits, shutdown).await
 }
 
 /// Default request timeout: longer than the read-your-writes wait.

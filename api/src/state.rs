@@ -13,8 +13,18 @@ use crate::rate_limit::{RateLimitOptions, RateLimiter};
 /// Limits of the HTTP edge.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
+    /// The largest body read (`AGORA_BODY_LIMIT_BYTES`): 413 past it.
     pub body_limit: usize,
+    /// How long a body may take to arrive, plus a second per
+    /// `body_min_rate` bytes received (`AGORA_BODY_READ_TIMEOUT_MS`): 408
+    /// past it. Zero waits for ever.
+    pub body_read_timeout: Duration,
+    /// `AGORA_BODY_MIN_RATE` bytes per second; 0 gives no extra time.
+    pub body_min_rate: u32,
+    /// Handling one request, once it is read (`AGORA_REQUEST_TIMEOUT_MS`): 503 past it.
     pub request_timeout: Duration,
+    /// Connections and request heads.
+    pub connections: crate::ConnectionLimits,
     /// How long a read with `?min_version=` waits for the read model
     /// (`AGORA_CONSISTENCY_WAIT_MS`) before answering 503.
     pub consistency_wait: Duration,
@@ -37,7 +47,10 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             body_limit: 64 * 1024,
+            body_read_timeout: Duration::from_secs(20),
+            body_min_rate: 500,
             request_timeout: crate::DEFAULT_REQUEST_TIMEOUT,
+            connections: crate::ConnectionLimits::default(),
             consistency_wait: crate::DEFAULT_CONSISTENCY_WAIT,
             nats_prefix: "agora".to_owned(),
             cache: CacheOptions::default(),

@@ -23,8 +23,14 @@ pub enum CommandError<E: std::error::Error> {
 /// Failures of the event store itself, apart from business outcomes.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database could not be reached, or ended the session before the
+    /// write could commit (503).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The connection broke after an append was sent: it may or may not
+    /// have committed (503, and the client should look before it retries).
+    #[error("the connection was lost while a write was in flight: {0}")]
+    CommitUnknown(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
     #[error("stored data could not be read: {0}")]
@@ -33,7 +39,25 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::CommitUnknown(_))
+    }
+
+    /// Nothing of the failed work committed and another connection may well
+    /// do it: the session was lost, not the pool exhausted (a wait of its
+    /// own) nor a write in flight.
+    pub fn may_retry(&self) -> bool {
+        matches!(self, Self::Unavailable(err)
+            if !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+    }
+
+    /// The error of a statement that wrote: a lost connection is
+    /// [`CommitUnknown`](Self::CommitUnknown) unless the server said it
+    /// ended the session (and so rolled the statement back).
+    pub(crate) fn of_write(err: sqlx::Error) -> Self {
+        match Self::from(err) {
+            Self::Unavailable(err) if !server_ended_session(&err) => Self::CommitUnknown(err),
+            other => other,
+        }
     }
 }
 
@@ -42,12 +66,24 @@ impl From<sqlx::Error> for StoreError {
         match err {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
+            ref db if server_ended_session(db) => Self::Unavailable(err),
             other => Self::Database(other),
         }
     }
+}
+
+/// The server ended the session and said why: 57P01 (administrator
+/// shutdown: a restart), 57P02 (crash shutdown), 57P03 (cannot connect now:
+/// starting up or shutting down) or a connection exception (class 08). The
+/// statement it was running, if any, was rolled back.
+fn server_ended_session(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03"))
 }
 
 impl From<serde_json::Error> for StoreError {

@@ -281,7 +281,12 @@ where
         metadata: &CommandMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let started = std::time::Instant::now();
-        let result = self.execute_counted(id, command, expected, metadata).await;
+        let mut result = self
+            .execute_counted(id, command.clone(), expected, metadata)
+            .await;
+        if lost_connection(&result) {
+            result = self.execute_counted(id, command, expected, metadata).await;
+        }
         record_command(A::TYPE, &result, started);
         result
     }
@@ -374,7 +379,12 @@ where
         metadata: &CommandMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
         let started = std::time::Instant::now();
-        let result = self.execute_new_counted(id, command, metadata).await;
+        let mut result = self
+            .execute_new_counted(id, command.clone(), metadata)
+            .await;
+        if lost_connection(&result) {
+            result = self.execute_new_counted(id, command, metadata).await;
+        }
         record_command(A::TYPE, &result, started);
         result
     }
@@ -656,7 +666,15 @@ where
         if let Some(snapshot) = snapshot {
             query = query.bind(new_version as i64).bind(snapshot);
         }
-        let result = query.execute(&self.inner.pool).await;
+        // Acquired first, so that a failure to get a connection (nothing
+        // sent) is told apart from one while the append is in flight.
+        let mut conn = self
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(|err| AppendError::Store(err.into()))?;
+        let result = query.execute(&mut *conn).await;
         match result {
             Ok(_) => {
                 metrics::counter!("agora_events_appended_total", "aggregate" => A::TYPE)
@@ -666,10 +684,28 @@ where
             Err(err) => match unique_violation(&err) {
                 Some(Violation::Sequence) => Err(AppendError::SequenceTaken),
                 Some(Violation::Claim) => Err(AppendError::Claimed(claim_kind(&err, &claim_kinds))),
-                None => Err(AppendError::Store(err.into())),
+                None => Err(AppendError::Store(StoreError::of_write(err))),
             },
         }
     }
+}
+
+/// Whether a command failed because its database session was lost before
+/// anything of it could commit: then it runs once more, on another
+/// connection (the pool tests each before handing it out). Counted in
+/// `agora_command_reconnects_total`.
+fn lost_connection<A: Aggregate, E: std::error::Error>(
+    result: &Result<Committed<A>, CommandError<E>>,
+) -> bool {
+    let lost = matches!(result, Err(CommandError::Store(err)) if err.may_retry());
+    if let Err(CommandError::Store(err)) = result {
+        if lost {
+            tracing::warn!(aggregate_type = A::TYPE, error = %err, "lost the database session before the commit; running the command once more");
+            metrics::counter!("agora_command_reconnects_total", "aggregate" => A::TYPE)
+                .increment(1);
+        }
+    }
+    lost
 }
 
 /// Counts and times one command by its outcome, the labels of

@@ -11,6 +11,7 @@
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod refusal;
 pub mod user;
 pub mod values;
 
@@ -22,6 +23,7 @@ pub use product::{
     Product, ProductCommand, ProductError, ProductEvent, ProductStatus, Reservation,
     ReservationState,
 };
+pub use refusal::{Refusal, RefusalKind};
 pub use user::{User, UserCommand, UserError, UserEvent, UserStatus};
 pub use values::{
     Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, ValidationError,

@@ -9,6 +9,13 @@
 //! `tok_slow` approves after a delay (2 s), `tok_flaky` answers 502 on the
 //! first two tries of a key and then approves; any other token is declined.
 //!
+//! Every route, test aids and `/healthz` included, takes only requests that
+//! carry `Authorization: Bearer <AGORA_GATEWAY_TOKEN>` (401 otherwise), as a
+//! real processor takes only its merchants' keys: whoever reaches the port
+//! could otherwise switch charging off, refund behind Agora's back, or read
+//! every token. Without a token it is open, which `agora gateway` allows only
+//! with `AGORA_AUTH=off`.
+//!
 //! Test aids: `GET /charges` and `GET /refunds` list the ledger,
 //! `GET /admin/requests` counts the requests received since start, and
 //! `POST /admin/outage {"down": true}` makes every charge and refund answer
@@ -36,13 +43,16 @@ pub struct GatewayOptions {
     pub pool: PgPool,
     /// How long `tok_slow` takes to approve.
     pub slow_delay: Duration,
+    /// The bearer token every request must carry; `None` leaves it open.
+    pub token: Option<String>,
 }
 
 impl GatewayOptions {
-    pub fn new(pool: PgPool) -> Self {
+    pub fn new(pool: PgPool, token: Option<String>) -> Self {
         Self {
             pool,
             slow_delay: Duration::from_secs(2),
+            token,
         }
     }
 }
@@ -71,7 +81,7 @@ pub async fn run(
         charge_requests: Arc::new(AtomicU64::new(0)),
         refund_requests: Arc::new(AtomicU64::new(0)),
     };
-    let app = routes::router(state);
+    let app = routes::router(state, options.token.map(Arc::from));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "payment gateway listening");
     }

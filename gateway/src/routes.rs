@@ -1,4 +1,5 @@
-//! The gateway's HTTP surface.
+//! The gateway's HTTP surface. With a token, every route answers 401
+//! `{error}` to a request without `Authorization: Bearer <token>`.
 //!
 //! `POST /charges` `{amount, currency, token}` with `Idempotency-Key`:
 //! 200 `{id, status: "approved", ...}`, 402 `{status: "declined", reason}`,
@@ -7,10 +8,12 @@
 //! "refunded" | "voided", ...}`, 503 (outage), 400.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State as Extract;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Request, State as Extract};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -21,14 +24,59 @@ use uuid::Uuid;
 use crate::ledger::{self, ChargeRecord};
 use crate::State;
 
-pub(crate) fn router(state: State) -> Router {
-    Router::new()
+pub(crate) fn router(state: State, token: Option<Arc<str>>) -> Router {
+    let router = Router::new()
         .route("/charges", post(charge).get(list_charges))
         .route("/refunds", post(refund).get(list_refunds))
         .route("/admin/outage", post(outage))
         .route("/admin/requests", get(requests))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
+        .with_state(state);
+    match token {
+        // Outermost, so an unknown path or a wrong method is a 401 too:
+        // a caller without the token learns nothing of the gateway.
+        Some(token) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let token = Arc::clone(&token);
+            async move {
+                if presents(&req, &token) {
+                    next.run(req).await
+                } else {
+                    let mut answer = (
+                        StatusCode::UNAUTHORIZED,
+                        Json(json!({ "error": "a valid bearer token is required" })),
+                    )
+                        .into_response();
+                    answer.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"gateway\""),
+                    );
+                    answer
+                }
+            }
+        })),
+        None => router,
+    }
+}
+
+/// Whether `req` carries `Authorization: Bearer <token>`. Compared in time
+/// independent of where the bytes differ, so the token cannot be guessed a
+/// byte at a time.
+fn presents(req: &Request, token: &str) -> bool {
+    let Some(sent) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (sent, token) = (sent.trim().as_bytes(), token.as_bytes());
+    sent.len() == token.len()
+        && sent
+            .iter()
+            .zip(token)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
 }
 
 #[derive(Deserialize)]

@@ -19,6 +19,25 @@ pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 50;
 /// A page load or a batch of writes may come at once: two seconds' worth.
 pub const DEFAULT_RATE_LIMIT_BURST: u32 = 100;
 
+// The limits of a connection and of a request's head and body, with the
+// defaults of the reverse proxies one would otherwise put in front: Apache's
+// `mod_reqtimeout` (`header=20`, `body=20,MinRate=500`), nginx's
+// `keepalive_timeout 75s` (longer than the 60 s idle timeout of common load
+// balancers, so they close first) and `large_client_header_buffers` (8 KiB
+// for the request line), Node's 16 KiB of header fields, Apache's
+// `LimitRequestFields 100`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 20_000;
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT_MS: u64 = 75_000;
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 20_000;
+pub const DEFAULT_BODY_MIN_RATE: u32 = 500;
+pub const DEFAULT_MAX_URI_BYTES: usize = 8 * 1024;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Per peer address: more than a browser (6) or a pooling client opens, and
+/// few enough that one address cannot hold the process's sockets. Behind a
+/// proxy every connection shares its address: raise it, or 0 for none.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 256;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -28,6 +47,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub consistency_wait: Duration,
     pub log: LogConfig,
+    /// How projections and the saga find committed events the broker lost.
+    pub repair: projections::repair::RepairOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -49,7 +70,19 @@ pub struct NatsConfig {
 pub struct HttpConfig {
     pub addr: SocketAddr,
     pub body_limit: usize,
+    /// A body must arrive within this, plus a second per `body_min_rate`
+    /// bytes received (`AGORA_BODY_READ_TIMEOUT_MS`, `AGORA_BODY_MIN_RATE`):
+    /// Apache's `mod_reqtimeout` default, `body=20,MinRate=500`.
+    pub body_read_timeout: Duration,
+    pub body_min_rate: u32,
     pub request_timeout: Duration,
+    /// Connections and request heads (`AGORA_HEADER_READ_TIMEOUT_MS`,
+    /// `AGORA_KEEP_ALIVE_TIMEOUT_MS`, `AGORA_MAX_CONNECTIONS_PER_PEER`,
+    /// `AGORA_MAX_URI_BYTES`, `AGORA_MAX_HEADER_BYTES`, `AGORA_MAX_HEADERS`).
+    pub connections: api::ConnectionLimits,
+    /// How often expired `Idempotency-Key` records are deleted, and how many
+    /// per statement (`AGORA_IDEMPOTENCY_SWEEP_INTERVAL_MS`, `_BATCH`).
+    pub idempotency_sweep: commands::idempotency::SweepOptions,
     /// On SIGTERM, how long `/readyz` reports 503 while requests are still
     /// served, before the listener closes, so load balancers notice first
     /// (`AGORA_SHUTDOWN_GRACE_MS`).
@@ -83,6 +116,9 @@ pub struct OidcConfig {
 pub struct GatewayConfig {
     pub url: String,
     pub addr: SocketAddr,
+    /// `AGORA_GATEWAY_TOKEN`: what `agora gateway` requires of every
+    /// request, and what the saga sends.
+    pub token: Option<Secret>,
     pub payment_deadline: Duration,
     /// One call from the saga to the gateway, at most.
     pub timeout: Duration,
@@ -227,6 +263,51 @@ impl Config {
                 "must be at least twice AGORA_GATEWAY_TIMEOUT_MS",
             ));
         }
+        let connections = api::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(env.get(
+                "AGORA_HEADER_READ_TIMEOUT_MS",
+                DEFAULT_HEADER_READ_TIMEOUT_MS,
+            )?),
+            keep_alive_timeout: Duration::from_millis(
+                env.get("AGORA_KEEP_ALIVE_TIMEOUT_MS", DEFAULT_KEEP_ALIVE_TIMEOUT_MS)?,
+            ),
+            max_connections_per_peer: env.get(
+                "AGORA_MAX_CONNECTIONS_PER_PEER",
+                DEFAULT_MAX_CONNECTIONS_PER_PEER,
+            )?,
+            max_uri_bytes: env.get("AGORA_MAX_URI_BYTES", DEFAULT_MAX_URI_BYTES)?,
+            max_header_bytes: env.get("AGORA_MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES)?,
+            max_headers: env.get("AGORA_MAX_HEADERS", DEFAULT_MAX_HEADERS)?,
+        };
+        for (name, value) in [
+            (
+                "AGORA_HEADER_READ_TIMEOUT_MS",
+                connections.header_read_timeout.as_millis() as usize,
+            ),
+            ("AGORA_MAX_URI_BYTES", connections.max_uri_bytes),
+            ("AGORA_MAX_HEADER_BYTES", connections.max_header_bytes),
+            ("AGORA_MAX_HEADERS", connections.max_headers),
+        ] {
+            if value == 0 {
+                return Err(env.invalid(name, "0", "must be at least 1"));
+            }
+        }
+        let sweep_batch: i64 = env.get("AGORA_IDEMPOTENCY_SWEEP_BATCH", 1_000)?;
+        if sweep_batch < 1 {
+            return Err(env.invalid(
+                "AGORA_IDEMPOTENCY_SWEEP_BATCH",
+                &sweep_batch.to_string(),
+                "must be at least 1",
+            ));
+        }
+        let sweep_interval: u64 = env.get("AGORA_IDEMPOTENCY_SWEEP_INTERVAL_MS", 60_000)?;
+        if sweep_interval == 0 {
+            return Err(env.invalid(
+                "AGORA_IDEMPOTENCY_SWEEP_INTERVAL_MS",
+                "0",
+                "must be at least 1",
+            ));
+        }
         Ok(Self {
             database: DatabaseConfig {
                 url: Secret(env.get(
@@ -242,6 +323,15 @@ impl Config {
             http: HttpConfig {
                 addr: env.get("AGORA_HTTP_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
                 body_limit: env.get("AGORA_BODY_LIMIT_BYTES", 64 * 1024)?,
+                body_read_timeout: Duration::from_millis(
+                    env.get("AGORA_BODY_READ_TIMEOUT_MS", DEFAULT_BODY_READ_TIMEOUT_MS)?,
+                ),
+                body_min_rate: env.get("AGORA_BODY_MIN_RATE", DEFAULT_BODY_MIN_RATE)?,
+                connections,
+                idempotency_sweep: commands::idempotency::SweepOptions {
+                    interval: Duration::from_millis(sweep_interval),
+                    batch: sweep_batch,
+                },
                 request_timeout: Duration::from_millis(
                     env.get("AGORA_REQUEST_TIMEOUT_MS", 30_000)?,
                 ),
@@ -268,6 +358,10 @@ impl Config {
                     "AGORA_GATEWAY_ADDR",
                     SocketAddr::from(([127, 0, 0, 1], 8090)),
                 )?,
+                token: env
+                    .raw("AGORA_GATEWAY_TOKEN")
+                    .filter(|s| !s.is_empty())
+                    .map(Secret),
                 payment_deadline: Duration::from_millis(
                     env.get("AGORA_PAYMENT_DEADLINE_MS", 60_000)?,
                 ),
@@ -282,6 +376,11 @@ impl Config {
                 saga_concurrency: env.get("AGORA_SAGA_CONCURRENCY", 64)?,
             },
             consistency_wait: Duration::from_millis(env.get("AGORA_CONSISTENCY_WAIT_MS", 3_000)?),
+            repair: projections::repair::RepairOptions {
+                every: Duration::from_millis(env.get("AGORA_REPAIR_INTERVAL_MS", 1_000)?),
+                grace: Duration::from_millis(env.get("AGORA_REPAIR_GRACE_MS", 5_000)?),
+                ..projections::repair::RepairOptions::default()
+            },
             log: LogConfig {
                 filter: env.get("RUST_LOG", "info".to_owned())?,
                 format: env.raw("AGORA_LOG_FORMAT"),
@@ -385,6 +484,18 @@ mod tests {
             ),
             (50, 100)
         );
+        let c = &config.http.connections;
+        assert_eq!(c.header_read_timeout, Duration::from_secs(20));
+        assert_eq!(c.keep_alive_timeout, Duration::from_secs(75));
+        assert_eq!(c.max_connections_per_peer, 256);
+        assert_eq!(
+            (c.max_uri_bytes, c.max_header_bytes, c.max_headers),
+            (8192, 16384, 100)
+        );
+        assert_eq!(config.http.body_read_timeout, Duration::from_secs(20));
+        assert_eq!(config.http.body_min_rate, 500);
+        assert_eq!(config.http.idempotency_sweep.batch, 1000);
+        assert!(config.gateway.token.is_none());
     }
 
     #[test]
@@ -416,6 +527,12 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.name, "AGORA_OIDC_ISSUER");
+        let err = config(&[("AGORA_MAX_HEADER_BYTES", "0")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_MAX_HEADER_BYTES");
+        let err = config(&[("AGORA_KEEP_ALIVE_TIMEOUT_MS", "75s")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_KEEP_ALIVE_TIMEOUT_MS");
+        let err = config(&[("AGORA_IDEMPOTENCY_SWEEP_BATCH", "0")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_IDEMPOTENCY_SWEEP_BATCH");
     }
 
     #[test]
@@ -445,11 +562,14 @@ mod tests {
         let config = config(&[
             ("AGORA_JWT_SECRET", "hunter2"),
             ("DATABASE_URL", "postgres://u:pw@h/db"),
+            ("AGORA_GATEWAY_TOKEN", "gateway-secret"),
         ])
         .unwrap();
         let printed = format!("{config:?}");
         assert!(
-            !printed.contains("hunter2") && !printed.contains("pw@"),
+            !printed.contains("hunter2")
+                && !printed.contains("pw@")
+                && !printed.contains("gateway-secret"),
             "{printed}"
         );
     }

@@ -1,9 +1,11 @@
 //! Gauges that are cheaper to sample than to track on every event: how far
 //! the relay and the projections are behind, and how many dead letters wait.
-//! Each process samples only what its roles run, every few seconds.
+//! Each process samples only what its roles run, every few seconds (the
+//! saga samples its own intake).
 
 use std::time::Duration;
 
+use projections::Projection;
 use sqlx::PgPool;
 
 /// How often the gauges are refreshed: often enough for an alert on lag,
@@ -29,7 +31,7 @@ pub async fn run(
             }
         }
         if projections {
-            match projections::status(&pool).await {
+            match projections::status(&pool, &Projection::subscribers()).await {
                 Ok(statuses) => projections::progress::record_metrics(&statuses),
                 Err(error) => tracing::warn!(%error, "cannot sample the projections' progress"),
             }

@@ -18,7 +18,7 @@ use api::{AppState, HttpOptions};
 use bytes::Bytes;
 use commands::relay::{self, RelayOptions};
 use commands::{Aggregates, AppendHook, StoreOptions};
-use projections::Projection;
+use projections::{Projection, Subscriber};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -51,21 +51,24 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 
     // Commits in this process wake a relay in this process at once, and
     // relays elsewhere through a core NATS hint. Neither is needed for
-    // correctness: the relay also looks on its own every second.
+    // correctness: the relay also looks on its own every second. The hint
+    // goes out from one task, which a burst of commits wakes once: nothing
+    // is published from the request path.
     let wake = Arc::new(Notify::new());
+    let hint = Arc::new(Notify::new());
     let hook = {
-        let wake = Arc::clone(&wake);
-        let nats = nats.clone();
-        let subject = relay::appended_subject(&prefix);
+        let (wake, hint) = (Arc::clone(&wake), Arc::clone(&hint));
         AppendHook(Arc::new(move || {
             wake.notify_one();
-            let nats = nats.clone();
-            let subject = subject.clone();
-            tokio::spawn(async move {
-                let _ = nats.publish(subject, Bytes::new()).await;
-            });
+            hint.notify_one();
         }))
     };
+    tasks.push(tokio::spawn(publish_hints(
+        nats.clone(),
+        relay::appended_subject(&prefix),
+        hint,
+        until_stopped(),
+    )));
     let aggregates = Aggregates::new(
         pool.clone(),
         StoreOptions {
@@ -86,7 +89,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     if runs(Role::Projector) {
         let jetstream = async_nats::jetstream::new(nats.clone());
         for projection in Projection::ALL {
-            let (pool, jetstream, nats, prefix, stopped) = (
+            let subscriber: Arc<dyn Subscriber> = Arc::new(projection);
+            let (worker, pool_, jetstream, nats_, prefix_, stopped) = (
+                Arc::clone(&subscriber),
                 pool.clone(),
                 jetstream.clone(),
                 nats.clone(),
@@ -94,8 +99,16 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
                 until_stopped(),
             );
             tasks.push(tokio::spawn(async move {
-                projections::worker::run(projection, pool, jetstream, nats, &prefix, stopped).await;
+                projections::worker::run(worker, pool_, jetstream, nats_, &prefix_, stopped).await;
             }));
+            tasks.push(tokio::spawn(projections::repair::run(
+                pool.clone(),
+                subscriber,
+                nats.clone(),
+                prefix.clone(),
+                config.repair.clone(),
+                until_stopped(),
+            )));
         }
     }
     if runs(Role::Saga) {
@@ -109,15 +122,12 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             breaker_cool_down: gateway.circuit_cool_down,
             lease: gateway.saga_lease,
             concurrency: gateway.saga_concurrency,
+            repair: config.repair.clone(),
+            gateway_token: gateway.token.as_ref().map(|t| t.expose().to_owned()),
             ..saga::SagaOptions::new(prefix.clone(), gateway.url.clone())
         };
-        let saga = saga::Saga::new(
-            pool.clone(),
-            async_nats::jetstream::new(nats.clone()),
-            aggregates.clone(),
-            options,
-        )
-        .context("starting the saga")?;
+        let saga = saga::Saga::new(pool.clone(), nats.clone(), aggregates.clone(), options)
+            .context("starting the saga")?;
         tasks.push(tokio::spawn(saga.run(until_stopped())));
     }
 
@@ -134,7 +144,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 
     let options = HttpOptions {
         body_limit: config.http.body_limit,
+        body_read_timeout: config.http.body_read_timeout,
+        body_min_rate: config.http.body_min_rate,
         request_timeout: config.http.request_timeout,
+        connections: config.http.connections.clone(),
         consistency_wait: config.consistency_wait,
         nats_prefix: prefix.clone(),
         auth: match (&config.auth.jwt_secret, config.auth.enabled) {
@@ -163,6 +176,12 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             prefix.clone(),
             state.clone(),
         ));
+        // Every API process sweeps; concurrent sweeps skip each other's rows.
+        tasks.push(tokio::spawn(commands::idempotency::sweep(
+            state.idempotency.clone(),
+            config.http.idempotency_sweep.clone(),
+            until_stopped(),
+        )));
         api::router(state.clone())
     } else {
         api::operations_router(state.clone())
@@ -172,9 +191,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         .with_context(|| format!("binding AGORA_HTTP_ADDR={}", config.http.addr))?;
     tracing::info!(addr = %config.http.addr, role = ?role, prefix = %prefix, auth = config.auth.enabled, "serving");
     let (close, closed) = oneshot::channel::<()>();
-    let mut server = tokio::spawn(api::serve(listener, app, async move {
-        let _ = closed.await;
-    }));
+    let mut server = tokio::spawn(api::serve(
+        listener,
+        app,
+        config.http.connections.clone(),
+        async move {
+            let _ = closed.await;
+        },
+    ));
     tokio::select! {
         () = shutdown_signal() => {}
         ended = &mut server => {
@@ -183,7 +207,15 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             anyhow::bail!("the HTTP server stopped on its own");
         }
     }
+    // However Postgres and NATS behave, the process ends by this deadline;
+    // and a second signal ends it at once.
     let grace = config.http.shutdown_grace;
+    let deadline = tokio::time::Instant::now() + grace + SHUTDOWN_SLACK;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("a second signal: stopping now");
+        std::process::exit(1);
+    });
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: /readyz answers 503; still serving during the grace period"
@@ -193,8 +225,11 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     tracing::info!("closing the listener; finishing requests in flight");
     let _ = close.send(());
     // Every request ends within the request timeout (it answers 503 then),
-    // so this bound is only a guard against a stuck connection.
-    let drain_limit = config.http.request_timeout + Duration::from_secs(1);
+    // so this bound is only a guard against a stuck connection. Two seconds
+    // of what is left are kept for the roles to store their checkpoints.
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let drain_limit = (config.http.request_timeout + Duration::from_secs(1))
+        .min(left.saturating_sub(Duration::from_secs(2)));
     match tokio::time::timeout(drain_limit, &mut server).await {
         Ok(ended) => ended
             .context("the HTTP server panicked")?
@@ -203,12 +238,41 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     }
     let _ = stop.send(true);
     for task in tasks {
-        let _ = task.await;
+        let abort = task.abort_handle();
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            abort.abort();
+            tracing::warn!("a role did not stop in time (is Postgres or NATS down?); stopping it");
+        }
     }
-    let _ = nats.flush().await;
-    pool.close().await;
+    // Both wait for a server that may be gone: bounded.
+    let _ = tokio::time::timeout(Duration::from_millis(500), nats.flush()).await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), pool.close()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What shutdown may take beyond the grace period, at most: draining the
+/// listener, then the roles storing their checkpoints (then a second at most
+/// to flush NATS and close the pool): within the grace period plus 10 s.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(8);
+
+/// Publishes a relay hint each time `hint` is notified; notifications that
+/// arrive while one is being published make one more, not one each.
+async fn publish_hints(
+    nats: async_nats::Client,
+    subject: String,
+    hint: Arc<Notify>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => return,
+            () = hint.notified() => {}
+        }
+        let _ = nats.publish(subject.clone(), Bytes::new()).await;
+    }
 }
 
 /// A client that keeps reconnecting in the background, so a NATS outage at

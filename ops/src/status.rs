@@ -1,6 +1,7 @@
 //! `agora projections`: how far the relay and each projection have come.
 
 use anyhow::Context;
+use projections::Projection;
 
 use crate::config::Config;
 
@@ -17,10 +18,20 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("reading the replay runs")?;
     println!(
-        "{:<14} {:>10} {:>8} {:>14} {:>12}  {:<32}  last rebuild",
-        "projection", "position", "lag", "events applied", "dead letters", "last applied"
+        "{:<14} {:>10} {:>8} {:>14} {:>9} {:>12}  {:<32}  last rebuild",
+        "projection",
+        "position",
+        "lag",
+        "events applied",
+        "repaired",
+        "dead letters",
+        "last applied"
     );
-    for status in projections::status(&pool)
+    // Every subscriber: the projections, and the saga's intake.
+    let intake = saga::intake::Intake::new();
+    let mut subscribers = Projection::subscribers();
+    subscribers.push(&intake);
+    for status in projections::status(&pool, &subscribers)
         .await
         .context("reading projection progress")?
     {
@@ -34,11 +45,12 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             )
         });
         println!(
-            "{:<14} {:>10} {:>8} {:>14} {:>12}  {:<32}  {rebuild}",
+            "{:<14} {:>10} {:>8} {:>14} {:>9} {:>12}  {:<32}  {rebuild}",
             status.name,
             status.position,
             status.lag,
             status.events_applied,
+            status.repaired,
             status.dead_letters,
             status
                 .updated_at

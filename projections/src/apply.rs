@@ -1,20 +1,21 @@
-//! Applying a batch of events to one projection, exactly once each.
+//! Applying a batch of events to one subscriber, exactly once each.
 //!
-//! `projection_applied` holds, per projection and aggregate, the last sequence
-//! applied; it is read (and locked) and written in the same transaction as the
-//! read-model rows, so a redelivered event is recognised and skipped. An
-//! event that arrives before its predecessor brings the missing ones from the
-//! events table (the source of truth) and is applied after them; only if the
-//! store lacks them too does it wait for a later delivery.
+//! `projection_applied` holds, per subscriber and aggregate, the last
+//! sequence applied; it is read (and locked) and written in the same
+//! transaction as the subscriber's own writes, so a redelivered event is
+//! recognised and skipped. An event that arrives before its predecessor
+//! brings the missing ones from the events table (the source of truth) and
+//! is applied after them; only if the store lacks them too does it wait for
+//! a later delivery.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use schemas::EventEnvelope;
+use schemas::{EventEnvelope, Recorded};
 use sqlx::{PgConnection, PgPool};
 
 use crate::changes::Change;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::subscriber::{Applied, Subscriber, LOCK_CLASS};
 
 /// What became of one event of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,11 +24,11 @@ pub enum Outcome {
     Applied(Vec<Change>),
     /// Applied before (its sequence is not above the last one applied).
     Duplicate,
-    /// Not an aggregate this projection follows (product events reaching the
-    /// notifications projection); nothing to do.
+    /// Not an aggregate this subscriber follows (product events reaching
+    /// the notifications projection); nothing to do.
     Skipped,
-    /// An earlier event of its aggregate is missing: `last` is the last
-    /// sequence applied. Left for a later delivery.
+    /// An earlier event of its aggregate is missing or failed: `last` is the
+    /// last sequence applied. Left for a later delivery.
     Gap { last: i64 },
     /// Could not be applied; nothing of it was written.
     Failed(ProjectionError),
@@ -40,89 +41,70 @@ impl Outcome {
     }
 }
 
-/// Applies `events` to `projection` in one transaction and returns one
-/// outcome per event, in the order given. Events are applied in global
-/// position order (a redelivered older event goes first). If one event fails,
-/// the batch is rolled back and every event is retried in a transaction of its
-/// own, so the failure is reported for that event only. `Err` means the batch
-/// as a whole could not run (the database is unreachable): nothing is known
-/// about the events, and some of them may have been applied.
+/// Decodes `events` and applies them to `subscriber` (see
+/// [`apply_recorded`]); an event that cannot be decoded fails as poison.
 pub async fn apply_batch(
     pool: &PgPool,
-    projection: Projection,
+    subscriber: &dyn Subscriber,
     events: &[EventEnvelope],
 ) -> Result<Vec<Outcome>, ProjectionError> {
-    apply_batch_in(pool, projection, events, None).await
+    let decoded: Vec<Result<Recorded, String>> = events.iter().map(Recorded::decode).collect();
+    let good: Vec<Recorded> = decoded
+        .iter()
+        .filter_map(|e| e.as_ref().ok().cloned())
+        .collect();
+    let mut outcomes = apply_recorded(pool, subscriber, &good, None)
+        .await?
+        .into_iter();
+    Ok(decoded
+        .into_iter()
+        .map(|event| match event {
+            Ok(_) => outcomes.next().expect("one outcome per decoded event"),
+            Err(error) => Outcome::Failed(ProjectionError::Poison(error)),
+        })
+        .collect())
 }
 
-enum BatchError {
-    /// The event at this index (into `events`) failed; the batch was rolled back.
-    Event {
-        index: usize,
-        error: ProjectionError,
-    },
-    /// Not due to one event: begin, lock, bookkeeping or commit failed.
-    Batch(ProjectionError),
-}
-
-/// `apply_batch`, with `search_path` set to `schema, public` when given (a
-/// rebuild writes another schema's copies of the tables).
-pub(crate) async fn apply_batch_in(
+/// Applies `events` to `subscriber` in one transaction and returns one
+/// outcome per event, in the order given. Events are applied in global
+/// position order (a redelivered older event goes first). If the database
+/// refuses the batch's values (a value it cannot store), every event is
+/// applied in a transaction of its own, so the failure is reported for that
+/// event only. `Err` means the batch as a whole could not run (the database
+/// is unreachable): nothing of it was written.
+///
+/// With `schema`, `search_path` is `schema, public` (a replay's catch-up
+/// writes its shadow copies of the tables) and no lock is taken.
+pub(crate) async fn apply_recorded(
     pool: &PgPool,
-    projection: Projection,
-    events: &[EventEnvelope],
+    subscriber: &dyn Subscriber,
+    events: &[Recorded],
     schema: Option<&str>,
 ) -> Result<Vec<Outcome>, ProjectionError> {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by_key(|&i| (events[i].position, i));
-
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
-    let failed = match run_batch(pool, projection, events, &order, schema).await {
-        Ok(done) => {
-            for (index, outcome) in done {
-                outcomes[index] = Some(outcome);
-            }
-            None
-        }
-        Err(BatchError::Event { index, error }) => Some((Some(index), error)),
-        // A value the database refuses (a NUL byte in an id) fails the
-        // bookkeeping statements for the whole batch: find the event.
-        Err(BatchError::Batch(error @ ProjectionError::Poison(_))) => Some((None, error)),
-        Err(BatchError::Batch(error)) => return Err(error),
-    };
-    if let Some((index, error)) = failed {
-        if events.len() == 1 {
-            outcomes[0] = Some(Outcome::Failed(error));
-        } else {
-            let event = index.map(|i| &events[i]);
+    match run_batch(pool, subscriber, events, &order, schema).await {
+        Ok(outcomes) => Ok(outcomes),
+        Err(error @ ProjectionError::Retryable(_)) => Err(error),
+        Err(error) if events.len() == 1 => Ok(vec![Outcome::Failed(error)]),
+        Err(error) => {
             tracing::warn!(
-                projection = projection.name(),
-                aggregate_type = event.map(|e| e.aggregate_type.as_str()),
-                aggregate_id = event.map(|e| e.aggregate_id.as_str()),
-                sequence = event.map(|e| e.sequence),
-                correlation_id = event.and_then(EventEnvelope::correlation_id),
+                subscriber = subscriber.name(),
                 %error,
                 batch = events.len(),
-                "applying the batch one event at a time after a failure"
+                "the database refused the batch; applying it one event at a time"
             );
+            let mut outcomes = vec![Outcome::Skipped; events.len()];
             for &i in &order {
-                outcomes[i] = Some(
-                    match run_batch(pool, projection, events, &[i], schema).await {
-                        Ok(mut done) => done.pop().map(|(_, o)| o).expect("one outcome"),
-                        Err(BatchError::Event { error, .. })
-                        | Err(BatchError::Batch(error @ ProjectionError::Poison(_))) => {
-                            Outcome::Failed(error)
-                        }
-                        Err(BatchError::Batch(error)) => return Err(error),
-                    },
-                );
+                outcomes[i] = match run_batch(pool, subscriber, events, &[i], schema).await {
+                    Ok(mut one) => one.pop().unwrap_or(Outcome::Skipped),
+                    Err(error @ ProjectionError::Retryable(_)) => return Err(error),
+                    Err(error) => Outcome::Failed(error),
+                };
             }
+            Ok(outcomes)
         }
     }
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.expect("every event has an outcome"))
-        .collect())
 }
 
 /// A row of the events table, as projections read it from the store.
@@ -140,8 +122,7 @@ pub(crate) struct EventRow {
 }
 
 impl EventRow {
-    /// The envelope at the event's current version (a stored old version
-    /// is upcast).
+    /// The envelope, as stored (readers upcast when they decode it).
     pub(crate) fn into_envelope(self) -> EventEnvelope {
         EventEnvelope {
             aggregate_type: self.aggregate_type,
@@ -154,24 +135,26 @@ impl EventRow {
             position: self.position,
             recorded_at: self.recorded_at,
         }
-        .upcast()
     }
 }
 
+/// The columns of an [`EventRow`], for `SELECT`s of the events table.
+pub(crate) const EVENT_COLUMNS: &str = "aggregate_type, aggregate_id, sequence, event_type, \
+    event_version, payload, metadata, position, recorded_at";
+
 /// The stored events of `event`'s aggregate after sequence `after` and before
-/// `event`, in order; fewer than the gap if the store lacks some.
+/// `event`, decoded, in order; fewer than the gap if the store lacks some or
+/// one cannot be decoded (its own message will be dead-lettered).
 async fn fetch_between(
     tx: &mut PgConnection,
-    event: &EventEnvelope,
+    event: &Recorded,
     after: i64,
-) -> Result<Vec<EventEnvelope>, sqlx::Error> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload,
-                metadata, position, recorded_at
-           FROM events
+) -> Result<Vec<Recorded>, sqlx::Error> {
+    let rows: Vec<EventRow> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
           WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 AND sequence < $4
-          ORDER BY sequence",
-    )
+          ORDER BY sequence"
+    ))
     .bind(&event.aggregate_type)
     .bind(&event.aggregate_id)
     .bind(after)
@@ -183,149 +166,163 @@ async fn fetch_between(
         if row.sequence != expected {
             break;
         }
-        found.push(row.into_envelope());
+        match Recorded::decode(&row.into_envelope()) {
+            Ok(recorded) => found.push(recorded),
+            Err(_) => break,
+        }
     }
     Ok(found)
 }
 
-/// Applies events fetched from the store inside a savepoint: true if all
-/// applied, false (and nothing of them kept) if one of them failed.
-async fn fill(
-    tx: &mut PgConnection,
-    projection: Projection,
-    missing: &[EventEnvelope],
-    changes: &mut Vec<Change>,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query("SAVEPOINT fill").execute(&mut *tx).await?;
-    let mut found = Vec::new();
-    for event in missing {
-        match projection.apply(&mut *tx, event).await {
-            Ok(more) => found.extend(more),
-            Err(error) => {
-                tracing::warn!(
-                    projection = projection.name(),
-                    aggregate_id = %event.aggregate_id,
-                    sequence = event.sequence,
-                    %error,
-                    "a missing event from the store cannot be applied"
-                );
-                sqlx::query("ROLLBACK TO SAVEPOINT fill")
-                    .execute(&mut *tx)
-                    .await?;
-                return Ok(false);
-            }
-        }
-    }
-    sqlx::query("RELEASE SAVEPOINT fill")
-        .execute(&mut *tx)
-        .await?;
-    changes.extend(found);
-    Ok(true)
+/// One event of what a batch hands the subscriber: a batch event (its index
+/// into `events`), or one brought from the store to fill a gap before it.
+enum Planned {
+    Batch(usize),
+    Fill(Box<Recorded>),
 }
 
 /// One transaction over `events[order[..]]`, applied in that order.
 async fn run_batch(
     pool: &PgPool,
-    projection: Projection,
-    events: &[EventEnvelope],
+    subscriber: &dyn Subscriber,
+    events: &[Recorded],
     order: &[usize],
     schema: Option<&str>,
-) -> Result<Vec<(usize, Outcome)>, BatchError> {
-    let batch = |err: sqlx::Error| BatchError::Batch(err.into());
-    let mut tx = pool.begin().await.map_err(batch)?;
+) -> Result<Vec<Outcome>, ProjectionError> {
+    let mut tx = pool.begin().await?;
     match schema {
-        Some(schema) => set_search_path(&mut tx, schema).await.map_err(batch)?,
+        Some(schema) => set_search_path(&mut tx, schema).await?,
         // The live tables: a replay swapping this projection holds the lock
         // exclusively, so this waits for the swap and then writes the new
         // tables, where `projection_applied` tells what is done.
-        None => crate::replay::hold_shared(&mut tx, projection)
-            .await
-            .map_err(batch)?,
+        None => hold_shared(&mut tx, subscriber.lock_id()).await?,
     }
 
     let keys: BTreeSet<(&str, &str)> = order
         .iter()
         .map(|&i| &events[i])
-        .filter(|e| projection.tracks(&e.aggregate_type))
+        .filter(|e| subscriber.follows(&e.aggregate_type))
         .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
         .collect();
-    let mut last = lock_applied(&mut tx, projection, &keys)
-        .await
-        .map_err(batch)?;
+    let applied_before = lock_applied(&mut tx, subscriber.name(), &keys).await?;
 
-    let mut done = Vec::with_capacity(order.len());
-    let mut blocked: HashSet<(String, String)> = HashSet::new();
-    let mut advanced: HashSet<(String, String)> = HashSet::new();
-    let mut applied = 0i64;
-    let mut position: Option<i64> = None;
+    // What to hand the subscriber, and the outcomes decided without it.
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+    let mut plan: Vec<Planned> = Vec::new();
+    let mut next: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut blocked: BTreeSet<(&str, &str)> = BTreeSet::new();
+    let mut skipped_position = None;
     for &index in order {
         let event = &events[index];
-        if !projection.tracks(&event.aggregate_type) {
-            position = position.max(Some(event.position));
-            done.push((index, Outcome::Skipped));
+        if !subscriber.follows(&event.aggregate_type) {
+            skipped_position = skipped_position.max(Some(event.position));
+            outcomes[index] = Some(Outcome::Skipped);
             continue;
         }
-        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-        let seen = last.get(&key).copied().unwrap_or(0);
-        // The events between the last applied and this one were committed
-        // before it, so the store has them: apply them from there rather than
-        // wait for their messages, whose redelivery (after a worker died with
-        // them in hand) can take a while. Those messages then arrive as
-        // duplicates.
-        let missing = if event.sequence > seen + 1 && !blocked.contains(&key) {
-            fetch_between(&mut tx, event, seen).await.map_err(batch)?
-        } else {
-            Vec::new()
-        };
-        let mut changes = Vec::new();
-        let filled = event.sequence == seen + 1 + missing.len() as i64
-            && !blocked.contains(&key)
-            && (missing.is_empty()
-                || fill(&mut tx, projection, &missing, &mut changes)
-                    .await
-                    .map_err(batch)?);
-        let outcome = if event.sequence <= seen {
-            Outcome::Duplicate
-        } else if !filled {
-            // A missing event that cannot be applied either is its own
-            // message's problem (it will be dead-lettered): this one waits.
-            blocked.insert(key);
-            Outcome::Gap { last: seen }
-        } else {
-            match projection.apply(&mut tx, event).await {
-                Ok(more) => changes.extend(more),
-                Err(error) => return Err(BatchError::Event { index, error }),
+        let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+        let before = applied_before.get(&key).copied().unwrap_or(0);
+        let seen = next.get(&key).copied().unwrap_or(before);
+        if event.sequence <= seen {
+            outcomes[index] = Some(Outcome::Duplicate);
+            continue;
+        }
+        if blocked.contains(&key) {
+            outcomes[index] = Some(Outcome::Gap { last: seen });
+            continue;
+        }
+        if event.sequence > seen + 1 {
+            // The events between the last applied and this one were
+            // committed before it, so the store has them: apply them from
+            // there rather than wait for their messages, whose redelivery
+            // (after a worker died with them in hand, or never, if the
+            // broker lost them) can take a while. Those messages then arrive
+            // as duplicates.
+            let missing = fetch_between(&mut tx, event, seen).await?;
+            if missing.len() as i64 != event.sequence - seen - 1 {
+                blocked.insert(key);
+                outcomes[index] = Some(Outcome::Gap { last: seen });
+                continue;
             }
-            applied += 1 + missing.len() as i64;
-            position = position.max(Some(event.position));
-            last.insert(key.clone(), event.sequence);
-            advanced.insert(key);
-            Outcome::Applied(changes)
-        };
-        done.push((index, outcome));
+            plan.extend(missing.into_iter().map(|e| Planned::Fill(Box::new(e))));
+        }
+        plan.push(Planned::Batch(index));
+        next.insert(key, event.sequence);
     }
 
-    if !advanced.is_empty() {
-        let mut types = Vec::with_capacity(advanced.len());
-        let mut ids = Vec::with_capacity(advanced.len());
-        let mut sequences = Vec::with_capacity(advanced.len());
-        for key in &advanced {
-            sequences.push(last[key]);
-            types.push(key.0.as_str());
-            ids.push(key.1.as_str());
+    let handed: Vec<&Recorded> = plan
+        .iter()
+        .map(|planned| match planned {
+            Planned::Batch(index) => &events[*index],
+            Planned::Fill(event) => event,
+        })
+        .collect();
+    let results = if handed.is_empty() {
+        Vec::new()
+    } else {
+        subscriber.apply(&mut tx, &handed).await?
+    };
+    if results.len() != handed.len() {
+        return Err(ProjectionError::Retryable(format!(
+            "{} answered {} of {} events",
+            subscriber.name(),
+            results.len(),
+            handed.len()
+        )));
+    }
+
+    // Per aggregate: the last sequence now applied, and the changes of
+    // filled events, reported with the batch event they preceded.
+    let mut last: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut filled: HashMap<(&str, &str), Vec<Change>> = HashMap::new();
+    let mut applied = 0i64;
+    let mut position = skipped_position;
+    for ((planned, event), result) in plan.iter().zip(&handed).zip(results) {
+        let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+        match (planned, result) {
+            (_, Applied::Done(changes)) => {
+                applied += 1;
+                position = position.max(Some(event.position));
+                last.insert(key, event.sequence);
+                let mut all = filled.remove(&key).unwrap_or_default();
+                all.extend(changes);
+                match planned {
+                    Planned::Fill(_) => {
+                        filled.insert(key, all);
+                    }
+                    Planned::Batch(index) => outcomes[*index] = Some(Outcome::Applied(all)),
+                }
+            }
+            (Planned::Batch(index), Applied::Failed(error)) => {
+                outcomes[*index] = Some(Outcome::Failed(error));
+            }
+            (Planned::Batch(index), Applied::Held) => {
+                let before = applied_before.get(&key).copied().unwrap_or(0);
+                let last = last.get(&key).copied().unwrap_or(before);
+                outcomes[*index] = Some(Outcome::Gap { last });
+            }
+            // A filled event that failed is its own message's to report
+            // (or the repair's, if the broker lost it); the subscriber holds
+            // the batch event after it, which waits.
+            (Planned::Fill(_), _) => {}
         }
+    }
+
+    let advanced: Vec<(&(&str, &str), &i64)> = last.iter().collect();
+    if !advanced.is_empty() {
+        let types: Vec<&str> = advanced.iter().map(|(k, _)| k.0).collect();
+        let ids: Vec<&str> = advanced.iter().map(|(k, _)| k.1).collect();
+        let sequences: Vec<i64> = advanced.iter().map(|(_, s)| **s).collect();
         sqlx::query(
             "UPDATE projection_applied p SET sequence = u.s
              FROM unnest($2::text[], $3::text[], $4::int8[]) AS u(t, i, s)
              WHERE p.projection = $1 AND p.aggregate_type = u.t AND p.aggregate_id = u.i",
         )
-        .bind(projection.name())
+        .bind(subscriber.name())
         .bind(&types)
         .bind(&ids)
         .bind(&sequences)
         .execute(&mut *tx)
-        .await
-        .map_err(batch)?;
+        .await?;
     }
     if let Some(position) = position {
         sqlx::query(
@@ -336,15 +333,32 @@ async fn run_batch(
                  events_applied = projection_checkpoints.events_applied + EXCLUDED.events_applied,
                  updated_at = now()",
         )
-        .bind(projection.name())
+        .bind(subscriber.name())
         .bind(position)
         .bind(applied)
         .execute(&mut *tx)
-        .await
-        .map_err(batch)?;
+        .await?;
     }
-    tx.commit().await.map_err(batch)?;
-    Ok(done)
+    tx.commit().await?;
+    if applied > 0 {
+        subscriber.committed();
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Gap { last: -1 }))
+        .collect())
+}
+
+/// Holds the subscriber's advisory lock, shared, until the caller's
+/// transaction ends. Live batches take it, so a replay holding it
+/// exclusively knows no worker writes the live tables.
+pub(crate) async fn hold_shared(conn: &mut PgConnection, lock_id: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
+        .bind(LOCK_CLASS)
+        .bind(lock_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 pub(crate) async fn set_search_path(
@@ -367,39 +381,38 @@ pub(crate) fn quote_ident(name: &str) -> String {
 /// Locks the `projection_applied` rows of `keys` (creating missing ones at 0
 /// first, so two workers racing on a new aggregate serialize on its row) and
 /// returns their sequences.
-async fn lock_applied(
+async fn lock_applied<'k>(
     conn: &mut PgConnection,
-    projection: Projection,
-    keys: &BTreeSet<(&str, &str)>,
-) -> Result<HashMap<(String, String), i64>, sqlx::Error> {
+    name: &str,
+    keys: &BTreeSet<(&'k str, &'k str)>,
+) -> Result<HashMap<(&'k str, &'k str), i64>, sqlx::Error> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
     let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    sqlx::query(
+    // One statement: the insert of a missing row and the lock of an existing
+    // one (a no-op update), returning the sequence either way, in key order
+    // so two batches lock their rows in the same order.
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
         "INSERT INTO projection_applied (projection, aggregate_type, aggregate_id, sequence)
          SELECT $1, k.t, k.i, 0 FROM unnest($2::text[], $3::text[]) AS k(t, i) ORDER BY k.t, k.i
-         ON CONFLICT (projection, aggregate_type, aggregate_id) DO NOTHING",
+         ON CONFLICT (projection, aggregate_type, aggregate_id)
+             DO UPDATE SET sequence = projection_applied.sequence
+         RETURNING aggregate_type, aggregate_id, sequence",
     )
-    .bind(projection.name())
-    .bind(&types)
-    .bind(&ids)
-    .execute(&mut *conn)
-    .await?;
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT p.aggregate_type, p.aggregate_id, p.sequence FROM projection_applied p
-         JOIN unnest($2::text[], $3::text[]) AS k(t, i) ON p.aggregate_type = k.t AND p.aggregate_id = k.i
-         WHERE p.projection = $1
-         ORDER BY p.aggregate_type, p.aggregate_id
-         FOR UPDATE OF p",
-    )
-    .bind(projection.name())
+    .bind(name)
     .bind(&types)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|(t, i, s)| ((t, i), s)).collect())
+    let mut found = HashMap::with_capacity(rows.len());
+    for (t, i, s) in rows {
+        if let Some(key) = keys.iter().find(|k| k.0 == t && k.1 == i) {
+            found.insert(*key, s);
+        }
+    }
+    Ok(found)
 }
 
 /// Records events as done without applying them (they were dead-lettered),
@@ -407,12 +420,12 @@ async fn lock_applied(
 /// forever. Never moves a sequence backwards.
 pub(crate) async fn mark_skipped(
     conn: &mut PgConnection,
-    projection: Projection,
+    subscriber: &dyn Subscriber,
     events: &[(String, String, i64)],
 ) -> Result<(), sqlx::Error> {
     let events: Vec<_> = events
         .iter()
-        .filter(|(aggregate_type, _, _)| projection.tracks(aggregate_type))
+        .filter(|(aggregate_type, _, _)| subscriber.follows(aggregate_type))
         .collect();
     if events.is_empty() {
         return Ok(());
@@ -427,11 +440,105 @@ pub(crate) async fn mark_skipped(
          ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE
              SET sequence = greatest(projection_applied.sequence, EXCLUDED.sequence)",
     )
-    .bind(projection.name())
+    .bind(subscriber.name())
     .bind(&types)
     .bind(&ids)
     .bind(&sequences)
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// What [`settle`] did with a list of events.
+#[derive(Debug, Default)]
+pub(crate) struct Settled {
+    /// Events applied now.
+    pub applied: u64,
+    /// The rows that changed, to announce.
+    pub changes: Vec<Change>,
+    /// Events given up on: recorded as done without their effect (the
+    /// caller keeps them as dead letters), so their aggregates' later events
+    /// could apply.
+    pub failed: Vec<(Recorded, String)>,
+    /// Events that failed in a way worth another try later, left as they are
+    /// (only with [`Retryable::Keep`]).
+    pub kept: Vec<Recorded>,
+}
+
+/// Whether [`settle`] gives up on an event that failed in a retryable way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retryable {
+    GiveUp,
+    Keep,
+}
+
+/// Applies `events` until each one is applied, a duplicate, or given up on,
+/// as the live worker ends up doing after its redeliveries: a failed event
+/// is marked done without its effect and the events that waited behind it
+/// are applied after it; an event still waiting when nothing else can move
+/// has a hole in the store before it. Used where events come from the
+/// store rather than the broker: a replay's catch-up and the repair.
+pub(crate) async fn settle(
+    pool: &PgPool,
+    subscriber: &dyn Subscriber,
+    mut pending: Vec<Recorded>,
+    retryable: Retryable,
+    schema: Option<&str>,
+) -> Result<Settled, ProjectionError> {
+    let mut settled = Settled::default();
+    while !pending.is_empty() {
+        let outcomes = apply_recorded(pool, subscriber, &pending, schema).await?;
+        let mut skipped = Vec::new();
+        let mut waiting = Vec::new();
+        for (event, outcome) in pending.into_iter().zip(outcomes) {
+            match outcome {
+                Outcome::Applied(changes) => {
+                    settled.applied += 1;
+                    settled.changes.extend(changes);
+                }
+                Outcome::Duplicate | Outcome::Skipped => {}
+                Outcome::Gap { .. } => waiting.push(event),
+                Outcome::Failed(ProjectionError::Retryable(_)) if retryable == Retryable::Keep => {
+                    settled.kept.push(event);
+                }
+                Outcome::Failed(error) => {
+                    skipped.push((
+                        event.aggregate_type.clone(),
+                        event.aggregate_id.clone(),
+                        event.sequence,
+                    ));
+                    settled.failed.push((event, error.to_string()));
+                }
+            }
+        }
+        if skipped.is_empty() {
+            if retryable == Retryable::Keep && !settled.kept.is_empty() {
+                // They wait for a kept event, which is tried again later.
+                settled.kept.extend(waiting);
+                break;
+            }
+            // Nothing the waiting events wait for will come: the store has a hole.
+            for event in waiting.drain(..) {
+                skipped.push((
+                    event.aggregate_type.clone(),
+                    event.aggregate_id.clone(),
+                    event.sequence,
+                ));
+                settled
+                    .failed
+                    .push((event, "an earlier event is missing".to_owned()));
+            }
+        }
+        if !skipped.is_empty() {
+            let mut tx = pool.begin().await?;
+            match schema {
+                Some(schema) => set_search_path(&mut tx, schema).await?,
+                None => hold_shared(&mut tx, subscriber.lock_id()).await?,
+            }
+            mark_skipped(&mut tx, subscriber, &skipped).await?;
+            tx.commit().await?;
+        }
+        pending = waiting;
+    }
+    Ok(settled)
 }

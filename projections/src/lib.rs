@@ -1,10 +1,18 @@
-//! Read models and the workers that build them.
+//! Read models, and the machinery that follows the event stream.
 //!
-//! Each projection is a durable JetStream consumer that applies published
-//! events to its tables in Postgres, recording in the same transaction which
-//! event of each aggregate it applied last, so every event takes effect
-//! exactly once however often it is delivered. `queries` reads those tables
-//! for the API.
+//! A [`Subscriber`] follows the events of some aggregate types exactly once,
+//! per aggregate in sequence order: each [`Projection`] (a read model) and
+//! the saga's intake. Every subscriber runs the same JetStream worker
+//! (`worker`), the same exactly-once bookkeeping in the same transaction as
+//! its writes (`apply`), and the same repair that finds committed events it
+//! has not seen, however the broker lost them, and applies them from the
+//! events table (`repair`).
+//!
+//! A read model is one file under `models/`: its rows and one fold, the only
+//! implementation of what each event does to them. Live batches load the
+//! rows their events touch, fold, and write back (`table`); `agora replay`
+//! folds the whole events table in memory and writes by `COPY` (`replay`).
+//! `queries` reads the tables for the API.
 //!
 //! This crate depends on the published event contract (`schemas`), never on
 //! `domain`: read models follow what was recorded, not aggregate internals.
@@ -12,12 +20,15 @@
 pub mod apply;
 pub mod changes;
 pub mod error;
+mod model;
 mod models;
 pub mod progress;
 pub mod projection;
 pub mod queries;
-pub mod rebuild;
+pub mod repair;
 pub mod replay;
+pub mod subscriber;
+mod table;
 pub mod worker;
 
 pub use apply::{apply_batch, Outcome};
@@ -25,5 +36,5 @@ pub use changes::Change;
 pub use error::ProjectionError;
 pub use progress::{status, ProjectionStatus};
 pub use projection::Projection;
-pub use rebuild::{diff, rebuild_into_schema, RebuildError, RebuildReport};
 pub use replay::{replay, ReplayError, ReplayOptions, ReplayReport};
+pub use subscriber::{Applied, Subscriber};

@@ -1,63 +1,82 @@
-//! How far each projection has come.
+//! How far each subscriber has come, measured against the events table.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::projection::Projection;
+use crate::subscriber::Subscriber;
+
+/// The most unapplied events a status counts; past it the lag reads as this.
+pub const LAG_CAP: i64 = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProjectionStatus {
     pub name: String,
     /// The highest global position applied (0 before the first event).
     pub position: i64,
-    /// How far the newest event this projection receives is ahead of
-    /// `position` (0 when caught up).
+    /// Committed events of the aggregates it follows that it has not
+    /// applied (nor dead-lettered) yet, counted in the events table (up to
+    /// [`LAG_CAP`]): 0 means caught up with the store, whatever the broker
+    /// delivered or lost.
     pub lag: i64,
     pub events_applied: i64,
-    /// Messages this projection gave up on.
+    /// Events the repair found missing and applied from the events table.
+    pub repaired: i64,
+    /// Messages this subscriber gave up on.
     pub dead_letters: i64,
     /// When it last applied something; `None` before the first event.
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// The status of every projection of `Projection::ALL`, in that order.
+/// The status of each subscriber, in the order given.
 ///
-/// The lag is `max(events.position) - position`, where the maximum is taken
-/// over the events of the aggregate types the projection receives, so a
-/// projection that has seen all of its events reports 0 even when others'
-/// events came after. Only events past `position` are looked at (through the
-/// position index), so this stays cheap while projections keep up.
-pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
-    let mut statuses = Vec::with_capacity(Projection::ALL.len());
-    let names: Vec<&str> = Projection::ALL.iter().map(Projection::name).collect();
-    type Row = (String, i64, i64, i64, Option<DateTime<Utc>>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT p.name, coalesce(c.position, 0), coalesce(c.events_applied, 0),
-                (SELECT count(*) FROM dead_letters d WHERE d.projection = p.name),
-                c.updated_at
-         FROM unnest($1::text[]) WITH ORDINALITY AS p(name, ord)
-         LEFT JOIN projection_checkpoints c ON c.projection = p.name
-         ORDER BY p.ord",
-    )
-    .bind(&names)
-    .fetch_all(pool)
-    .await?;
-    for (projection, (name, position, events_applied, dead_letters, updated_at)) in
-        Projection::ALL.iter().zip(rows)
-    {
-        let newest: Option<i64> = sqlx::query_scalar(
-            "SELECT max(position) FROM events WHERE position > $1 AND aggregate_type = ANY($2)",
+/// The lag counts the events after the subscriber's repair watermark (every
+/// event before it is known to be applied) whose sequence is above what the
+/// subscriber applied of their aggregate. While the repair runs, the
+/// watermark stays within a second or so of the newest event, so this reads
+/// a few rows through the (transaction_id, position) index.
+pub async fn status(
+    pool: &PgPool,
+    subscribers: &[&dyn Subscriber],
+) -> Result<Vec<ProjectionStatus>, sqlx::Error> {
+    let mut statuses = Vec::with_capacity(subscribers.len());
+    for subscriber in subscribers {
+        let name = subscriber.name();
+        type Row = (i64, i64, i64, i64, Option<DateTime<Utc>>);
+        let (position, events_applied, repaired, dead_letters, updated_at): Row = sqlx::query_as(
+            "SELECT coalesce(c.position, 0), coalesce(c.events_applied, 0),
+                    coalesce((SELECT repaired FROM subscriber_watermarks WHERE name = $1), 0),
+                    (SELECT count(*) FROM dead_letters d WHERE d.projection = $1),
+                    c.updated_at
+               FROM (SELECT 1) one
+               LEFT JOIN projection_checkpoints c ON c.projection = $1",
         )
-        .bind(position)
-        .bind(projection.aggregate_types())
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+        let lag: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT 1 FROM events e
+                 LEFT JOIN projection_applied p ON p.projection = $1
+                      AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
+                 WHERE (e.transaction_id, e.position) > coalesce(
+                         (SELECT (w.transaction_id, w.position) FROM subscriber_watermarks w WHERE w.name = $1),
+                         ('0'::xid8, 0::bigint))
+                   AND e.aggregate_type = ANY($2)
+                   AND coalesce(p.sequence, 0) < e.sequence
+                 LIMIT $3) unapplied",
+        )
+        .bind(name)
+        .bind(subscriber.aggregate_types())
+        .bind(LAG_CAP)
         .fetch_one(pool)
         .await?;
         statuses.push(ProjectionStatus {
-            name,
+            name: name.to_owned(),
             position,
-            lag: newest.map_or(0, |newest| (newest - position).max(0)),
+            lag,
             events_applied,
+            repaired,
             dead_letters,
             updated_at,
         });
@@ -65,9 +84,10 @@ pub async fn status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, sqlx::Error>
     Ok(statuses)
 }
 
-/// Sets the projection gauges (`agora_projection_position`, `_lag_events`,
-/// `_dead_letters`) from the statuses, as `agora projections` would print
-/// them. A sampler calls it periodically in processes running projectors.
+/// Sets the subscriber gauges (`agora_projection_position`, `_lag_events`,
+/// `_dead_letters`, `_repaired_events`) from the statuses, as `agora
+/// projections` would print them. A sampler calls it periodically in
+/// processes running projectors or the saga.
 pub fn record_metrics(statuses: &[ProjectionStatus]) {
     for status in statuses {
         let projection = status.name.clone();
@@ -75,6 +95,8 @@ pub fn record_metrics(statuses: &[ProjectionStatus]) {
             .set(status.position as f64);
         metrics::gauge!("agora_projection_lag_events", "projection" => projection.clone())
             .set(status.lag as f64);
+        metrics::gauge!("agora_projection_repaired_events", "projection" => projection.clone())
+            .set(status.repaired as f64);
         metrics::gauge!("agora_projection_dead_letters", "projection" => projection)
             .set(status.dead_letters as f64);
     }

@@ -1,13 +1,18 @@
-//! The five projections: their names, what they consume, and how one event
-//! changes their tables.
+//! The five projections: their names, lock ids, what they follow, their
+//! tables, and the model that folds their events.
 
+use std::collections::HashSet;
 use std::fmt;
 
-use schemas::EventEnvelope;
+use async_trait::async_trait;
+use schemas::names::aggregate;
+use schemas::{subjects, Recorded};
+use sqlx::PgConnection;
 
-use crate::changes::Change;
-use crate::error::ProjectionError;
+use crate::model::{AnyModel, Model};
 use crate::models;
+use crate::subscriber::{Applied, Subscriber};
+use crate::table::{Loads, Mode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Projection {
@@ -38,29 +43,26 @@ impl Projection {
         }
     }
 
+    /// Every projection, as the subscribers they are.
+    pub fn subscribers() -> Vec<&'static dyn Subscriber> {
+        const ALL: [Projection; 5] = Projection::ALL;
+        ALL.iter().map(|p| p as &dyn Subscriber).collect()
+    }
+
     pub fn parse(name: &str) -> Option<Projection> {
         Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
-    /// The aggregate types whose events this projection receives.
-    pub fn aggregate_types(&self) -> &'static [&'static str] {
+    /// The second key of its advisory lock. Fixed forever: a rolling deploy
+    /// runs old and new binaries side by side, and both must take the same
+    /// lock for the same projection (`lock_ids_never_change` pins them).
+    pub const fn lock_id(&self) -> i32 {
         match self {
-            Self::Users => &["user"],
-            Self::Products => &["product"],
-            Self::Orders => &["order"],
-            Self::Payments => &["payment"],
-            Self::Notifications => &["user", "product", "order", "payment"],
-        }
-    }
-
-    /// Whether this projection keeps track of the aggregate's events (applies
-    /// them in sequence, records the last one applied). Events of other
-    /// aggregates it receives (the notifications projection sees product
-    /// events) are skipped without a trace.
-    pub fn tracks(&self, aggregate_type: &str) -> bool {
-        match self {
-            Self::Notifications => matches!(aggregate_type, "user" | "order" | "payment"),
-            _ => self.aggregate_types().contains(&aggregate_type),
+            Self::Users => 1,
+            Self::Products => 2,
+            Self::Orders => 3,
+            Self::Payments => 4,
+            Self::Notifications => 5,
         }
     }
 
@@ -79,42 +81,87 @@ impl Projection {
         }
     }
 
-    /// The one subject filter of its JetStream consumer.
-    pub fn filter_subject(&self, prefix: &str) -> String {
+    /// Its model, with empty tables of the given mode.
+    pub(crate) fn model(&self, mode: Mode) -> Box<dyn AnyModel> {
         match self {
-            Self::Users => format!("{prefix}.events.user.>"),
-            Self::Products => format!("{prefix}.events.product.>"),
-            Self::Orders => format!("{prefix}.events.order.>"),
-            Self::Payments => format!("{prefix}.events.payment.>"),
-            Self::Notifications => schemas::subjects::events_wildcard(prefix),
+            Self::Users => Box::new(models::users::Users::new(mode)),
+            Self::Products => Box::new(models::products::Products::new(mode)),
+            Self::Orders => Box::new(models::orders::Orders::new(mode)),
+            Self::Payments => Box::new(models::payments::Payments::new(mode)),
+            Self::Notifications => Box::new(models::notifications::Notifications::new(mode)),
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for Projection {
+    fn name(&self) -> &'static str {
+        Projection::name(self)
+    }
+
+    fn lock_id(&self) -> i32 {
+        Projection::lock_id(self)
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        match self {
+            Self::Users => &[aggregate::USER],
+            Self::Products => &[aggregate::PRODUCT],
+            Self::Orders => &[aggregate::ORDER],
+            Self::Payments => &[aggregate::PAYMENT],
+            Self::Notifications => &[aggregate::USER, aggregate::ORDER, aggregate::PAYMENT],
         }
     }
 
-    /// Applies one event to this projection's tables, in the caller's
-    /// transaction, and says which rows changed. Does not check or record the
-    /// sequence: `apply_batch` does.
-    pub async fn apply(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        event: &EventEnvelope,
-    ) -> Result<Vec<Change>, ProjectionError> {
-        // Envelopes are upcast where they are read (worker, events table);
-        // one handed in at an old version (a caller's own) is upcast here.
-        let upcast;
-        let event = if schemas::upcast::needs_upcast(&event.event_type, &event.event_version) {
-            upcast = event.clone().upcast();
-            &upcast
-        } else {
-            event
-        };
+    fn filter_subject(&self, prefix: &str) -> String {
         match self {
-            Self::Users => models::users::apply(tx, event).await,
-            Self::Products => models::products::apply(tx, event).await,
-            Self::Orders => models::orders::apply(tx, event).await,
-            Self::Payments => models::payments::apply(tx, event).await,
-            Self::Notifications => models::notifications::apply(tx, event).await,
+            // One filter per consumer (NATS 2.9): product events reach it
+            // too, and are skipped.
+            Self::Notifications => subjects::events_wildcard(prefix),
+            _ => format!("{prefix}.events.{}.>", self.aggregate_types()[0]),
         }
     }
+
+    /// Loads the rows the events touch in one query per table, folds every
+    /// event in memory, and writes back what changed in one statement per
+    /// table.
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        events: &[&Recorded],
+    ) -> Result<Vec<Applied>, sqlx::Error> {
+        let mut model = self.model(Mode::Live);
+        let mut loads = Loads::default();
+        for event in events {
+            model.touches(event, &mut loads);
+        }
+        model.load(&mut *tx, &loads).await?;
+        let applied = fold_all(model.as_mut(), events);
+        model.write(&mut *tx).await?;
+        Ok(applied)
+    }
+}
+
+/// Folds `events` in order; once one fails, the later events of its
+/// aggregate are held.
+pub(crate) fn fold_all(model: &mut dyn AnyModel, events: &[&Recorded]) -> Vec<Applied> {
+    let mut failed: HashSet<(&str, &str)> = HashSet::new();
+    events
+        .iter()
+        .map(|event| {
+            let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+            if failed.contains(&key) {
+                return Applied::Held;
+            }
+            match model.fold(event) {
+                Ok(changes) => Applied::Done(changes),
+                Err(error) => {
+                    failed.insert(key);
+                    Applied::Failed(error)
+                }
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for Projection {
@@ -135,8 +182,29 @@ mod tests {
         assert_eq!(Projection::parse("nope"), None);
     }
 
+    /// The ids every deployed binary takes. Changing one makes a new binary
+    /// and an old one take different locks for the same projection during a
+    /// rolling deploy: never change one, and give a new projection a new id.
     #[test]
-    fn filters_cover_what_each_projection_tracks() {
+    fn lock_ids_never_change() {
+        let ids: Vec<(&str, i32)> = Projection::ALL
+            .iter()
+            .map(|p| (p.name(), p.lock_id()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("users", 1),
+                ("products", 2),
+                ("orders", 3),
+                ("payments", 4),
+                ("notifications", 5)
+            ]
+        );
+    }
+
+    #[test]
+    fn filters_cover_what_each_projection_follows() {
         assert_eq!(Projection::Users.filter_subject("a"), "a.events.user.>");
         assert_eq!(
             Projection::Products.filter_subject("a"),
@@ -148,8 +216,8 @@ mod tests {
             "a.events.payment.>"
         );
         assert_eq!(Projection::Notifications.filter_subject("a"), "a.events.>");
-        assert!(Projection::Notifications.tracks("order"));
-        assert!(!Projection::Notifications.tracks("product"));
-        assert!(!Projection::Users.tracks("order"));
+        assert!(Projection::Notifications.follows("order"));
+        assert!(!Projection::Notifications.follows("product"));
+        assert!(!Projection::Users.follows("order"));
     }
 }

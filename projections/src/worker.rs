@@ -1,24 +1,26 @@
-//! A projection worker: a durable JetStream pull consumer feeding
-//! `apply_batch`, acknowledging what is done, asking again later for what
+//! A subscriber's worker: a durable JetStream pull consumer feeding
+//! `apply_recorded`, acknowledging what is done, asking again later for what
 //! must wait, dead-lettering what can never apply, and announcing every
-//! committed row change on core NATS.
+//! committed row change on core NATS. The one consume loop of the system:
+//! every projection and the saga's intake run it.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::message::Message;
 use async_nats::jetstream::AckKind;
 use futures::StreamExt;
-use schemas::{subjects, trace, EventEnvelope, TraceParent};
+use schemas::{subjects, trace, EventEnvelope, Recorded, TraceParent};
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use crate::apply::{apply_batch, mark_skipped, Outcome};
+use crate::apply::{apply_recorded, mark_skipped, Outcome};
 use crate::changes::Change;
 use crate::error::ProjectionError;
-use crate::projection::Projection;
+use crate::subscriber::Subscriber;
 
 /// Deliveries of one message before the server stops offering it (the worker
 /// dead-letters it on that last delivery). Deliveries are mostly spent by
@@ -54,32 +56,32 @@ pub const MAX_ACK_PENDING: i64 = 1000;
 /// Messages applied in one transaction, at most.
 pub const BATCH_SIZE: usize = 256;
 
-/// The consumer a projection reads through.
-pub fn consumer_config(projection: Projection, prefix: &str) -> pull::Config {
+/// The consumer a subscriber reads through.
+pub fn consumer_config(subscriber: &dyn Subscriber, prefix: &str) -> pull::Config {
     pull::Config {
-        durable_name: Some(subjects::consumer(prefix, projection.name())),
-        description: Some(format!("read model: {}", projection.name())),
+        durable_name: Some(subjects::consumer(prefix, subscriber.name())),
+        description: Some(format!("subscriber: {}", subscriber.name())),
         deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         max_deliver: MAX_DELIVER,
         backoff: BACKOFF.to_vec(),
-        filter_subject: projection.filter_subject(prefix),
+        filter_subject: subscriber.filter_subject(prefix),
         max_ack_pending: MAX_ACK_PENDING,
         ..Default::default()
     }
 }
 
-/// Creates the projection's durable consumer, or brings an existing one to
+/// Creates the subscriber's durable consumer, or brings an existing one to
 /// `consumer_config`.
 pub async fn ensure_consumer(
     jetstream: &async_nats::jetstream::Context,
-    projection: Projection,
+    subscriber: &dyn Subscriber,
     prefix: &str,
 ) -> Result<PullConsumer, async_nats::Error> {
     let consumer = jetstream
         .create_consumer_on_stream(
-            consumer_config(projection, prefix),
+            consumer_config(subscriber, prefix),
             subjects::stream(prefix),
         )
         .await?;
@@ -100,12 +102,13 @@ pub fn redelivery_delay(delivered: i64) -> Duration {
     Duration::from_millis(200u64 << doublings).min(Duration::from_secs(30))
 }
 
-/// Runs the projection until `shutdown` resolves: pulls batches, applies
+/// Runs the subscriber until `shutdown` resolves: pulls batches, applies
 /// them, acknowledges. NATS and database trouble is logged and retried; it
 /// never ends the worker. A batch being applied when `shutdown` resolves is
-/// finished first.
+/// finished first, unless the database is down, then it is left for
+/// redelivery.
 pub async fn run(
-    projection: Projection,
+    subscriber: Arc<dyn Subscriber>,
     pool: PgPool,
     jetstream: async_nats::jetstream::Context,
     nats: async_nats::Client,
@@ -113,14 +116,14 @@ pub async fn run(
     shutdown: impl Future,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
+    let name = subscriber.name();
     let worker = Worker {
-        projection,
+        subscriber,
         pool,
         nats,
         prefix: prefix.to_owned(),
     };
-    let name = projection.name();
-    tracing::info!(projection = name, prefix, "projection worker starting");
+    tracing::info!(projection = name, prefix, "worker starting");
     let mut failures = 0u32;
     'connect: loop {
         if failures > 0 {
@@ -134,7 +137,7 @@ pub async fn run(
         let consumer = tokio::select! {
             biased;
             _ = &mut shutdown => break 'connect,
-            consumer = ensure_consumer(&jetstream, projection, prefix) => consumer,
+            consumer = ensure_consumer(&jetstream, worker.subscriber.as_ref(), prefix) => consumer,
         };
         let consumer = match consumer {
             Ok(consumer) => consumer,
@@ -196,11 +199,11 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(projection = name, "projection worker stopped");
+    tracing::info!(projection = name, "worker stopped");
 }
 
 struct Worker {
-    projection: Projection,
+    subscriber: Arc<dyn Subscriber>,
     pool: PgPool,
     nats: async_nats::Client,
     prefix: String,
@@ -211,7 +214,10 @@ struct Delivery {
     message: Message,
     delivered: i64,
     stream_sequence: u64,
-    event: Result<EventEnvelope, String>,
+    /// The envelope, if it parses: names the aggregate of a dead letter even
+    /// when its event cannot be decoded.
+    envelope: Option<EventEnvelope>,
+    event: Result<Recorded, String>,
 }
 
 /// A message given up on.
@@ -222,7 +228,7 @@ struct DeadLetter {
 
 impl Worker {
     async fn handle(&self, messages: Vec<Message>, shutdown: &mut (impl Future + Unpin)) {
-        let name = self.projection.name();
+        let name = self.subscriber.name();
         let deliveries: Vec<Delivery> = messages
             .into_iter()
             .map(|message| {
@@ -231,14 +237,18 @@ impl Worker {
                     .map(|info| (info.delivered, info.stream_sequence))
                     .unwrap_or((1, 0));
                 // The relay publishes stored rows as they are: an old event
-                // version is upcast here, as every reader does.
-                let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
-                    .map(EventEnvelope::upcast)
+                // version is upcast when decoded, as every reader does.
+                let envelope = serde_json::from_slice::<EventEnvelope>(&message.payload)
                     .map_err(|err| format!("cannot decode the event envelope: {err}"));
+                let event = envelope
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(Recorded::decode);
                 Delivery {
                     message,
                     delivered,
                     stream_sequence,
+                    envelope: envelope.ok(),
                     event,
                 }
             })
@@ -248,9 +258,9 @@ impl Worker {
         let decoded: Vec<usize> = (0..deliveries.len())
             .filter(|&i| deliveries[i].event.is_ok())
             .collect();
-        let events: Vec<EventEnvelope> = decoded
+        let events: Vec<Recorded> = decoded
             .iter()
-            .map(|&i| deliveries[i].event.clone().expect("decoded"))
+            .filter_map(|&i| deliveries[i].event.as_ref().ok().cloned())
             .collect();
         let Some(outcomes) = self.apply_patiently(&deliveries, &events, shutdown).await else {
             // Shutting down mid-retry: the messages will be redelivered.
@@ -270,7 +280,9 @@ impl Worker {
         }
         for (&i, outcome) in decoded.iter().zip(outcomes) {
             let delivery = &deliveries[i];
-            let event = delivery.event.as_ref().expect("decoded");
+            let Ok(event) = delivery.event.as_ref() else {
+                continue;
+            };
             let last_try = delivery.delivered >= MAX_DELIVER;
             let out_of_retries = delivery.delivered >= RETRY_LIMIT;
             // Everything logged about this message happens inside its span;
@@ -285,7 +297,7 @@ impl Worker {
                     aggregate_id = %event.aggregate_id,
                     sequence = event.sequence,
                     event_type = %event.event_type,
-                    correlation_id = event.correlation_id().unwrap_or(""),
+                    correlation_id = event.correlation_id.as_deref().unwrap_or(""),
                     delivered = delivery.delivered,
                     ?outcome,
                     "event"
@@ -307,7 +319,7 @@ impl Worker {
                             aggregate_id = %event.aggregate_id,
                             sequence = event.sequence,
                             last_applied = last,
-                            correlation_id = event.correlation_id().unwrap_or(""),
+                            correlation_id = event.correlation_id.as_deref().unwrap_or(""),
                             ?delay,
                             "waiting for an earlier event"
                         );
@@ -320,7 +332,7 @@ impl Worker {
                             aggregate_type = %event.aggregate_type,
                             aggregate_id = %event.aggregate_id,
                             sequence = event.sequence,
-                            correlation_id = event.correlation_id().unwrap_or(""),
+                            correlation_id = event.correlation_id.as_deref().unwrap_or(""),
                             delivered = delivery.delivered,
                             %error,
                             ?delay,
@@ -356,11 +368,11 @@ impl Worker {
         }
         let mut outcomes = Vec::new();
         if wrote_dead_letters {
-            let events: Vec<EventEnvelope> = final_gaps
+            let events: Vec<Recorded> = final_gaps
                 .iter()
-                .map(|&i| deliveries[i].event.clone().expect("decoded"))
+                .filter_map(|&i| deliveries[i].event.as_ref().ok().cloned())
                 .collect();
-            outcomes = apply_batch(&self.pool, self.projection, &events)
+            outcomes = apply_recorded(&self.pool, self.subscriber.as_ref(), &events, None)
                 .await
                 .unwrap_or_else(|err| vec![Outcome::Failed(err); events.len()]);
         }
@@ -369,7 +381,9 @@ impl Worker {
         let mut dead = Vec::new();
         for (&i, outcome) in final_gaps.iter().zip(outcomes) {
             let delivery = &deliveries[i];
-            let event = delivery.event.as_ref().expect("decoded");
+            let Ok(event) = delivery.event.as_ref() else {
+                continue;
+            };
             match outcome {
                 Outcome::Applied(applied) => {
                     applied_total(name).increment(1);
@@ -405,7 +419,7 @@ impl Worker {
     async fn apply_patiently(
         &self,
         deliveries: &[Delivery],
-        events: &[EventEnvelope],
+        events: &[Recorded],
         shutdown: &mut (impl Future + Unpin),
     ) -> Option<Vec<Outcome>> {
         if events.is_empty() {
@@ -413,13 +427,13 @@ impl Worker {
         }
         let mut attempt = 0u32;
         loop {
-            match apply_batch(&self.pool, self.projection, events).await {
+            match apply_recorded(&self.pool, self.subscriber.as_ref(), events, None).await {
                 Ok(outcomes) => return Some(outcomes),
                 Err(error) => {
                     attempt += 1;
                     let pause = Duration::from_millis(100u64 << attempt.min(7));
                     tracing::error!(
-                        projection = self.projection.name(),
+                        projection = self.subscriber.name(),
                         %error,
                         attempt,
                         batch = events.len(),
@@ -427,7 +441,7 @@ impl Worker {
                         "cannot apply a batch; retrying"
                     );
                     for delivery in deliveries {
-                        ack(&delivery.message, AckKind::Progress, self.projection.name()).await;
+                        ack(&delivery.message, AckKind::Progress, self.subscriber.name()).await;
                     }
                     tokio::select! {
                         biased;
@@ -439,33 +453,8 @@ impl Worker {
         }
     }
 
-    /// Announces committed changes on core NATS, one per row at its latest
-    /// version. Fire and forget: a lost announcement only delays a waiting
-    /// reader until its own timeout or the next change.
     async fn publish_changes(&self, changes: Vec<Change>) {
-        let mut latest: HashMap<(String, String), i64> = HashMap::new();
-        let mut order = Vec::new();
-        for change in changes {
-            let key = (change.model, change.id);
-            match latest.get_mut(&key) {
-                Some(version) => *version = (*version).max(change.version),
-                None => {
-                    order.push(key.clone());
-                    latest.insert(key, change.version);
-                }
-            }
-        }
-        for key in order {
-            let version = latest[&key];
-            let subject = subjects::change(&self.prefix, &key.0, &key.1);
-            if let Err(error) = self
-                .nats
-                .publish(subject.clone(), version.to_string().into())
-                .await
-            {
-                tracing::warn!(%subject, %error, "cannot announce a change");
-            }
-        }
+        crate::changes::announce(&self.nats, &self.prefix, changes).await;
     }
 
     /// Records the messages in `dead_letters` (and their events as done, so
@@ -475,10 +464,10 @@ impl Worker {
         if dead.is_empty() {
             return;
         }
-        let name = self.projection.name();
+        let name = self.subscriber.name();
         for letter in &dead {
             let delivery = &deliveries[letter.index];
-            let event = delivery.event.as_ref().ok();
+            let event = delivery.envelope.as_ref();
             let _span = message_span(name, delivery).entered();
             tracing::error!(
                 projection = name,
@@ -532,7 +521,7 @@ impl Worker {
         let mut skipped = Vec::new();
         for (stream_sequence, letter) in rows {
             let delivery = &deliveries[letter.index];
-            let event = delivery.event.as_ref().ok();
+            let event = delivery.envelope.as_ref();
             subjects.push(clean(delivery.message.subject.as_str()));
             stream_sequences.push(i64::try_from(stream_sequence).unwrap_or(i64::MAX));
             aggregate_types.push(event.map(|e| clean(&e.aggregate_type)));
@@ -547,7 +536,7 @@ impl Worker {
         }
         let mut tx = self.pool.begin().await?;
         // Not while a replay swaps this projection (it replaces the dead letters).
-        crate::replay::hold_shared(&mut tx, self.projection).await?;
+        crate::apply::hold_shared(&mut tx, self.subscriber.lock_id()).await?;
         sqlx::query(
             "INSERT INTO dead_letters (projection, subject, stream_sequence, aggregate_type,
                  aggregate_id, sequence, message, error, deliveries)
@@ -556,7 +545,7 @@ impl Worker {
              ON CONFLICT (projection, stream_sequence) DO UPDATE SET error = EXCLUDED.error,
                  deliveries = EXCLUDED.deliveries, failed_at = now()",
         )
-        .bind(self.projection.name())
+        .bind(self.subscriber.name())
         .bind(&subjects)
         .bind(&stream_sequences)
         .bind(&aggregate_types)
@@ -567,7 +556,7 @@ impl Worker {
         .bind(&counts)
         .execute(&mut *tx)
         .await?;
-        mark_skipped(&mut tx, self.projection, &skipped).await?;
+        mark_skipped(&mut tx, self.subscriber.as_ref(), &skipped).await?;
         tx.commit().await
     }
 }
@@ -589,7 +578,7 @@ fn message_span(projection: &'static str, delivery: &Delivery) -> tracing::Span 
             .and_then(|headers| headers.get(name))
             .map(ToString::to_string)
     };
-    let event = delivery.event.as_ref().ok();
+    let event = delivery.envelope.as_ref();
     let correlation_id = header(trace::CORRELATION_HEADER).or_else(|| {
         event
             .and_then(EventEnvelope::correlation_id)
@@ -642,7 +631,7 @@ mod tests {
     fn backoff_fits_the_server_rules() {
         assert!((BACKOFF.len() as i64) < MAX_DELIVER);
         assert_eq!(BACKOFF[0], ACK_WAIT);
-        let config = consumer_config(Projection::Orders, "agora");
+        let config = consumer_config(&crate::Projection::Orders, "agora");
         assert_eq!(config.durable_name.as_deref(), Some("agora_orders"));
         assert_eq!(config.filter_subject, "agora.events.order.>");
         assert_eq!(config.max_deliver, MAX_DELIVER);

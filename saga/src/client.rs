@@ -44,10 +44,22 @@ impl GatewayError {
     }
 
     /// A 4xx means the gateway is up and refused this request as malformed:
-    /// a saga bug, not an outage, so it must not open the circuit.
+    /// a saga bug, not an outage, so it must not open the circuit. A 401 or
+    /// 403 refuses every call alike (a wrong `AGORA_GATEWAY_TOKEN`), which is
+    /// as good as down.
     pub fn is_gateway_fault(&self) -> bool {
-        !matches!(self, Self::Status { status, .. } if (400..500).contains(status))
+        !matches!(self, Self::Status { status, .. }
+            if (400..500).contains(status) && !matches!(status, 401 | 403))
     }
+}
+
+/// Why a [`GatewayClient`] could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("the gateway token holds characters an HTTP header cannot carry")]
+    Token,
 }
 
 #[derive(Debug, Clone)]
@@ -70,10 +82,20 @@ struct RefundBody {
 }
 
 impl GatewayClient {
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A client of the gateway at `base`; with a `token`, every call carries
+    /// it as `Authorization: Bearer` (`AGORA_GATEWAY_TOKEN`).
+    pub fn new(base: &str, timeout: Duration, token: Option<&str>) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| ClientError::Token)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
+            .default_headers(headers)
             .build()?;
         Ok(Self {
             http,
@@ -170,6 +192,12 @@ impl GatewayClient {
             .await
             .map_err(|err| self.classify(err))?;
         let status = response.status().as_u16();
+        if matches!(status, 401 | 403) {
+            tracing::error!(
+                status,
+                "the payment gateway refused the saga's credentials: AGORA_GATEWAY_TOKEN must be the gateway's"
+            );
+        }
         let text = response.text().await.map_err(|err| self.classify(err))?;
         Ok((status, text))
     }
@@ -245,7 +273,8 @@ mod tests {
         let recorder = DebuggingRecorder::new();
         let snapshotter = recorder.snapshotter();
         let _guard = metrics::set_default_local_recorder(&recorder);
-        let client = GatewayClient::new(&gateway().await, Duration::from_millis(300)).unwrap();
+        let client =
+            GatewayClient::new(&gateway().await, Duration::from_millis(300), None).unwrap();
         let id = Uuid::now_v7();
         assert!(matches!(
             client.charge(id, 100, "EUR", "tok_ok").await,

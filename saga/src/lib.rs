@@ -3,8 +3,9 @@
 //! it held given back; and that gives stock and money back when an order is
 //! cancelled or refunded later.
 //!
-//! Events reach it through a durable JetStream consumer (`consumer`), which
-//! turns them into rows of the work table `saga_orders` (`store`). A step
+//! Events reach it through its intake (`intake`), a subscriber on the same
+//! JetStream worker and repair as the projections, which turns them into
+//! rows of the work table `saga_orders` (`store`), exactly once each. A step
 //! loop claims due rows under a lease and steps each (`process`): the
 //! aggregates say how far the order got, every command is idempotent, and
 //! every gateway call carries an idempotency key, so a step re-run after a
@@ -12,12 +13,14 @@
 //! breaker (`breaker`); failed ones are retried with exponential backoff and
 //! jitter, scheduled in the row so they survive a restart.
 //!
-//! Architecture invariant: the saga changes aggregates only through
-//! `commands::AggregateStore`, and never writes a read model.
+//! Architecture invariant: the saga changes and reads aggregates only
+//! through `commands::AggregateStore`, reads read models only through
+//! `projections::queries`, and its own SQL touches only `saga_orders`
+//! (`sql_touches_only_saga_orders` holds it to that).
 
 pub mod breaker;
 pub mod client;
-pub mod consumer;
+pub mod intake;
 mod process;
 pub mod store;
 
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commands::Aggregates;
+use projections::Subscriber;
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -40,6 +44,9 @@ pub struct SagaOptions {
     /// The deployment's NATS prefix.
     pub prefix: String,
     pub gateway_url: String,
+    /// Sent as `Authorization: Bearer` on every gateway call
+    /// (`AGORA_GATEWAY_TOKEN`); `None` sends none.
+    pub gateway_token: Option<String>,
     /// One gateway call, at most. Longer than `tok_slow`'s 2 s.
     pub gateway_timeout: Duration,
     /// Past this since placing, an order whose payment could not go through
@@ -62,6 +69,8 @@ pub struct SagaOptions {
     pub concurrency: usize,
     /// How often the gauges are sampled.
     pub sample_interval: Duration,
+    /// How the intake finds events the broker lost.
+    pub repair: projections::repair::RepairOptions,
 }
 
 impl SagaOptions {
@@ -69,6 +78,7 @@ impl SagaOptions {
         Self {
             prefix: prefix.into(),
             gateway_url: gateway_url.into(),
+            gateway_token: None,
             gateway_timeout: Duration::from_secs(5),
             payment_deadline: Duration::from_secs(60),
             retry_base: Duration::from_millis(200),
@@ -79,6 +89,7 @@ impl SagaOptions {
             poll_interval: Duration::from_millis(200),
             concurrency: 64,
             sample_interval: Duration::from_secs(5),
+            repair: projections::repair::RepairOptions::default(),
         }
     }
 }
@@ -86,7 +97,7 @@ impl SagaOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
     #[error("cannot build the gateway client: {0}")]
-    Client(#[from] reqwest::Error),
+    Client(#[from] client::ClientError),
     #[error("the lease ({lease:?}) must be longer than twice the gateway timeout ({timeout:?})")]
     LeaseTooShort { lease: Duration, timeout: Duration },
 }
@@ -94,14 +105,14 @@ pub enum SagaError {
 /// One saga process. Several may run at once, in one process or many.
 pub struct Saga {
     process: Arc<process::Process>,
-    jetstream: async_nats::jetstream::Context,
+    nats: async_nats::Client,
     wake: Arc<Notify>,
 }
 
 impl Saga {
     pub fn new(
         pool: PgPool,
-        jetstream: async_nats::jetstream::Context,
+        nats: async_nats::Client,
         aggregates: Aggregates,
         options: SagaOptions,
     ) -> Result<Self, SagaError> {
@@ -111,7 +122,11 @@ impl Saga {
                 timeout: options.gateway_timeout,
             });
         }
-        let client = GatewayClient::new(&options.gateway_url, options.gateway_timeout)?;
+        let client = GatewayClient::new(
+            &options.gateway_url,
+            options.gateway_timeout,
+            options.gateway_token.as_deref(),
+        )?;
         let breaker = Breaker::new(options.breaker_threshold, options.breaker_cool_down);
         Ok(Self {
             process: Arc::new(process::Process {
@@ -122,7 +137,7 @@ impl Saga {
                 options,
                 owner: Uuid::now_v7(),
             }),
-            jetstream,
+            nats,
             wake: Arc::new(Notify::new()),
         })
     }
@@ -146,11 +161,23 @@ impl Saga {
         };
         let options = &self.process.options;
         tracing::info!(owner = %self.process.owner, prefix = %options.prefix, gateway = %options.gateway_url, "saga starting");
-        let consumer = consumer::run(
+        let intake: Arc<dyn Subscriber> = Arc::new(intake::Intake {
+            wake: Arc::clone(&self.wake),
+        });
+        let consumer = projections::worker::run(
+            Arc::clone(&intake),
             self.process.pool.clone(),
-            self.jetstream.clone(),
+            async_nats::jetstream::new(self.nats.clone()),
+            self.nats.clone(),
+            &options.prefix,
+            until(),
+        );
+        let repair = projections::repair::run(
+            self.process.pool.clone(),
+            intake,
+            self.nats.clone(),
             options.prefix.clone(),
-            Arc::clone(&self.wake),
+            options.repair.clone(),
             until(),
         );
         let steps = self.steps(until());
@@ -159,7 +186,7 @@ impl Saga {
             shutdown.await;
             let _ = stop.send(true);
         };
-        tokio::join!(consumer, steps, gauges, signal);
+        tokio::join!(consumer, repair, steps, gauges, signal);
         tracing::info!("saga stopped");
     }
 
@@ -210,10 +237,14 @@ impl Saga {
             if let Ok(active) = store::active(&process.pool).await {
                 metrics::gauge!("agora_saga_active_orders").set(active as f64);
             }
-            if let Ok(pending) = consumer::pending(&self.jetstream, &process.options.prefix).await {
-                metrics::gauge!("agora_saga_lag_events").set(pending as f64);
+            let intake = intake::Intake::new();
+            if let Ok(statuses) = projections::status(&process.pool, &[&intake]).await {
+                for status in &statuses {
+                    metrics::gauge!("agora_saga_lag_events").set(status.lag as f64);
+                }
+                projections::progress::record_metrics(&statuses);
             }
-            match orders_by_status(&process.pool).await {
+            match projections::queries::orders_by_status(&process.pool).await {
                 Ok(counts) => {
                     for status in ["pending", "confirmed", "shipped", "cancelled"] {
                         let n = counts
@@ -242,9 +273,37 @@ impl Saga {
     }
 }
 
-/// Orders by status, from the orders read model.
-pub async fn orders_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT status, count(*) FROM rm_orders GROUP BY status")
-        .fetch_all(pool)
-        .await
+#[cfg(test)]
+mod tests {
+    /// The saga's own SQL names only its work table: aggregates are read
+    /// and changed through `commands`, read models through `projections`.
+    #[test]
+    fn sql_touches_only_saga_orders() {
+        let sources = [
+            include_str!("lib.rs"),
+            include_str!("intake.rs"),
+            include_str!("process.rs"),
+            include_str!("store.rs"),
+            include_str!("client.rs"),
+            include_str!("breaker.rs"),
+        ];
+        let mut tables = std::collections::BTreeSet::new();
+        for source in sources {
+            // Not this test's own text.
+            let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+            let words: Vec<&str> = code
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| !w.is_empty())
+                .collect();
+            for pair in words.windows(2) {
+                // Table names are lower case; what follows `DO UPDATE` or
+                // `FOR UPDATE` is an upper-case keyword.
+                let named = pair[1].starts_with(|c: char| c.is_ascii_lowercase());
+                if matches!(pair[0], "FROM" | "INTO" | "UPDATE" | "JOIN") && named {
+                    tables.insert(pair[1]);
+                }
+            }
+        }
+        assert_eq!(tables.into_iter().collect::<Vec<_>>(), ["saga_orders"]);
+    }
 }

@@ -172,7 +172,10 @@ impl Process {
         }
         match order.status() {
             OrderStatus::Pending => self.forward(ctx, &order).await,
-            OrderStatus::Confirmed | OrderStatus::Shipped => self.settle(ctx, &order, false).await,
+            // A refunded order keeps its stock: the goods are with the customer.
+            OrderStatus::Confirmed | OrderStatus::Shipped | OrderStatus::Refunded => {
+                self.settle(ctx, &order, false).await
+            }
             OrderStatus::Cancelled => {
                 self.give_back_stock(ctx, &order).await?;
                 self.settle(ctx, &order, true).await
@@ -488,11 +491,10 @@ impl Process {
 
     // ---- the way back: stock and money ----
 
-    /// Releases held reservations and returns committed stock, except for an
-    /// order refunded after it shipped: its goods are with the customer.
+    /// Releases held reservations and returns committed stock. A cancelled
+    /// order never shipped (a shipped one is `refunded` instead), so its
+    /// goods are all still here.
     async fn give_back_stock(&self, ctx: &Ctx, order: &Order) -> Result<(), StepError> {
-        let shipped =
-            order.cancel_reason() == Some(CancelReason::Refunded) && self.was_shipped(ctx).await?;
         let order_id = ctx.row.order_id;
         try_join_all(order.lines().iter().map(|line| async move {
             let id = line.product_id.to_string();
@@ -507,7 +509,7 @@ impl Process {
                 product.reservation(order_id).map(|r| r.state),
                 Some(ReservationState::Committed)
             );
-            if committed && !shipped {
+            if committed {
                 let command = ProductCommand::ReturnStock { order_id };
                 products
                     .execute(&id, command, None, &ctx.metadata)
@@ -519,16 +521,6 @@ impl Process {
         }))
         .await?;
         Ok(())
-    }
-
-    async fn was_shipped(&self, ctx: &Ctx) -> Result<bool, StepError> {
-        Ok(sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'order'
-                AND aggregate_id = $1 AND event_type = 'OrderShipped')",
-        )
-        .bind(ctx.row.order_id.to_string())
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     /// Brings the payment of a finished order in line with it: for a

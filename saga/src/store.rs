@@ -44,11 +44,9 @@ pub enum Wake {
     },
 }
 
-/// Records the wake-ups in one transaction. Idempotent: a redelivered
-/// `OrderPlaced` finds its row and changes nothing; a redelivered
-/// cancellation wakes the row once more, which costs one look.
-pub async fn wake(pool: &PgPool, wakes: &[Wake]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// Records the wake-ups in the caller's transaction (the intake's batch,
+/// which records the events as applied in it too).
+pub async fn wake(tx: &mut sqlx::PgConnection, wakes: &[Wake]) -> Result<(), sqlx::Error> {
     for wake in wakes {
         match wake {
             Wake::Placed {
@@ -96,7 +94,7 @@ pub async fn wake(pool: &PgPool, wakes: &[Wake]) -> Result<(), sqlx::Error> {
             }
         }
     }
-    tx.commit().await
+    Ok(())
 }
 
 const CLAIM: &str = "

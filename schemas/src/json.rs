@@ -108,6 +108,7 @@ pub const EVENTS: &[EventSchema] = &[
     event!("order", OrderConfirmed, "1.0", OrderEvent),
     event!("order", OrderShipped, "1.0", OrderEvent),
     event!("order", OrderCancelled, "1.0", OrderEvent),
+    event!("order", OrderRefunded, "1.0", OrderEvent),
     event!("payment", PaymentRequested, "1.0", PaymentEvent),
     event!("payment", PaymentAttemptFailed, "1.0", PaymentEvent),
     event!("payment", PaymentAuthorized, "1.0", PaymentEvent),

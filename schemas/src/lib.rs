@@ -1,5 +1,6 @@
 //! Wire formats: the JSON bodies clients send with commands, the envelope of a
-//! published event, and the NATS names everything agrees on.
+//! published event and its typed, decoded form (`events`), the names stored
+//! with every event (`names`), and the NATS names everything agrees on.
 //!
 //! Command bodies only describe shape; they reject unknown fields so a typo
 //! never silently does nothing, and leave value rules (email syntax, price > 0)
@@ -9,10 +10,14 @@
 
 pub mod commands;
 pub mod envelope;
+pub mod events;
 pub mod json;
+pub mod names;
+pub mod strict;
 pub mod subjects;
 pub mod trace;
 pub mod upcast;
 
 pub use envelope::EventEnvelope;
+pub use events::{Event, Recorded};
 pub use trace::TraceParent;

@@ -369,3 +369,165 @@ impl Drop for TestNatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A private PostgreSQL cluster (initdb + pg_ctl from the Debian packages'
+/// `/usr/lib/postgresql/<version>/bin`) in a temporary directory, on a free
+/// loopback port, for tests that restart or stop the database: never the
+/// shared one that every other test uses. Trust authentication, user
+/// `postgres`. When the tests run as root, the cluster runs as the
+/// `postgres` system user, since Postgres refuses to run as root.
+pub struct TestPostgres {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl TestPostgres {
+    /// Creates the cluster and starts it.
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect(
+                "PostgreSQL's server binaries (/usr/lib/postgresql; see ops/scripts/services.sh)",
+            )
+            .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+            .filter(|bin| bin.join("initdb").exists())
+            .max_by_key(|bin| {
+                bin.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .unwrap_or(0)
+            })
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("agora-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the cluster's directory");
+        let owner = running_as_root().then(postgres_user);
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))
+                .expect("hand the directory to postgres");
+        }
+        let server = Self {
+            port,
+            dir,
+            bin,
+            owner,
+        };
+        server.run(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        server.resume();
+        server
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/<database>`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the cluster (again), on the same port and data, and waits
+    /// until it accepts connections.
+    pub fn resume(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=100",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("postgres.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log.display().to_string(),
+                "-o",
+                &options,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the cluster as an operator's restart does (`-m fast`): every
+    /// session is ended with 57P01, open transactions roll back.
+    pub fn stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(self.bin.join(tool));
+        command
+            .args(args)
+            .current_dir(&self.dir)
+            .stdout(std::process::Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            command.uid(uid).gid(gid);
+        }
+        let output = command
+            .output()
+            .unwrap_or_else(|err| panic!("run {tool}: {err}"));
+        assert!(
+            output.status.success(),
+            "{tool} {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(self.bin.join("pg_ctl"));
+        command
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some((uid, gid)) = self.owner {
+            command.uid(uid).gid(gid);
+        }
+        let _ = command.status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// The uid and gid of the `postgres` system user the Debian packages make.
+fn postgres_user() -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = std::process::Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("run id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a postgres system user (installed with PostgreSQL's packages)")
+    };
+    (id("-u"), id("-g"))
+}

@@ -5,6 +5,7 @@ use commands::stream::{read_stream, StoredEvent};
 use crate::auth::Admin;
 use crate::error::ApiError;
 use crate::extract::parse_id;
+use crate::routes::queries::{NoParams, QueryParams};
 use crate::state::AppState;
 
 /// The stream of one aggregate, straight from the event store.
@@ -14,6 +15,7 @@ pub async fn events(
     State(state): State<AppState>,
     _admin: Admin,
     Path((kind, id)): Path<(String, String)>,
+    _no_params: QueryParams<NoParams>,
 ) -> Result<Json<Vec<StoredEvent>>, ApiError> {
     if !matches!(kind.as_str(), "user" | "product" | "order" | "payment") {
         return Err(ApiError::not_found(format!(

@@ -193,7 +193,10 @@ pub async fn logout(
         .is_some_and(|token| !(1..=1024).contains(&token.len()))
     {
         let mut fields = super::Fields::default();
-        fields.fail("refresh_token", "must be 1 to 1024 characters, as handed out");
+        fields.fail(
+            "refresh_token",
+            "must be 1 to 1024 characters, as handed out",
+        );
         fields.finish()?;
     }
     let target = match body.refresh_token {

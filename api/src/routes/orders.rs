@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use domain::order::{CancelReason, Order, OrderCommand, OrderLine};
 use domain::values::{Money, Quantity};
+use domain::RefusalKind;
 use futures::future::try_join_all;
 use schemars::JsonSchema;
 use schemas::commands::{CancelOrder, PlaceOrder};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use super::{written, Fields};
 use crate::auth::{Admin, Caller, SignedIn};
 use crate::error::ApiError;
-use crate::extract::{parse_id, Context, IfMatch, JsonBody};
+use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
 
 const MAX_LINES: usize = 50;
@@ -54,6 +55,7 @@ fn view<'a>(id: &str, order: &'a Order, version: usize) -> OrderView<'a> {
 pub async fn place(
     State(state): State<AppState>,
     SignedIn(caller): SignedIn,
+    _new: IfMatchNothing,
     Context(metadata): Context,
     JsonBody(body): JsonBody<PlaceOrder>,
 ) -> Result<Response, ApiError> {
@@ -111,8 +113,8 @@ pub async fn place(
         fields.finish()?;
     }
     if !user.aggregate.is_active() {
-        return Err(ApiError::rule(
-            "user-deactivated",
+        return Err(ApiError::refused(
+            RefusalKind::UserDeactivated,
             "a deactivated user cannot place orders",
         ));
     }
@@ -130,8 +132,8 @@ pub async fn place(
         match product.price() {
             Some(price) if product.exists() => {
                 if !product.is_active() {
-                    return Err(ApiError::rule(
-                        "product-discontinued",
+                    return Err(ApiError::refused(
+                        RefusalKind::ProductDiscontinued,
                         format!("product {product_id} is discontinued"),
                     ));
                 }
@@ -150,8 +152,8 @@ pub async fn place(
             .iter()
             .any(|l| l.unit_price.currency != first.unit_price.currency)
         {
-            return Err(ApiError::rule(
-                "currency-mismatch",
+            return Err(ApiError::refused(
+                RefusalKind::CurrencyMismatch,
                 "all products of one order must be priced in one currency",
             ));
         }

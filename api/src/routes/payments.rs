@@ -1,9 +1,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use domain::order::{CancelReason, OrderCommand, OrderStatus};
+use domain::order::{OrderCommand, OrderStatus};
 use domain::payment::{Payment, PaymentCommand};
 use domain::values::Money;
+use domain::RefusalKind;
 use schemars::JsonSchema;
 use serde::Serialize;
 use uuid::Uuid;
@@ -25,12 +26,14 @@ pub(crate) struct PaymentView<'a> {
     version: usize,
 }
 
-/// Refunds a captured payment and cancels its order with reason `refunded`.
+/// Refunds a captured payment. Its order follows: a confirmed order is
+/// cancelled with reason `refunded` (its stock returns), a shipped one moves
+/// to `refunded` (the goods are with the customer: no stock returns).
 ///
 /// This records the decision; the money moves afterwards. The saga sees the
 /// `PaymentRefunded` event (the event store is its outbox), sends the refund
 /// to the gateway under the idempotency key `<payment id>:refund`, retrying
-/// until the gateway answers, and returns the order's stock.
+/// until the gateway answers, and returns a cancelled order's stock.
 ///
 /// Policy: admin only.
 pub async fn refund(
@@ -41,22 +44,35 @@ pub async fn refund(
     Context(metadata): Context,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?.to_string();
-    // A payment is captured a moment before the saga confirms its order. A
-    // refund in that moment could not cancel the order (`refunded` needs a
-    // confirmed or shipped order), so it is refused before anything is
-    // written. Read from the store: the saga confirms in another process.
+    // Both aggregates change, so the order's side is checked first and a
+    // refusal writes nothing. A payment is captured a moment before the saga
+    // confirms its order, and an order cancelled or refunded already has
+    // nothing to follow. Read from the store: the saga writes in another
+    // process.
     let (payment, _) = state.aggregates.payments.load(&id).await?;
-    if let Some(order_id) = payment.aggregate.order_id() {
+    let order_id = payment.aggregate.order_id();
+    if let Some(order_id) = order_id {
         let order = state
             .aggregates
             .orders
             .load_stored(&order_id.to_string())
             .await?;
-        if order.aggregate.status() == OrderStatus::Pending {
-            return Err(ApiError::rule(
-                "invalid-transition",
-                "the order is still being paid for; refund it once it is confirmed",
-            ));
+        match order.aggregate.status() {
+            OrderStatus::Confirmed | OrderStatus::Shipped => {}
+            OrderStatus::Pending => {
+                return Err(ApiError::refused(
+                    RefusalKind::InvalidTransition,
+                    "the order is still being paid for; refund it once it is confirmed",
+                ))
+            }
+            status @ (OrderStatus::Cancelled | OrderStatus::Refunded) => {
+                return Err(ApiError::refused(
+                    RefusalKind::InvalidTransition,
+                    format!(
+                        "the order is {status} already; its payment is settled by the order flow"
+                    ),
+                ))
+            }
         }
     }
     let done = state
@@ -64,17 +80,14 @@ pub async fn refund(
         .payments
         .execute(&id, PaymentCommand::Refund, expected, &metadata)
         .await?;
-    let payment: &Payment = &done.aggregate;
-    if let Some(order_id) = payment.order_id() {
-        let command = OrderCommand::Cancel {
-            reason: CancelReason::Refunded,
-        };
+    if let Some(order_id) = order_id {
         state
             .aggregates
             .orders
-            .execute(&order_id.to_string(), command, None, &metadata)
+            .execute(&order_id.to_string(), OrderCommand::Refund, None, &metadata)
             .await?;
     }
+    let payment: &Payment = &done.aggregate;
     let body = PaymentView {
         id: id.clone(),
         order_id: payment.order_id(),

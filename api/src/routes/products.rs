@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{written, Fields};
 use crate::auth::CatalogManager;
 use crate::error::ApiError;
-use crate::extract::{parse_id, Context, IfMatch, JsonBody};
+use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
 
 /// The answer to a write on a product: the aggregate as it now is.
@@ -68,6 +68,7 @@ pub(crate) fn parse_price(fields: &mut Fields, field: &str, price: &MoneyBody) -
 pub async fn create(
     State(state): State<AppState>,
     _manager: CatalogManager,
+    _new: IfMatchNothing,
     Context(metadata): Context,
     JsonBody(body): JsonBody<CreateProduct>,
 ) -> Result<Response, ApiError> {

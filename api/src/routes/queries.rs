@@ -63,6 +63,11 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// No query parameters at all: any is a 400, as on every route.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
 /// `?min_version=` of a single resource.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::{written, Fields};
 use crate::auth::{Caller, SignIn, SignedIn};
 use crate::error::ApiError;
-use crate::extract::{parse_id, Context, IfMatch, JsonBody};
+use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
 
 /// The answer to a write on a user: the aggregate as it now is.
@@ -41,6 +41,7 @@ fn view<'a>(id: &str, user: &'a User, version: usize) -> UserView<'a> {
 /// back), so a registered user can sign in at once.
 pub async fn register(
     State(state): State<AppState>,
+    _new: IfMatchNothing,
     Context(metadata): Context,
     JsonBody(body): JsonBody<RegisterUser>,
 ) -> Result<Response, ApiError> {

@@ -199,19 +199,15 @@ fn id_of(answer: &Answer) -> Uuid {
 }
 
 /// The projector does not run in these tests: the read models are rebuilt
-/// from the store and copied into the live tables.
+/// from the store and swapped in, as `agora replay` does.
 async fn project_everything(app: &TestApp) {
-    projections::rebuild_into_schema(&app.db.pool, "auth_rebuilt")
-        .await
-        .expect("rebuild");
-    for table in projections::rebuild::READ_MODEL_TABLES {
-        sqlx::query(&format!(
-            "INSERT INTO public.{table} SELECT * FROM auth_rebuilt.{table} ON CONFLICT DO NOTHING"
-        ))
-        .execute(&app.db.pool)
-        .await
-        .expect("copy a read model");
-    }
+    projections::replay(
+        &app.db.pool,
+        &projections::ReplayOptions::default(),
+        &mut projections::replay::Quiet,
+    )
+    .await
+    .expect("replay");
 }
 
 type Path = fn(&World) -> String;

@@ -227,7 +227,7 @@ async fn project(app: &TestApp) {
         })
         .collect();
     for projection in projections::Projection::ALL {
-        projections::apply_batch(&app.db.pool, projection, &envelopes)
+        projections::apply_batch(&app.db.pool, &projection, &envelopes)
             .await
             .unwrap();
     }

@@ -402,7 +402,10 @@ async fn logout_ends_the_sign_in_of_the_body_or_of_the_token() {
         .await;
     assert_problem(&answer, 422, "/problems/validation");
     let answer = app
-        .send(app.bearer(Method::POST, "/auth/logout", &kept_access).json(&json!([])))
+        .send(
+            app.bearer(Method::POST, "/auth/logout", &kept_access)
+                .json(&json!([])),
+        )
         .await;
     assert_eq!(answer.status, 400, "{}", answer.body);
 }

@@ -10,7 +10,7 @@ async fn age(pool: &PgPool, scope: &str, key: &str, age: &str) {
     let updated = sqlx::query(&format!(
         "UPDATE idempotency_keys SET created_at = now() - interval '{age}' WHERE scope = $1 AND key = $2"
     ))
-    .bind(scope)
+    .bind(IdempotencyStore::scope_hash(scope))
     .bind(key)
     .execute(pool)
     .await
@@ -125,12 +125,12 @@ async fn claim_replay_mismatch_abandon_and_expiry() {
         keys.claim("alice", "k1", "h1").await.unwrap(),
         Claim::Mismatch
     );
-    let (state, body): (String, Option<Vec<u8>>) = sqlx::query_as(
-        "SELECT state, body FROM idempotency_keys WHERE scope = 'alice' AND key = 'k1'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let (state, body): (String, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT state, body FROM idempotency_keys WHERE scope = $1 AND key = 'k1'")
+            .bind(IdempotencyStore::scope_hash("alice"))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!((state.as_str(), body), ("in_flight", None));
 
     // A claim left in flight by a process that died is taken over after a
@@ -204,6 +204,69 @@ async fn a_late_holder_cannot_complete_or_abandon_a_claim_taken_over() {
         .unwrap();
     assert_eq!(
         keys.claim("carol", "k", "second").await.unwrap(),
+        Claim::Replay(response())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_scope_fits_because_it_is_stored_as_its_hash() {
+    let db = TestDatabase::new().await;
+    let keys = IdempotencyStore::new(db.pool.clone());
+    // A token subject of 9,000 characters overflowed the key's index.
+    let scope = format!("admin:{}", "s".repeat(9_000));
+    assert_eq!(keys.claim(&scope, "k", "h").await.unwrap(), Claim::Acquired);
+    keys.complete(&scope, "k", "h", &response()).await.unwrap();
+    assert_eq!(
+        keys.claim(&scope, "k", "h").await.unwrap(),
+        Claim::Replay(response())
+    );
+    let stored: String = sqlx::query_scalar("SELECT scope FROM idempotency_keys")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 64, "the SHA-256 in hex");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_deletes_records_past_24_hours_in_bounded_batches() {
+    let db = TestDatabase::new().await;
+    let keys = IdempotencyStore::new(db.pool.clone());
+    for i in 0..7 {
+        let key = format!("old-{i}");
+        keys.claim("alice", &key, "h").await.unwrap();
+        keys.complete("alice", &key, "h", &response())
+            .await
+            .unwrap();
+        age(&db.pool, "alice", &key, "25 hours").await;
+    }
+    keys.claim("alice", "fresh", "h").await.unwrap();
+    keys.complete("alice", "fresh", "h", &response())
+        .await
+        .unwrap();
+    age(&db.pool, "alice", "fresh", "23 hours").await;
+
+    // One statement deletes at most a batch, oldest first.
+    assert_eq!(keys.sweep_once(3).await.unwrap(), 3);
+    assert_eq!(keys.count().await.unwrap(), 5);
+
+    // The background sweep goes on batch after batch until none is left,
+    // and leaves what is younger than 24 hours.
+    let options = commands::idempotency::SweepOptions {
+        interval: std::time::Duration::from_millis(20),
+        batch: 3,
+    };
+    let sweeper = tokio::spawn(commands::idempotency::sweep(
+        keys.clone(),
+        options,
+        std::future::pending(),
+    ));
+    testkit::eventually("the expired records are swept", || async {
+        keys.count().await.unwrap() == 1
+    })
+    .await;
+    sweeper.abort();
+    assert_eq!(
+        keys.claim("alice", "fresh", "h").await.unwrap(),
         Claim::Replay(response())
     );
 }

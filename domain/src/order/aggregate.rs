@@ -21,6 +21,8 @@ pub enum OrderStatus {
     Confirmed,
     Shipped,
     Cancelled,
+    /// Shipped, then its payment refunded: the goods stay with the customer.
+    Refunded,
 }
 
 impl OrderStatus {
@@ -30,6 +32,7 @@ impl OrderStatus {
             Self::Confirmed => "confirmed",
             Self::Shipped => "shipped",
             Self::Cancelled => "cancelled",
+            Self::Refunded => "refunded",
         }
     }
 }
@@ -64,13 +67,14 @@ impl CancelReason {
 
     /// The statuses from which an order may be cancelled for this reason.
     fn allowed_from(self, status: OrderStatus) -> bool {
-        use OrderStatus::{Confirmed, Pending, Shipped};
+        use OrderStatus::{Confirmed, Pending};
         match self {
             Self::CustomerRequest => matches!(status, Pending | Confirmed),
             Self::OutOfStock | Self::PaymentDeclined | Self::PaymentUnavailable => {
                 status == Pending
             }
-            Self::Refunded => matches!(status, Confirmed | Shipped),
+            // A shipped order is refunded (`OrderCommand::Refund`), never cancelled.
+            Self::Refunded => status == Confirmed,
         }
     }
 }
@@ -257,6 +261,22 @@ impl Aggregate for Order {
                 };
                 sink.write(event, self).await;
             }
+            OrderCommand::Refund => {
+                let event = match self.status {
+                    OrderStatus::Confirmed => OrderEvent::OrderCancelled {
+                        reason: CancelReason::Refunded,
+                        previous_status: OrderStatus::Confirmed,
+                    },
+                    OrderStatus::Shipped => OrderEvent::OrderRefunded {},
+                    from => {
+                        return Err(OrderError::InvalidTransition {
+                            from,
+                            to: OrderStatus::Refunded,
+                        })
+                    }
+                };
+                sink.write(event, self).await;
+            }
         }
         Ok(())
     }
@@ -280,10 +300,17 @@ impl Aggregate for Order {
             OrderEvent::OrderPaymentAssigned { payment_id } => self.payment_id = Some(payment_id),
             OrderEvent::OrderConfirmed {} => self.status = OrderStatus::Confirmed,
             OrderEvent::OrderShipped {} => self.status = OrderStatus::Shipped,
+            // Before `OrderRefunded` existed, refunding a shipped order
+            // stored this cancellation; it meant what `OrderRefunded` means.
+            OrderEvent::OrderCancelled {
+                reason: CancelReason::Refunded,
+                previous_status: OrderStatus::Shipped,
+            } => self.status = OrderStatus::Refunded,
             OrderEvent::OrderCancelled { reason, .. } => {
                 self.status = OrderStatus::Cancelled;
                 self.cancel_reason = Some(reason);
             }
+            OrderEvent::OrderRefunded {} => self.status = OrderStatus::Refunded,
         }
     }
 }
@@ -294,6 +321,7 @@ mod tests {
     use cqrs_es::DomainEvent;
 
     use super::*;
+    use crate::refusal::{Refusal, RefusalKind};
     use crate::values::Currency;
 
     type OrderTest = TestFramework<Order>;
@@ -379,6 +407,7 @@ mod tests {
                 placed(),
                 cancelled(CancelReason::CustomerRequest, OrderStatus::Pending),
             ],
+            OrderStatus::Refunded => vec![placed(), confirmed(), shipped(), refunded()],
         }
     }
 
@@ -386,11 +415,16 @@ mod tests {
         OrderError::InvalidTransition { from, to }
     }
 
-    const ALL_STATUSES: [OrderStatus; 4] = [
+    fn refunded() -> OrderEvent {
+        OrderEvent::OrderRefunded {}
+    }
+
+    const ALL_STATUSES: [OrderStatus; 5] = [
         OrderStatus::Pending,
         OrderStatus::Confirmed,
         OrderStatus::Shipped,
         OrderStatus::Cancelled,
+        OrderStatus::Refunded,
     ];
 
     // --- Place ---
@@ -634,7 +668,7 @@ mod tests {
             (OutOfStock, &[Pending]),
             (PaymentDeclined, &[Pending]),
             (PaymentUnavailable, &[Pending]),
-            (Refunded, &[Confirmed, Shipped]),
+            (CancelReason::Refunded, &[Confirmed]),
         ];
         for (reason, from) in allowed {
             for status in ALL_STATUSES {
@@ -648,6 +682,84 @@ mod tests {
                 }
             }
         }
+    }
+
+    // --- Refund ---
+
+    #[test]
+    fn refunding_a_confirmed_order_cancels_it() {
+        OrderTest::with(())
+            .given(history(OrderStatus::Confirmed))
+            .when(OrderCommand::Refund)
+            .then_expect_events(vec![cancelled(
+                CancelReason::Refunded,
+                OrderStatus::Confirmed,
+            )]);
+    }
+
+    #[test]
+    fn refunding_a_shipped_order_refunds_it_and_does_not_cancel_it() {
+        OrderTest::with(())
+            .given(history(OrderStatus::Shipped))
+            .when(OrderCommand::Refund)
+            .then_expect_events(vec![refunded()]);
+        let mut order = Order::default();
+        for event in history(OrderStatus::Refunded) {
+            order.apply(event);
+        }
+        assert_eq!(order.status(), OrderStatus::Refunded);
+        assert_eq!(order.cancel_reason(), None);
+    }
+
+    #[test]
+    fn refund_is_refused_outside_confirmed_and_shipped() {
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Cancelled,
+            OrderStatus::Refunded,
+        ] {
+            OrderTest::with(())
+                .given(history(status))
+                .when(OrderCommand::Refund)
+                .then_expect_error(invalid(status, OrderStatus::Refunded));
+        }
+    }
+
+    #[test]
+    fn a_refunded_order_takes_no_further_command() {
+        for command in [
+            OrderCommand::Confirm,
+            OrderCommand::Ship,
+            OrderCommand::Cancel {
+                reason: CancelReason::CustomerRequest,
+            },
+        ] {
+            let result = OrderTest::with(())
+                .given(history(OrderStatus::Refunded))
+                .when(command)
+                .inspect_result();
+            assert!(matches!(
+                result,
+                Err(OrderError::InvalidTransition {
+                    from: OrderStatus::Refunded,
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_legacy_refund_of_a_shipped_order_reads_as_refunded() {
+        let mut order = Order::default();
+        for event in [
+            placed(),
+            confirmed(),
+            shipped(),
+            cancelled(CancelReason::Refunded, OrderStatus::Shipped),
+        ] {
+            order.apply(event);
+        }
+        assert_eq!(order.status(), OrderStatus::Refunded);
     }
 
     #[test]
@@ -711,14 +823,17 @@ mod tests {
     fn error_messages_and_rules() {
         let err = invalid(OrderStatus::Pending, OrderStatus::Shipped);
         assert_eq!(err.to_string(), "cannot go from pending to shipped");
-        assert_eq!(err.rule(), "invalid-transition");
+        assert_eq!(err.kind(), RefusalKind::InvalidTransition);
         assert_eq!(
-            OrderError::PaymentAlreadyAssigned.rule(),
-            "invalid-transition"
+            OrderError::PaymentAlreadyAssigned.kind(),
+            RefusalKind::InvalidTransition
         );
-        assert_eq!(OrderError::AlreadyExists.rule(), "already-exists");
-        assert_eq!(OrderError::NotFound.rule(), "not-found");
-        assert_eq!(OrderError::CurrencyMismatch.rule(), "currency-mismatch");
+        assert_eq!(OrderError::AlreadyExists.kind(), RefusalKind::AlreadyExists);
+        assert_eq!(OrderError::NotFound.kind(), RefusalKind::NotFound);
+        assert_eq!(
+            OrderError::CurrencyMismatch.kind(),
+            RefusalKind::CurrencyMismatch
+        );
         let p = product(1);
         for e in [
             OrderError::NoLines,
@@ -728,7 +843,7 @@ mod tests {
             OrderError::DuplicateLine { product_id: p },
             OrderError::TotalOverflow,
         ] {
-            assert_eq!(e.rule(), "validation");
+            assert_eq!(e.kind(), RefusalKind::Invalid);
         }
     }
 }

@@ -19,4 +19,7 @@ pub enum OrderCommand {
     Cancel {
         reason: CancelReason,
     },
+    /// Its payment was refunded: a confirmed order is cancelled (`refunded`,
+    /// its stock returns), a shipped one becomes `refunded` (no stock returns).
+    Refund,
 }

@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 use super::{OrderStatus, MAX_LINES};
+use crate::refusal::{Refusal, RefusalKind};
 use crate::values::Quantity;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -44,20 +45,21 @@ pub enum OrderError {
     PaymentAlreadyAssigned,
 }
 
-impl OrderError {
-    /// Problem-type slug for API error responses.
-    pub fn rule(&self) -> &'static str {
+impl Refusal for OrderError {
+    fn kind(&self) -> RefusalKind {
         match self {
-            Self::AlreadyExists => "already-exists",
-            Self::NotFound => "not-found",
+            Self::AlreadyExists => RefusalKind::AlreadyExists,
+            Self::NotFound => RefusalKind::NotFound,
             Self::NoLines
             | Self::TooManyLines
             | Self::InvalidQuantity { .. }
             | Self::InvalidUnitPrice { .. }
             | Self::DuplicateLine { .. }
-            | Self::TotalOverflow => "validation",
-            Self::CurrencyMismatch => "currency-mismatch",
-            Self::InvalidTransition { .. } | Self::PaymentAlreadyAssigned => "invalid-transition",
+            | Self::TotalOverflow => RefusalKind::Invalid,
+            Self::CurrencyMismatch => RefusalKind::CurrencyMismatch,
+            Self::InvalidTransition { .. } | Self::PaymentAlreadyAssigned => {
+                RefusalKind::InvalidTransition
+            }
         }
     }
 }

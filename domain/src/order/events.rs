@@ -21,6 +21,8 @@ pub enum OrderEvent {
     },
     OrderConfirmed {},
     OrderShipped {},
+    /// The payment of a shipped order was refunded; no stock returns.
+    OrderRefunded {},
     /// `previous_status` tells consumers what to undo (release a reservation
     /// or return committed stock).
     OrderCancelled {
@@ -36,6 +38,7 @@ impl DomainEvent for OrderEvent {
             Self::OrderPaymentAssigned { .. } => "OrderPaymentAssigned",
             Self::OrderConfirmed {} => "OrderConfirmed",
             Self::OrderShipped {} => "OrderShipped",
+            Self::OrderRefunded {} => "OrderRefunded",
             Self::OrderCancelled { .. } => "OrderCancelled",
         }
         .to_string()

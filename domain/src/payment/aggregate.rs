@@ -213,6 +213,7 @@ mod tests {
     use cqrs_es::DomainEvent;
 
     use super::*;
+    use crate::refusal::{Refusal, RefusalKind};
     use crate::values::Currency;
 
     type PaymentTest = TestFramework<Payment>;
@@ -482,9 +483,12 @@ mod tests {
             to: PaymentStatus::Captured,
         };
         assert_eq!(err.to_string(), "cannot go from pending to captured");
-        assert_eq!(err.rule(), "invalid-transition");
-        assert_eq!(PaymentError::AlreadyExists.rule(), "already-exists");
-        assert_eq!(PaymentError::NotFound.rule(), "not-found");
-        assert_eq!(PaymentError::InvalidAmount.rule(), "validation");
+        assert_eq!(err.kind(), RefusalKind::InvalidTransition);
+        assert_eq!(
+            PaymentError::AlreadyExists.kind(),
+            RefusalKind::AlreadyExists
+        );
+        assert_eq!(PaymentError::NotFound.kind(), RefusalKind::NotFound);
+        assert_eq!(PaymentError::InvalidAmount.kind(), RefusalKind::Invalid);
     }
 }

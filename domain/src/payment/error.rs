@@ -1,4 +1,5 @@
 use super::PaymentStatus;
+use crate::refusal::{Refusal, RefusalKind};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PaymentError {
@@ -19,14 +20,13 @@ pub enum PaymentError {
     },
 }
 
-impl PaymentError {
-    /// Problem-type slug for API error responses.
-    pub fn rule(&self) -> &'static str {
+impl Refusal for PaymentError {
+    fn kind(&self) -> RefusalKind {
         match self {
-            Self::AlreadyExists => "already-exists",
-            Self::NotFound => "not-found",
-            Self::InvalidAmount => "validation",
-            Self::InvalidTransition { .. } => "invalid-transition",
+            Self::AlreadyExists => RefusalKind::AlreadyExists,
+            Self::NotFound => RefusalKind::NotFound,
+            Self::InvalidAmount => RefusalKind::Invalid,
+            Self::InvalidTransition { .. } => RefusalKind::InvalidTransition,
         }
     }
 }

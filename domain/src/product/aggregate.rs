@@ -350,6 +350,7 @@ mod tests {
     use cqrs_es::DomainEvent;
 
     use super::*;
+    use crate::refusal::{Refusal, RefusalKind};
     use crate::values::Currency;
 
     type ProductTest = TestFramework<Product>;
@@ -1042,16 +1043,22 @@ mod tests {
 
     #[test]
     fn error_rules() {
-        assert_eq!(ProductError::AlreadyExists.rule(), "already-exists");
-        assert_eq!(ProductError::NotFound.rule(), "not-found");
-        assert_eq!(ProductError::Discontinued.rule(), "product-discontinued");
+        assert_eq!(
+            ProductError::AlreadyExists.kind(),
+            RefusalKind::AlreadyExists
+        );
+        assert_eq!(ProductError::NotFound.kind(), RefusalKind::NotFound);
+        assert_eq!(
+            ProductError::Discontinued.kind(),
+            RefusalKind::ProductDiscontinued
+        );
         assert_eq!(
             ProductError::InsufficientStock {
                 available: 1,
                 requested: 2
             }
-            .rule(),
-            "insufficient-stock"
+            .kind(),
+            RefusalKind::InsufficientStock
         );
         for e in [
             ProductError::InvalidPrice,
@@ -1059,14 +1066,14 @@ mod tests {
             ProductError::ZeroDelta,
             ProductError::StockOverflow,
         ] {
-            assert_eq!(e.rule(), "validation");
+            assert_eq!(e.kind(), RefusalKind::Invalid);
         }
         assert_eq!(
             ProductError::UnknownReservation {
                 order_id: order_id()
             }
-            .rule(),
-            "invalid-transition"
+            .kind(),
+            RefusalKind::InvalidTransition
         );
     }
 }

@@ -1,5 +1,7 @@
 use uuid::Uuid;
 
+use crate::refusal::{Refusal, RefusalKind};
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProductError {
     /// 409 Conflict.
@@ -31,18 +33,17 @@ pub enum ProductError {
     UnknownReservation { order_id: Uuid },
 }
 
-impl ProductError {
-    /// Problem-type slug for API error responses.
-    pub fn rule(&self) -> &'static str {
+impl Refusal for ProductError {
+    fn kind(&self) -> RefusalKind {
         match self {
-            Self::AlreadyExists => "already-exists",
-            Self::NotFound => "not-found",
-            Self::Discontinued => "product-discontinued",
-            Self::InsufficientStock { .. } => "insufficient-stock",
+            Self::AlreadyExists => RefusalKind::AlreadyExists,
+            Self::NotFound => RefusalKind::NotFound,
+            Self::Discontinued => RefusalKind::ProductDiscontinued,
+            Self::InsufficientStock { .. } => RefusalKind::InsufficientStock,
             Self::InvalidPrice | Self::InvalidStock | Self::ZeroDelta | Self::StockOverflow => {
-                "validation"
+                RefusalKind::Invalid
             }
-            Self::UnknownReservation { .. } => "invalid-transition",
+            Self::UnknownReservation { .. } => RefusalKind::InvalidTransition,
         }
     }
 }

@@ -152,6 +152,7 @@ mod tests {
     use cqrs_es::DomainEvent;
 
     use super::*;
+    use crate::refusal::{Refusal, RefusalKind};
 
     type UserTest = TestFramework<User>;
 
@@ -392,8 +393,8 @@ mod tests {
 
     #[test]
     fn error_rules() {
-        assert_eq!(UserError::AlreadyExists.rule(), "already-exists");
-        assert_eq!(UserError::NotFound.rule(), "not-found");
-        assert_eq!(UserError::Deactivated.rule(), "user-deactivated");
+        assert_eq!(UserError::AlreadyExists.kind(), RefusalKind::AlreadyExists);
+        assert_eq!(UserError::NotFound.kind(), RefusalKind::NotFound);
+        assert_eq!(UserError::Deactivated.kind(), RefusalKind::UserDeactivated);
     }
 }

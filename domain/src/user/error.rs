@@ -1,3 +1,5 @@
+use crate::refusal::{Refusal, RefusalKind};
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum UserError {
     /// 409 Conflict.
@@ -11,13 +13,12 @@ pub enum UserError {
     Deactivated,
 }
 
-impl UserError {
-    /// Problem-type slug for API error responses.
-    pub fn rule(&self) -> &'static str {
+impl Refusal for UserError {
+    fn kind(&self) -> RefusalKind {
         match self {
-            Self::AlreadyExists => "already-exists",
-            Self::NotFound => "not-found",
-            Self::Deactivated => "user-deactivated",
+            Self::AlreadyExists => RefusalKind::AlreadyExists,
+            Self::NotFound => RefusalKind::NotFound,
+            Self::Deactivated => RefusalKind::UserDeactivated,
         }
     }
 }

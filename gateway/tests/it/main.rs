@@ -9,6 +9,10 @@ use testkit::TestDatabase;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+/// The token the tests' gateway takes (`AGORA_GATEWAY_TOKEN`); the tests'
+/// client sends it on every request.
+const TOKEN: &str = "gateway-tests-token";
+
 struct Gateway {
     url: String,
     http: reqwest::Client,
@@ -24,11 +28,20 @@ async fn spawn() -> Gateway {
     let options = GatewayOptions {
         pool: db.pool.clone(),
         slow_delay: Duration::from_millis(300),
+        token: Some(TOKEN.to_owned()),
     };
     tokio::spawn(gateway::run(listener, options, async move {
         let _ = stopped.await;
     }));
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("a header value"),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     for _ in 0..100 {
         if http.get(format!("{url}/healthz")).send().await.is_ok() {
             break;
@@ -236,4 +249,66 @@ async fn a_charge_is_refunded_once_and_a_missing_one_is_voided() {
         .collect();
     assert_eq!(approved.len(), 1);
     drop(gateway.db);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_refuses_a_caller_without_the_token_and_changes_nothing() {
+    let gateway = spawn().await;
+    let stranger = reqwest::Client::new();
+    let attempts: Vec<(reqwest::Method, &str, Option<&str>, Value)> = vec![
+        (
+            reqwest::Method::POST,
+            "/admin/outage",
+            None,
+            json!({"down": true}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/charges",
+            None,
+            json!({"amount": 100, "currency": "EUR", "token": "tok_ok"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/refunds",
+            None,
+            json!({"charge_key": "k"}),
+        ),
+        (reqwest::Method::GET, "/charges", None, Value::Null),
+        (reqwest::Method::GET, "/refunds", None, Value::Null),
+        (reqwest::Method::GET, "/admin/requests", None, Value::Null),
+        (reqwest::Method::GET, "/healthz", None, Value::Null),
+        (reqwest::Method::GET, "/no-such-path", None, Value::Null),
+        (
+            reqwest::Method::GET,
+            "/charges",
+            Some("Bearer wrong-token"),
+            Value::Null,
+        ),
+        (
+            reqwest::Method::GET,
+            "/charges",
+            Some("Bearer gateway-tests-tokenX"),
+            Value::Null,
+        ),
+        (reqwest::Method::GET, "/charges", Some(TOKEN), Value::Null),
+    ];
+    for (method, path, authorization, body) in attempts {
+        let mut request = stranger
+            .request(method.clone(), format!("{}{path}", gateway.url))
+            .header("idempotency-key", "stranger-1");
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{method} {path} {authorization:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+    }
+    // Charging is still on, and nothing was charged or counted.
+    assert!(gateway.charges().await.is_empty());
+    let (status, _) = gateway.charge("after-strangers", "tok_ok").await;
+    assert_eq!(status, 200, "the outage switch was never flipped");
 }

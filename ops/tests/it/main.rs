@@ -8,6 +8,7 @@ mod deploy;
 #[path = "../../../api/tests/it/exposition.rs"]
 mod exposition;
 mod observability;
+mod postgres_restart;
 mod replay;
 mod shutdown;
 mod startup;

@@ -1,37 +1,80 @@
 //! `rm_notifications`: what a user is told, one row per (source event, kind).
 //!
 //! Order and payment events do not carry the user, so this model keeps its
-//! own maps (order → user from `OrderPlaced`, payment → order from
+//! own maps (order → user from `OrderPlaced`, payment → order and user from
 //! `PaymentRequested`) instead of reading another projection's tables. An
 //! event whose map entry is not there yet (its aggregate's first event is
 //! still on its way) is retryable.
 
 use chrono::{DateTime, Utc};
-use schemas::EventEnvelope;
-use serde::Deserialize;
+use schemas::events::{Event, OrderEvent, PaymentEvent, UserEvent};
+use schemas::Recorded;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{aggregate_uuid, change, decode, event_time};
+use super::change;
 use crate::changes::Change;
 use crate::error::ProjectionError;
+use crate::model::Model;
+use crate::table::{AnyTable, Loads, Mode, Record, Table};
 
-const MODEL: &str = "notifications";
+pub(crate) const MODEL: &str = "notifications";
 
-#[derive(Deserialize)]
-struct OrderPlaced {
-    user_id: Uuid,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NotificationRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub kind: String,
+    pub order_id: Option<Uuid>,
+    /// The source event and kind: what makes a notification exactly-once.
+    pub source: String,
+    pub created_at: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
-struct PaymentRequested {
-    order_id: Uuid,
+impl Record for NotificationRow {
+    const TABLE: &'static str = "rm_notifications";
+    const KEY: &'static str = "id";
+    fn key(&self) -> Uuid {
+        self.id
+    }
 }
 
-/// The key that makes a notification exactly-once: the source event and kind.
-pub(crate) fn source(event: &EventEnvelope, kind: &str) -> String {
-    format!("{}:{kind}", event.message_id())
+/// `rm_notification_orders`: whose order it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OrderOwner {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+}
+
+impl Record for OrderOwner {
+    const TABLE: &'static str = "rm_notification_orders";
+    const KEY: &'static str = "order_id";
+    fn key(&self) -> Uuid {
+        self.order_id
+    }
+}
+
+/// `rm_notification_payments`: which order, and whose, a payment is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct PaymentOwner {
+    pub payment_id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+}
+
+impl Record for PaymentOwner {
+    const TABLE: &'static str = "rm_notification_payments";
+    const KEY: &'static str = "payment_id";
+    fn key(&self) -> Uuid {
+        self.payment_id
+    }
+}
+
+pub(crate) struct Notifications {
+    notifications: Table<NotificationRow>,
+    orders: Table<OrderOwner>,
+    payments: Table<PaymentOwner>,
 }
 
 /// A notification's id, derived from its source so a rebuild finds the same
@@ -43,126 +86,109 @@ pub(crate) fn notification_id(source: &str) -> Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
-pub(crate) async fn apply(
-    conn: &mut PgConnection,
-    event: &EventEnvelope,
-) -> Result<Vec<Change>, ProjectionError> {
-    let time = event_time(event);
-    match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-        ("user", "UserRegistered") => {
-            let user_id = aggregate_uuid(event)?;
-            notify(conn, event, user_id, "welcome", None, time).await
+impl Model for Notifications {
+    fn new(mode: Mode) -> Self {
+        Self {
+            notifications: Table::new(mode),
+            orders: Table::new(mode),
+            payments: Table::new(mode),
         }
-        ("order", "OrderPlaced") => {
-            let order_id = aggregate_uuid(event)?;
-            let e: OrderPlaced = decode(event)?;
-            sqlx::query(
-                "INSERT INTO rm_notification_orders (order_id, user_id) VALUES ($1, $2)
-                 ON CONFLICT (order_id) DO NOTHING",
-            )
-            .bind(order_id)
-            .bind(e.user_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Vec::new())
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        vec![
+            &mut self.notifications,
+            &mut self.orders,
+            &mut self.payments,
+        ]
+    }
+
+    fn touches(event: &Recorded, loads: &mut Loads) {
+        match &event.event {
+            Event::Order(
+                OrderEvent::OrderConfirmed {}
+                | OrderEvent::OrderCancelled { .. }
+                | OrderEvent::OrderShipped {},
+            ) => loads.key::<OrderOwner>(event.id),
+            Event::Payment(PaymentEvent::PaymentRequested { order_id, .. }) => {
+                loads.key::<OrderOwner>(*order_id)
+            }
+            Event::Payment(PaymentEvent::PaymentRefunded {}) => loads.key::<PaymentOwner>(event.id),
+            _ => {}
         }
-        ("order", kind @ ("OrderConfirmed" | "OrderCancelled" | "OrderShipped")) => {
-            let order_id = aggregate_uuid(event)?;
-            let user_id = order_user(conn, event, order_id).await?;
-            let kind = match kind {
-                "OrderConfirmed" => "order_confirmed",
-                "OrderCancelled" => "order_cancelled",
-                _ => "order_shipped",
-            };
-            notify(conn, event, user_id, kind, Some(order_id), time).await
-        }
-        ("payment", "PaymentRequested") => {
-            let payment_id = aggregate_uuid(event)?;
-            let e: PaymentRequested = decode(event)?;
-            sqlx::query(
-                "INSERT INTO rm_notification_payments (payment_id, order_id) VALUES ($1, $2)
-                 ON CONFLICT (payment_id) DO NOTHING",
-            )
-            .bind(payment_id)
-            .bind(e.order_id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Vec::new())
-        }
-        ("payment", "PaymentRefunded") => {
-            let payment_id = aggregate_uuid(event)?;
-            let order_id: Option<Uuid> = sqlx::query_scalar(
-                "SELECT order_id FROM rm_notification_payments WHERE payment_id = $1",
-            )
-            .bind(payment_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(order_id) = order_id else {
-                return Err(ProjectionError::Retryable(format!(
-                    "PaymentRefunded of payment {payment_id}: its PaymentRequested is not applied yet"
-                )));
-            };
-            let user_id = order_user(conn, event, order_id).await?;
-            notify(
-                conn,
-                event,
-                user_id,
-                "payment_refunded",
-                Some(order_id),
-                time,
-            )
-            .await
-        }
-        _ => Ok(Vec::new()),
+    }
+
+    fn fold(&mut self, event: &Recorded) -> Result<Vec<Change>, ProjectionError> {
+        let (user_id, kind, order_id) = match &event.event {
+            Event::User(UserEvent::UserRegistered { .. }) => (event.id, "welcome", None),
+            Event::Order(OrderEvent::OrderPlaced { user_id, .. }) => {
+                self.orders.put(OrderOwner {
+                    order_id: event.id,
+                    user_id: *user_id,
+                });
+                return Ok(Vec::new());
+            }
+            Event::Order(OrderEvent::OrderConfirmed {}) => (
+                self.owner(event, event.id)?,
+                "order_confirmed",
+                Some(event.id),
+            ),
+            Event::Order(OrderEvent::OrderCancelled { .. }) => (
+                self.owner(event, event.id)?,
+                "order_cancelled",
+                Some(event.id),
+            ),
+            Event::Order(OrderEvent::OrderShipped {}) => (
+                self.owner(event, event.id)?,
+                "order_shipped",
+                Some(event.id),
+            ),
+            Event::Payment(PaymentEvent::PaymentRequested { order_id, .. }) => {
+                let user_id = self.owner(event, *order_id)?;
+                self.payments.put(PaymentOwner {
+                    payment_id: event.id,
+                    order_id: *order_id,
+                    user_id,
+                });
+                return Ok(Vec::new());
+            }
+            Event::Payment(PaymentEvent::PaymentRefunded {}) => {
+                let Some(payment) = self.payments.get(event.id) else {
+                    return Err(ProjectionError::Retryable(format!(
+                        "PaymentRefunded of payment {}: its PaymentRequested is not applied yet",
+                        event.id
+                    )));
+                };
+                (payment.user_id, "payment_refunded", Some(payment.order_id))
+            }
+            _ => return Ok(Vec::new()),
+        };
+        let source = format!("{}:{kind}", event.message_id());
+        self.notifications.put(NotificationRow {
+            id: notification_id(&source),
+            user_id,
+            kind: kind.into(),
+            order_id,
+            source,
+            created_at: event.time,
+        });
+        Ok(vec![change(MODEL, user_id, 0)])
     }
 }
 
-async fn order_user(
-    conn: &mut PgConnection,
-    event: &EventEnvelope,
-    order_id: Uuid,
-) -> Result<Uuid, ProjectionError> {
-    let user_id: Option<Uuid> =
-        sqlx::query_scalar("SELECT user_id FROM rm_notification_orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-    user_id.ok_or_else(|| {
-        ProjectionError::Retryable(format!(
-            "{} of {} {}: order {order_id} has no OrderPlaced applied yet",
-            event.event_type, event.aggregate_type, event.aggregate_id
-        ))
-    })
-}
-
-async fn notify(
-    conn: &mut PgConnection,
-    event: &EventEnvelope,
-    user_id: Uuid,
-    kind: &str,
-    order_id: Option<Uuid>,
-    time: DateTime<Utc>,
-) -> Result<Vec<Change>, ProjectionError> {
-    let source = source(event, kind);
-    let inserted = sqlx::query(
-        "INSERT INTO rm_notifications (id, user_id, kind, order_id, source, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (source) DO NOTHING",
-    )
-    .bind(notification_id(&source))
-    .bind(user_id)
-    .bind(kind)
-    .bind(order_id)
-    .bind(&source)
-    .bind(time)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(if inserted == 0 {
-        Vec::new()
-    } else {
-        vec![change(MODEL, user_id, 0)]
-    })
+impl Notifications {
+    /// Whose order `order_id` is, from its `OrderPlaced`.
+    fn owner(&self, event: &Recorded, order_id: Uuid) -> Result<Uuid, ProjectionError> {
+        self.orders
+            .get(order_id)
+            .map(|owner| owner.user_id)
+            .ok_or_else(|| {
+                ProjectionError::Retryable(format!(
+                    "{} of {} {}: order {order_id} has no OrderPlaced applied yet",
+                    event.event_type, event.aggregate_type, event.aggregate_id
+                ))
+            })
+    }
 }
 
 #[cfg(test)]
@@ -176,129 +202,4 @@ mod tests {
         assert_ne!(a, notification_id("user:2:1:welcome"));
         assert_eq!(a.get_version_num(), 8);
     }
-}
-
-// The replay's fold: the same changes as `apply`, made in memory, and written
-// in bulk into shadow tables. Kept beside the SQL above so the two change
-// together; `fold_equals_the_live_path` (projections' tests) holds them to
-// the same result.
-
-/// An `rm_notifications` row in memory.
-#[derive(Debug, Clone)]
-struct Note {
-    id: Uuid,
-    user_id: Uuid,
-    kind: &'static str,
-    order_id: Option<Uuid>,
-    source: String,
-    created_at: DateTime<Utc>,
-}
-
-/// The three notification tables in memory.
-#[derive(Debug, Default)]
-pub(crate) struct Rows {
-    notes: Vec<Note>,
-    sources: std::collections::HashSet<String>,
-    /// `rm_notification_orders`: order → user.
-    orders: std::collections::HashMap<Uuid, Uuid>,
-    /// `rm_notification_payments`: payment → order.
-    payments: std::collections::HashMap<Uuid, Uuid>,
-}
-
-/// Applies `event` to `rows`; on `Err` nothing changed.
-pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), ProjectionError> {
-    let time = event_time(event);
-    let order_user = |rows: &Rows, order_id: Uuid| {
-        rows.orders.get(&order_id).copied().ok_or_else(|| {
-            ProjectionError::Retryable(format!(
-                "{} of {} {}: order {order_id} has no OrderPlaced applied yet",
-                event.event_type, event.aggregate_type, event.aggregate_id
-            ))
-        })
-    };
-    let (user_id, kind, order_id) = match (event.aggregate_type.as_str(), event.event_type.as_str())
-    {
-        ("user", "UserRegistered") => (aggregate_uuid(event)?, "welcome", None),
-        ("order", "OrderPlaced") => {
-            let order_id = aggregate_uuid(event)?;
-            let e: OrderPlaced = decode(event)?;
-            rows.orders.entry(order_id).or_insert(e.user_id);
-            return Ok(());
-        }
-        ("order", kind @ ("OrderConfirmed" | "OrderCancelled" | "OrderShipped")) => {
-            let order_id = aggregate_uuid(event)?;
-            let user_id = order_user(rows, order_id)?;
-            let kind = match kind {
-                "OrderConfirmed" => "order_confirmed",
-                "OrderCancelled" => "order_cancelled",
-                _ => "order_shipped",
-            };
-            (user_id, kind, Some(order_id))
-        }
-        ("payment", "PaymentRequested") => {
-            let payment_id = aggregate_uuid(event)?;
-            let e: PaymentRequested = decode(event)?;
-            rows.payments.entry(payment_id).or_insert(e.order_id);
-            return Ok(());
-        }
-        ("payment", "PaymentRefunded") => {
-            let payment_id = aggregate_uuid(event)?;
-            let Some(&order_id) = rows.payments.get(&payment_id) else {
-                return Err(ProjectionError::Retryable(format!(
-                    "PaymentRefunded of payment {payment_id}: its PaymentRequested is not applied yet"
-                )));
-            };
-            (
-                order_user(rows, order_id)?,
-                "payment_refunded",
-                Some(order_id),
-            )
-        }
-        _ => return Ok(()),
-    };
-    let source = source(event, kind);
-    if rows.sources.insert(source.clone()) {
-        rows.notes.push(Note {
-            id: notification_id(&source),
-            user_id,
-            kind,
-            order_id,
-            source,
-            created_at: time,
-        });
-    }
-    Ok(())
-}
-
-/// Writes `rows` into the three tables (of the connection's `search_path`).
-pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    let mut copy = super::CopyText::default();
-    for n in &rows.notes {
-        copy.uuid(n.id)
-            .uuid(n.user_id)
-            .text(n.kind)
-            .opt_uuid(n.order_id)
-            .text(&n.source)
-            .time(n.created_at)
-            .end();
-    }
-    copy.copy_into(
-        &mut *conn,
-        "rm_notifications (id, user_id, kind, order_id, source, created_at)",
-    )
-    .await?;
-    for (target, map) in [
-        ("rm_notification_orders (order_id, user_id)", &rows.orders),
-        (
-            "rm_notification_payments (payment_id, order_id)",
-            &rows.payments,
-        ),
-    ] {
-        let mut copy = super::CopyText::default();
-        for (key, value) in map {
-            copy.uuid(*key).uuid(*value).end();
-        }
-        copy.copy_into(&mut *conn, target).await?;
-    }
-    Ok(())
 }

@@ -1,233 +1,124 @@
 //! `rm_orders`: one row per order, lines as placed (with their unit prices).
 
-use schemas::EventEnvelope;
-use serde::Deserialize;
-use serde_json::Value;
-use sqlx::PgConnection;
+use chrono::{DateTime, Utc};
+use schemas::events::{Event, OrderEvent, OrderLine};
+use schemas::Recorded;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{aggregate_uuid, bump_version, change, decode, event_time, expect_row, Money};
+use super::{change, newer, no_row, Versioned};
 use crate::changes::Change;
 use crate::error::ProjectionError;
+use crate::model::Model;
+use crate::table::{AnyTable, Loads, Mode, Record, Table};
 
-const MODEL: &str = "orders";
+pub(crate) const MODEL: &str = "orders";
 
-#[derive(Deserialize)]
-struct Placed {
-    user_id: Uuid,
-    lines: Vec<Line>,
-    total: Money,
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct OrderRow {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// `jsonb`: `[{product_id, quantity, unit_price}]`.
+    pub lines: Vec<OrderLine>,
+    pub total_amount: i64,
+    pub total_currency: String,
+    pub status: String,
+    pub cancel_reason: Option<String>,
+    pub payment_id: Option<Uuid>,
+    pub version: i64,
+    pub placed_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
-/// Decoded to check the shape; stored as given.
-#[derive(Deserialize)]
-#[allow(dead_code)]
-struct Line {
-    product_id: Uuid,
-    quantity: u32,
-    unit_price: Money,
-}
-
-#[derive(Deserialize)]
-struct PaymentAssigned {
-    payment_id: Uuid,
-}
-
-#[derive(Deserialize)]
-struct Cancelled {
-    reason: String,
-}
-
-pub(crate) async fn apply(
-    conn: &mut PgConnection,
-    event: &EventEnvelope,
-) -> Result<Vec<Change>, ProjectionError> {
-    if event.aggregate_type != "order" {
-        return Ok(Vec::new());
+impl Versioned for OrderRow {
+    fn version(&mut self) -> &mut i64 {
+        &mut self.version
     }
-    let id = aggregate_uuid(event)?;
-    let time = event_time(event);
-    let version = event.sequence;
-    let rows = match event.event_type.as_str() {
-        "OrderPlaced" => {
-            let e: Placed = decode(event)?;
-            // `[{product_id, quantity, unit_price}]`, exactly as recorded.
-            let lines = event.data().get("lines").cloned().unwrap_or(Value::Null);
-            debug_assert_eq!(lines.as_array().map(Vec::len), Some(e.lines.len()));
-            sqlx::query(
-                "INSERT INTO rm_orders (id, user_id, lines, total_amount, total_currency, status,
-                     cancel_reason, payment_id, version, placed_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'pending', NULL, NULL, $6, $7, $7)
-                 ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, lines = EXCLUDED.lines,
-                     total_amount = EXCLUDED.total_amount, total_currency = EXCLUDED.total_currency,
-                     status = EXCLUDED.status, cancel_reason = NULL, payment_id = NULL,
-                     version = EXCLUDED.version, placed_at = EXCLUDED.placed_at,
-                     updated_at = EXCLUDED.updated_at",
-            )
-            .bind(id)
-            .bind(e.user_id)
-            .bind(lines)
-            .bind(e.total.amount)
-            .bind(&e.total.currency)
-            .bind(version)
-            .bind(time)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        }
-        "OrderPaymentAssigned" => {
-            let e: PaymentAssigned = decode(event)?;
-            sqlx::query(
-                "UPDATE rm_orders SET payment_id = $2, version = $3, updated_at = $4 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(e.payment_id)
-            .bind(version)
-            .bind(time)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        }
-        "OrderConfirmed" | "OrderShipped" => {
-            let status = if event.event_type == "OrderConfirmed" {
-                "confirmed"
-            } else {
-                "shipped"
-            };
-            sqlx::query(
-                "UPDATE rm_orders SET status = $2, version = $3, updated_at = $4 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(status)
-            .bind(version)
-            .bind(time)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        }
-        "OrderCancelled" => {
-            let e: Cancelled = decode(event)?;
-            sqlx::query(
-                "UPDATE rm_orders SET status = 'cancelled', cancel_reason = $2, version = $3,
-                     updated_at = $4 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&e.reason)
-            .bind(version)
-            .bind(time)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        }
-        _ => return bump_version(conn, "rm_orders", MODEL, event).await,
-    };
-    expect_row(rows, "rm_orders", event)?;
-    Ok(vec![change(MODEL, id, version)])
 }
 
-// The replay's fold: the same changes as `apply`, made to rows in memory, and
-// written in bulk into a shadow table. Kept beside the SQL above so the two
-// change together; `fold_equals_the_live_path` (projections' tests) holds
-// them to the same result.
-
-/// An `rm_orders` row in memory.
-#[derive(Debug, Clone)]
-pub(crate) struct Row {
-    user_id: Uuid,
-    lines: Value,
-    total_amount: i64,
-    total_currency: String,
-    status: &'static str,
-    cancel_reason: Option<String>,
-    payment_id: Option<Uuid>,
-    version: i64,
-    placed_at: chrono::DateTime<chrono::Utc>,
-    updated_at: chrono::DateTime<chrono::Utc>,
-}
-
-pub(crate) type Rows = std::collections::HashMap<Uuid, Row>;
-
-/// Applies `event` to `rows`; on `Err` nothing changed.
-pub(crate) fn fold(rows: &mut Rows, event: &EventEnvelope) -> Result<(), ProjectionError> {
-    let id = aggregate_uuid(event)?;
-    let time = event_time(event);
-    let version = event.sequence;
-    let row = |rows| super::fold_row(rows, id, "rm_orders", event);
-    let row = match event.event_type.as_str() {
-        "OrderPlaced" => {
-            let e: Placed = decode(event)?;
-            let lines = event.data().get("lines").cloned().unwrap_or(Value::Null);
-            rows.insert(
-                id,
-                Row {
-                    user_id: e.user_id,
-                    lines,
-                    total_amount: e.total.amount,
-                    total_currency: e.total.currency,
-                    status: "pending",
-                    cancel_reason: None,
-                    payment_id: None,
-                    version,
-                    placed_at: time,
-                    updated_at: time,
-                },
-            );
-            return Ok(());
-        }
-        "OrderPaymentAssigned" => {
-            let e: PaymentAssigned = decode(event)?;
-            let row = row(rows)?;
-            row.payment_id = Some(e.payment_id);
-            row
-        }
-        "OrderConfirmed" => {
-            let row = row(rows)?;
-            row.status = "confirmed";
-            row
-        }
-        "OrderShipped" => {
-            let row = row(rows)?;
-            row.status = "shipped";
-            row
-        }
-        "OrderCancelled" => {
-            let e: Cancelled = decode(event)?;
-            let row = row(rows)?;
-            row.status = "cancelled";
-            row.cancel_reason = Some(e.reason);
-            row
-        }
-        _ => {
-            super::fold_bump_version(rows.get_mut(&id).map(|r| &mut r.version), event);
-            return Ok(());
-        }
-    };
-    row.version = version;
-    row.updated_at = time;
-    Ok(())
-}
-
-/// Writes `rows` into `rm_orders` (of the connection's `search_path`).
-pub(crate) async fn write(conn: &mut PgConnection, rows: &Rows) -> Result<(), sqlx::Error> {
-    let mut copy = super::CopyText::default();
-    for (id, r) in rows {
-        copy.uuid(*id)
-            .uuid(r.user_id)
-            .json(&r.lines)
-            .int(r.total_amount)
-            .text(&r.total_currency)
-            .text(r.status)
-            .opt_text(r.cancel_reason.as_deref())
-            .opt_uuid(r.payment_id)
-            .int(r.version)
-            .time(r.placed_at)
-            .time(r.updated_at)
-            .end();
+impl Record for OrderRow {
+    const TABLE: &'static str = "rm_orders";
+    const KEY: &'static str = "id";
+    fn key(&self) -> Uuid {
+        self.id
     }
-    copy.copy_into(
-        conn,
-        "rm_orders (id, user_id, lines, total_amount, total_currency, status, cancel_reason,
-             payment_id, version, placed_at, updated_at)",
-    )
-    .await
+}
+
+pub(crate) struct Orders {
+    orders: Table<OrderRow>,
+}
+
+impl Model for Orders {
+    fn new(mode: Mode) -> Self {
+        Self {
+            orders: Table::new(mode),
+        }
+    }
+
+    fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        vec![&mut self.orders]
+    }
+
+    fn touches(event: &Recorded, loads: &mut Loads) {
+        loads.key::<OrderRow>(event.id);
+    }
+
+    fn fold(&mut self, event: &Recorded) -> Result<Vec<Change>, ProjectionError> {
+        let order = match &event.event {
+            Event::Order(order) => order,
+            _ => return Ok(newer(&mut self.orders, MODEL, event)),
+        };
+        match order {
+            OrderEvent::OrderPlaced {
+                user_id,
+                lines,
+                total,
+            } => self.orders.put(OrderRow {
+                id: event.id,
+                user_id: *user_id,
+                lines: lines.clone(),
+                total_amount: total.amount,
+                total_currency: total.currency.clone(),
+                status: "pending".into(),
+                cancel_reason: None,
+                payment_id: None,
+                version: event.sequence,
+                placed_at: event.time,
+                updated_at: event.time,
+            }),
+            OrderEvent::OrderPaymentAssigned { payment_id } => {
+                self.update(event)?.payment_id = Some(*payment_id);
+            }
+            OrderEvent::OrderConfirmed {} => self.update(event)?.status = "confirmed".into(),
+            OrderEvent::OrderShipped {} => self.update(event)?.status = "shipped".into(),
+            // Before `OrderRefunded` existed, refunding a shipped order was
+            // stored as this cancellation; it means what `OrderRefunded` means.
+            OrderEvent::OrderCancelled {
+                reason,
+                previous_status,
+            } if reason == "refunded" && previous_status.as_deref() == Some("shipped") => {
+                self.update(event)?.status = "refunded".into();
+            }
+            OrderEvent::OrderCancelled { reason, .. } => {
+                let row = self.update(event)?;
+                row.status = "cancelled".into();
+                row.cancel_reason = Some(reason.clone());
+            }
+            OrderEvent::OrderRefunded {} => self.update(event)?.status = "refunded".into(),
+        }
+        Ok(vec![change(MODEL, event.id, event.sequence)])
+    }
+}
+
+impl Orders {
+    /// The row an event of its stream changes, at the event's version.
+    fn update(&mut self, event: &Recorded) -> Result<&mut OrderRow, ProjectionError> {
+        let row = self
+            .orders
+            .get_mut(event.id)
+            .ok_or_else(|| no_row(OrderRow::TABLE, event))?;
+        row.version = event.sequence;
+        row.updated_at = event.time;
+        Ok(row)
+    }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use notifications::{notifications_of_user, NotificationView};
-pub use orders::{order, orders_of_user, OrderLineView, OrderView};
+pub use orders::{order, orders_by_status, orders_of_user, OrderLineView, OrderView};
 pub use payments::{payment, PaymentView};
 pub use products::{product, products, ProductFilter, ProductStatus, ProductView, StockView};
 pub use users::{user, user_exists, users, UserView};

@@ -14,8 +14,8 @@ pub struct OrderView {
     pub user_id: Uuid,
     pub lines: Vec<OrderLineView>,
     pub total: MoneyView,
-    /// `pending`, `confirmed`, `shipped` or `cancelled`.
-    #[schemars(extend("enum" = ["pending", "confirmed", "shipped", "cancelled"]))]
+    /// `pending`, `confirmed`, `shipped`, `cancelled` or `refunded`.
+    #[schemars(extend("enum" = ["pending", "confirmed", "shipped", "cancelled", "refunded"]))]
     pub status: String,
     #[schemars(extend("enum" = ["out_of_stock", "payment_declined", "payment_unavailable", "customer_request", "refunded", null]))]
     pub cancel_reason: Option<String>,
@@ -105,4 +105,13 @@ pub async fn orders_of_user(
         .fetch_all(pool)
         .await?;
     page.page(rows, |r| r.id.to_string(), OrderView::try_from)
+}
+
+/// How many orders are in each status (for the saga's gauges).
+pub async fn orders_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, QueryError> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM rm_orders GROUP BY status")
+            .fetch_all(pool)
+            .await?,
+    )
 }

@@ -1,17 +1,18 @@
 //! A projection built in memory from a stream of events, then written in bulk:
-//! the fast path of a replay. Each model's fold sits beside its SQL in
-//! `models/`; this is the bookkeeping around them, which mirrors
-//! `apply_batch` (per aggregate the last sequence done, failures skipped and
-//! recorded, as the live worker's dead letters are).
+//! the fast path of a replay. The models' folds are the live ones
+//! (`models/`); this is the bookkeeping around them, which mirrors
+//! `apply_recorded` (per aggregate the last sequence done, failures skipped
+//! and recorded, as the live worker's dead letters are).
 
 use std::collections::HashMap;
 
-use schemas::EventEnvelope;
+use schemas::{EventEnvelope, Recorded};
 use sqlx::PgConnection;
 
-use crate::error::ProjectionError;
-use crate::models;
+use crate::model::AnyModel;
 use crate::projection::Projection;
+use crate::subscriber::Subscriber;
+use crate::table::{AnyTable, Mode};
 
 /// An event a replay could not apply.
 #[derive(Debug, Clone)]
@@ -36,17 +37,9 @@ impl Failure {
     }
 }
 
-enum Rows {
-    Users(models::users::Rows),
-    Products(models::products::Rows),
-    Orders(models::orders::Rows),
-    Payments(models::payments::Rows),
-    Notifications(models::notifications::Rows),
-}
-
 pub(crate) struct Fold {
     pub projection: Projection,
-    rows: Rows,
+    model: Box<dyn AnyModel>,
     /// Per aggregate, the last sequence done (applied or failed):
     /// `projection_applied`.
     last: HashMap<(String, String), i64>,
@@ -58,16 +51,9 @@ pub(crate) struct Fold {
 
 impl Fold {
     pub fn new(projection: Projection) -> Fold {
-        let rows = match projection {
-            Projection::Users => Rows::Users(Default::default()),
-            Projection::Products => Rows::Products(Default::default()),
-            Projection::Orders => Rows::Orders(Default::default()),
-            Projection::Payments => Rows::Payments(Default::default()),
-            Projection::Notifications => Rows::Notifications(Default::default()),
-        };
         Fold {
             projection,
-            rows,
+            model: projection.model(Mode::Whole),
             last: HashMap::new(),
             received: 0,
             applied: 0,
@@ -75,62 +61,61 @@ impl Fold {
         }
     }
 
-    /// Applies one event, read in global position order.
-    pub fn apply(&mut self, event: &EventEnvelope) {
+    /// Applies one event, read in global position order: `event` is its
+    /// decoding, and an error there is a failure of this event like any other.
+    pub fn apply(&mut self, envelope: &EventEnvelope, event: &Result<Recorded, String>) {
         let projection = self.projection;
-        if !projection
-            .aggregate_types()
-            .contains(&event.aggregate_type.as_str())
-        {
+        if !projection.follows(&envelope.aggregate_type) {
             return;
         }
         self.received += 1;
-        if !projection.tracks(&event.aggregate_type) {
-            return;
-        }
-        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        let key = (
+            envelope.aggregate_type.clone(),
+            envelope.aggregate_id.clone(),
+        );
         let seen = self.last.get(&key).copied().unwrap_or(0);
-        if event.sequence <= seen {
+        if envelope.sequence <= seen {
             return;
         }
-        let result = if event.sequence != seen + 1 {
-            // What `apply_batch` waits for, and a rebuild reports, when the
+        let result = if envelope.sequence != seen + 1 {
+            // What a live batch waits for, and a replay reports, when the
             // store itself has a hole.
-            Err(ProjectionError::Poison(format!(
-                "an earlier event is missing (last done: {seen})"
-            )))
+            Err(format!("an earlier event is missing (last done: {seen})"))
         } else {
-            match &mut self.rows {
-                Rows::Users(rows) => models::users::fold(rows, event),
-                Rows::Products(rows) => models::products::fold(rows, event),
-                Rows::Orders(rows) => models::orders::fold(rows, event),
-                Rows::Payments(rows) => models::payments::fold(rows, event),
-                Rows::Notifications(rows) => models::notifications::fold(rows, event),
+            match event {
+                Ok(event) => self
+                    .model
+                    .fold(event)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                Err(error) => Err(format!("poison: {error}")),
             }
         };
-        self.last.insert(key, event.sequence);
+        self.last.insert(key, envelope.sequence);
         match result {
             Ok(()) => self.applied += 1,
             Err(error) => self.failures.push(Failure {
                 projection,
-                event: event.clone(),
-                error: error.to_string(),
+                event: envelope.clone(),
+                error,
             }),
         }
     }
 
-    /// Writes the rows, the last sequence per aggregate and the checkpoint
-    /// into the tables of the connection's `search_path` (a shadow schema,
-    /// whose tables start empty).
-    pub async fn write(&self, conn: &mut PgConnection, position: i64) -> Result<(), sqlx::Error> {
-        match &self.rows {
-            Rows::Users(rows) => models::users::write(conn, rows).await?,
-            Rows::Products(rows) => models::products::write(conn, rows).await?,
-            Rows::Orders(rows) => models::orders::write(conn, rows).await?,
-            Rows::Payments(rows) => models::payments::write(conn, rows).await?,
-            Rows::Notifications(rows) => models::notifications::write(conn, rows).await?,
-        }
-        let mut copy = models::CopyText::default();
+    /// The model's tables, to write by `COPY`.
+    pub fn tables(&mut self) -> Vec<&mut dyn AnyTable> {
+        self.model.tables()
+    }
+
+    /// Writes the last sequence per aggregate and the checkpoint into the
+    /// tables of the connection's `search_path` (a shadow schema, whose
+    /// tables start empty). The rows are written by [`Fold::tables`].
+    pub async fn write_bookkeeping(
+        &self,
+        conn: &mut PgConnection,
+        position: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut copy = crate::table::CopyText::default();
         for ((aggregate_type, aggregate_id), sequence) in &self.last {
             copy.text(self.projection.name())
                 .text(aggregate_type)

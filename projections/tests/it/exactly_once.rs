@@ -46,12 +46,12 @@ async fn applying_a_batch_twice_has_no_second_effect() {
     ];
 
     assert_all_applied(
-        &apply_batch(&db.pool, Projection::Products, &products)
+        &apply_batch(&db.pool, &Projection::Products, &products)
             .await
             .unwrap(),
     );
     assert_all_applied(
-        &apply_batch(&db.pool, Projection::Notifications, &stream)
+        &apply_batch(&db.pool, &Projection::Notifications, &stream)
             .await
             .unwrap(),
     );
@@ -60,11 +60,11 @@ async fn applying_a_batch_twice_has_no_second_effect() {
     assert_eq!(before, (products[2].position, 3));
 
     for _ in 0..2 {
-        let again = apply_batch(&db.pool, Projection::Products, &products)
+        let again = apply_batch(&db.pool, &Projection::Products, &products)
             .await
             .unwrap();
         assert_eq!(again, vec![Outcome::Duplicate; 3]);
-        let again = apply_batch(&db.pool, Projection::Notifications, &stream)
+        let again = apply_batch(&db.pool, &Projection::Notifications, &stream)
             .await
             .unwrap();
         assert_eq!(again, vec![Outcome::Duplicate; 3]);
@@ -88,7 +88,7 @@ async fn applying_a_batch_twice_has_no_second_effect() {
             json!({"order_id": order, "quantity": 1}),
         )
         .await;
-    let outcomes = apply_batch(&db.pool, Projection::Products, &[more.clone(), more])
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &[more.clone(), more])
         .await
         .unwrap();
     assert!(matches!(outcomes[0], Outcome::Applied(_)));
@@ -131,18 +131,18 @@ async fn an_event_ahead_of_a_gap_brings_the_missing_ones_from_the_store() {
         .await;
 
     assert_all_applied(
-        &apply_batch(&db.pool, Projection::Products, &[e1])
+        &apply_batch(&db.pool, &Projection::Products, &[e1])
             .await
             .unwrap(),
     );
     // 3 and 4 before 2: 2 is taken from the store, then 3 and 4 follow.
-    let outcomes = apply_batch(&db.pool, Projection::Products, &[e3.clone(), e4.clone()])
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &[e3.clone(), e4.clone()])
         .await
         .unwrap();
     assert_all_applied(&outcomes);
     assert_eq!(stock(&db.pool, product).await, (8, 0, 4));
     // 2's own message, arriving late, is a duplicate.
-    let outcomes = apply_batch(&db.pool, Projection::Products, &[e2, e3])
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &[e2, e3])
         .await
         .unwrap();
     assert_eq!(outcomes, vec![Outcome::Duplicate, Outcome::Duplicate]);
@@ -152,7 +152,7 @@ async fn an_event_ahead_of_a_gap_brings_the_missing_ones_from_the_store() {
     let mut orphan = e4.clone();
     orphan.sequence = 7;
     orphan.position += 1000;
-    let outcomes = apply_batch(&db.pool, Projection::Products, &[orphan])
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &[orphan])
         .await
         .unwrap();
     assert_eq!(outcomes, vec![Outcome::Gap { last: 4 }]);
@@ -175,7 +175,7 @@ async fn an_event_ahead_of_a_gap_brings_the_missing_ones_from_the_store() {
             json!({"delta": 1}),
         )
         .await;
-    let outcomes = apply_batch(&db.pool, Projection::Products, &[e6, e5])
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &[e6, e5])
         .await
         .unwrap();
     assert_all_applied(&outcomes);
@@ -206,7 +206,7 @@ async fn a_failing_event_does_not_hold_up_the_rest_of_its_batch() {
         r.record("product", good, "ProductStockAdjusted", json!({"delta": 4}))
             .await,
     ];
-    let outcomes = apply_batch(&db.pool, Projection::Products, &events)
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &events)
         .await
         .unwrap();
     assert!(matches!(outcomes[0], Outcome::Applied(_)));
@@ -232,7 +232,7 @@ async fn a_failing_event_does_not_hold_up_the_rest_of_its_batch() {
     let mut odd = odd;
     odd.aggregate_id = "not-a-uuid".into();
     odd.sequence = 1;
-    let outcomes = apply_batch(&db.pool, Projection::Products, &[odd])
+    let outcomes = apply_batch(&db.pool, &Projection::Products, &[odd])
         .await
         .unwrap();
     assert!(

@@ -3,6 +3,7 @@
 
 mod exactly_once;
 mod models;
+mod property;
 mod rebuild;
 mod replay;
 mod support;

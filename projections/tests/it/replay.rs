@@ -3,14 +3,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use projections::replay::verify;
 use projections::replay::{Progress, Quiet, ReplayOptions, SHADOW_SCHEMA};
-use projections::{diff, rebuild_into_schema, replay, Projection, ReplayError};
+use projections::{replay, Projection, ReplayError};
 use schemas::EventEnvelope;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::support::{eur, Env, Recorder};
+use crate::support::{eur, live_from_scratch, Env, Recorder};
 
 /// A small shop: a product, `users` users with an order each, paid,
 /// declined, shipped or refunded, names and details changing. Returns the
@@ -213,14 +214,6 @@ async fn env() -> Env {
     env
 }
 
-/// Rebuilds from scratch through the per-event path into `schema` and
-/// returns the rows where the live tables differ from it.
-async fn drift_from_scratch(pool: &PgPool, schema: &str) -> Vec<String> {
-    let report = rebuild_into_schema(pool, schema).await.unwrap();
-    assert!(report.failures.is_empty(), "{:?}", report.failures);
-    diff(pool, schema).await.unwrap()
-}
-
 /// Aggregates whose recorded sequence in `projection_applied` is not their
 /// last event's.
 async fn misrecorded(pool: &PgPool) -> i64 {
@@ -235,6 +228,24 @@ async fn misrecorded(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
+/// Every row of every read model, as text, sorted: to compare two builds.
+async fn table_rows(pool: &PgPool) -> Vec<String> {
+    let mut rows = Vec::new();
+    for projection in Projection::ALL {
+        for table in projection.tables() {
+            let mut these: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT '{table}: ' || (to_jsonb(t) - 'updated_at')::text FROM {table} t"
+            ))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+            rows.append(&mut these);
+        }
+    }
+    rows.sort();
+    rows
+}
+
 fn options(batch: usize) -> ReplayOptions {
     ReplayOptions {
         batch,
@@ -243,7 +254,7 @@ fn options(batch: usize) -> ReplayOptions {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fold_equals_the_per_event_path() {
+async fn the_fold_equals_the_live_path() {
     let env = env().await;
     let mut r = Recorder::new(env.pool());
     let events = shop(&mut r, 7).await;
@@ -252,11 +263,11 @@ async fn the_fold_equals_the_per_event_path() {
     assert!(report.swapped);
     assert_eq!(report.events, events.len() as u64);
     assert!(report.failures.is_empty(), "{:?}", report.failures);
-    assert_eq!(
-        drift_from_scratch(env.pool(), "scratch").await,
-        Vec::<String>::new()
-    );
     assert_eq!(misrecorded(env.pool()).await, 0);
+    let swapped = table_rows(env.pool()).await;
+    assert_eq!(live_from_scratch(env.pool(), 5).await, Vec::<String>::new());
+    assert_eq!(table_rows(env.pool()).await, swapped);
+    replay(env.pool(), &options(13), &mut Quiet).await.unwrap();
 
     // The v1 adjustment counted: 1000 + 7, less 2 per order not cancelled
     // by a decline (users 1, 2, 4, 5), the refunded ones included.
@@ -335,21 +346,19 @@ async fn a_replay_while_commands_flow_misses_and_doubles_nothing() {
     env.drained(&Projection::ALL).await;
     workers.stop().await;
 
-    assert_eq!(
-        drift_from_scratch(env.pool(), "scratch").await,
-        Vec::<String>::new()
-    );
+    assert_eq!(verify(env.pool()).await.unwrap(), Vec::<String>::new());
     assert_eq!(misrecorded(env.pool()).await, 0);
     let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters")
         .fetch_one(env.pool())
         .await
         .unwrap();
     assert_eq!(dead, 0);
-    let runs: Vec<(String, String)> =
-        sqlx::query_as("SELECT projection, outcome FROM replay_runs ORDER BY projection")
-            .fetch_all(env.pool())
-            .await
-            .unwrap();
+    let runs: Vec<(String, String)> = sqlx::query_as(
+        "SELECT projection, outcome FROM replay_runs WHERE mode = 'replay' ORDER BY projection",
+    )
+    .fetch_all(env.pool())
+    .await
+    .unwrap();
     assert_eq!(runs.len(), 5);
     assert!(
         runs.iter().all(|(_, outcome)| outcome == "swapped"),
@@ -555,15 +564,13 @@ async fn a_stopped_replay_leaves_the_live_model_and_the_next_starts_clean() {
         }
     };
     assert!(report.swapped);
-    assert_eq!(
-        drift_from_scratch(env.pool(), "scratch").await,
-        Vec::<String>::new()
-    );
-    let outcomes: Vec<String> =
-        sqlx::query_scalar("SELECT DISTINCT outcome FROM replay_runs ORDER BY 1")
-            .fetch_all(env.pool())
-            .await
-            .unwrap();
+    assert_eq!(verify(env.pool()).await.unwrap(), Vec::<String>::new());
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT outcome FROM replay_runs WHERE mode = 'replay' ORDER BY 1",
+    )
+    .fetch_all(env.pool())
+    .await
+    .unwrap();
     assert_eq!(outcomes, ["interrupted", "swapped"]);
 }
 
@@ -591,7 +598,7 @@ async fn a_replay_recovers_dead_lettered_events() {
             json!({"delta": 5}),
         )
         .await;
-    projections::apply_batch(env.pool(), Projection::Products, &[created])
+    projections::apply_batch(env.pool(), &Projection::Products, &[created])
         .await
         .unwrap();
     // What a worker does when it gives up on an event (code that could not
@@ -610,7 +617,9 @@ async fn a_replay_recovers_dead_lettered_events() {
         .execute(env.pool())
         .await
         .unwrap();
-    let status = projections::status(env.pool()).await.unwrap();
+    let status = projections::status(env.pool(), &Projection::subscribers())
+        .await
+        .unwrap();
     assert_eq!(status[1].dead_letters, 1);
 
     let report = replay(
@@ -631,7 +640,9 @@ async fn a_replay_recovers_dead_lettered_events() {
             .await
             .unwrap();
     assert_eq!((available, version), (15, adjusted.sequence));
-    let status = projections::status(env.pool()).await.unwrap();
+    let status = projections::status(env.pool(), &Projection::subscribers())
+        .await
+        .unwrap();
     assert_eq!(status[1].name, "products");
     assert_eq!(status[1].dead_letters, 0);
 
@@ -688,7 +699,7 @@ async fn a_live_batch_waits_while_a_replay_holds_its_projection() {
         .unwrap();
     let pool = env.pool().clone();
     let batch = tokio::spawn(async move {
-        projections::apply_batch(&pool, Projection::Products, &products).await
+        projections::apply_batch(&pool, &Projection::Products, &products).await
     });
     crate::support::eventually("the live batch waits for the lock", || async {
         sqlx::query_scalar::<_, bool>(
@@ -706,7 +717,7 @@ async fn a_live_batch_waits_while_a_replay_holds_its_projection() {
         .unwrap();
     assert_eq!(written, 0, "nothing applied while the lock is held");
     // Other projections are not held up.
-    let outcomes = projections::apply_batch(env.pool(), Projection::Users, &users)
+    let outcomes = projections::apply_batch(env.pool(), &Projection::Users, &users)
         .await
         .unwrap();
     assert!(outcomes
@@ -721,4 +732,62 @@ async fn a_live_batch_waits_while_a_replay_holds_its_projection() {
             .all(|o| matches!(o, projections::Outcome::Applied(_))),
         "{outcomes:?}"
     );
+}
+
+/// A rolling deploy runs builds side by side: a replay of one and the live
+/// workers of another must take the same lock for the same projection. The
+/// ids are those builds before this one derived from the order of
+/// `Projection::ALL` (its index + 1), fixed now. An older build's live batch
+/// of notifications (a shared hold of id 5) keeps this build's replay from
+/// swapping, while it holds the others'; and the live batch that waits for a
+/// replay of an older build is `a_live_batch_waits_while_a_replay_holds_its_projection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_takes_the_locks_every_build_takes() {
+    let env = env().await;
+    let mut r = Recorder::new(env.pool());
+    shop(&mut r, 1).await;
+    let mut old_batch = env.pool().begin().await.unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(1634168690, 5)")
+        .execute(&mut *old_batch)
+        .await
+        .unwrap();
+    let pool = env.pool().clone();
+    let replaying =
+        tokio::spawn(async move { replay(&pool, &ReplayOptions::default(), &mut Quiet).await });
+    let locks = || async {
+        sqlx::query_as::<_, (i64, String, bool)>(
+            "SELECT objid::bigint, mode, granted FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid::bigint = 1634168690 AND pid <> pg_backend_pid()
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               ORDER BY 1, 3",
+        )
+        .fetch_all(env.pool())
+        .await
+        .unwrap()
+    };
+    crate::support::eventually("the replay waits for the older build's batch", || async {
+        locks()
+            .await
+            .iter()
+            .any(|(id, _, granted)| *id == 5 && !granted)
+    })
+    .await;
+    let exclusive = |id: i64, granted: bool| (id, "ExclusiveLock".to_owned(), granted);
+    assert_eq!(
+        locks().await,
+        [
+            // The replay's own, then users, products, orders, payments.
+            exclusive(0, true),
+            exclusive(1, true),
+            exclusive(2, true),
+            exclusive(3, true),
+            exclusive(4, true),
+            exclusive(5, false),
+            // The older build's batch.
+            (5, "ShareLock".to_owned(), true),
+        ]
+    );
+    old_batch.commit().await.unwrap();
+    let report = replaying.await.unwrap().unwrap();
+    assert!(report.swapped);
 }

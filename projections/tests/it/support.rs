@@ -111,9 +111,16 @@ impl Env {
             let nats = self.nats.clone();
             let prefix = self.prefix.clone();
             let task = tokio::spawn(async move {
-                worker::run(projection, pool, jetstream, nats, &prefix, async move {
-                    let _ = stopped.await;
-                })
+                worker::run(
+                    Arc::new(projection),
+                    pool,
+                    jetstream,
+                    nats,
+                    &prefix,
+                    async move {
+                        let _ = stopped.await;
+                    },
+                )
                 .await;
             });
             workers.push((stop, task));
@@ -334,4 +341,69 @@ pub fn assert_all_applied(outcomes: &[projections::Outcome]) {
             "event {i}: {outcome:?}"
         );
     }
+}
+
+/// The live path from scratch: empties the read models and their
+/// bookkeeping, applies every stored event through `apply_batch` (the
+/// workers' path) `page` events at a time, then returns what a replay's
+/// fold of the same events builds differently (nothing, when the two paths
+/// agree).
+pub async fn live_from_scratch(pool: &PgPool, page: usize) -> Vec<String> {
+    let mut tables: Vec<&str> = Projection::ALL
+        .iter()
+        .flat_map(|p| p.tables().iter().copied())
+        .collect();
+    tables.extend([
+        "projection_applied",
+        "projection_checkpoints",
+        "dead_letters",
+    ]);
+    sqlx::query(&format!("TRUNCATE {}", tables.join(", ")))
+        .execute(pool)
+        .await
+        .expect("empty the read models");
+    let events = stored(pool).await;
+    for chunk in events.chunks(page.max(1)) {
+        for projection in Projection::ALL {
+            projections::apply_batch(pool, &projection, chunk)
+                .await
+                .expect("the database answers");
+        }
+    }
+    projections::replay::verify(pool).await.expect("verify")
+}
+
+/// Every stored event, in position order.
+pub async fn stored(pool: &PgPool) -> Vec<EventEnvelope> {
+    type Row = (
+        String,
+        String,
+        i64,
+        String,
+        String,
+        Value,
+        Value,
+        i64,
+        DateTime<Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                position, recorded_at FROM events ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read the events");
+    rows.into_iter()
+        .map(|r| EventEnvelope {
+            aggregate_type: r.0,
+            aggregate_id: r.1,
+            sequence: r.2,
+            event_type: r.3,
+            event_version: r.4,
+            payload: r.5,
+            metadata: r.6,
+            position: r.7,
+            recorded_at: r.8,
+        })
+        .collect()
 }

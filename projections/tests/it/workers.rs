@@ -141,7 +141,9 @@ async fn workers_build_every_model_and_announce_changes() {
         .unwrap();
     assert_eq!(name, ("Buyer Two".into(), 2));
 
-    let statuses = status(env.pool()).await.unwrap();
+    let statuses = status(env.pool(), &Projection::subscribers())
+        .await
+        .unwrap();
     let names: Vec<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
@@ -302,7 +304,9 @@ async fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
     );
 
     env.drained(&[Projection::Products]).await;
-    let statuses = status(env.pool()).await.unwrap();
+    let statuses = status(env.pool(), &Projection::subscribers())
+        .await
+        .unwrap();
     let products = statuses.iter().find(|s| s.name == "products").unwrap();
     assert_eq!(products.dead_letters, 2);
     assert_eq!(products.events_applied, 3);
@@ -318,7 +322,7 @@ async fn poison_messages_are_dead_lettered_and_the_worker_goes_on() {
 async fn the_consumer_is_configured_explicitly_and_idempotently() {
     let env = Env::new().await;
     for _ in 0..2 {
-        worker::ensure_consumer(&env.jetstream, Projection::Payments, &env.prefix)
+        worker::ensure_consumer(&env.jetstream, &Projection::Payments, &env.prefix)
             .await
             .expect("create or keep the consumer");
     }
@@ -378,22 +382,27 @@ async fn a_retryable_failure_is_retried_until_it_applies_and_a_restart_resumes()
         .record("payment", payment, "PaymentRefunded", json!({}))
         .await;
 
-    // The refund arrives before the order it belongs to is known: it cannot
-    // find its user yet, and is retried.
+    // The payment and its refund arrive before the order they belong to is
+    // known: they cannot find their user yet, and are retried.
     env.publish(&registered).await;
     env.publish(&requested).await;
     env.publish(&refunded).await;
     eventually(
-        "the payment is known (its refund still waits for the order)",
+        "the welcome is there (the payment still waits for its order)",
         || async {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_notification_payments")
-                .fetch_one(env.pool())
-                .await
-                .unwrap()
+            count(
+                &env,
+                "SELECT count(*) FROM rm_notifications WHERE kind = 'welcome'",
+            )
+            .await
                 == 1
         },
     )
     .await;
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM rm_notification_payments").await,
+        0
+    );
     env.publish(&placed).await;
     eventually("the refund notification is there", || async {
         count(

@@ -73,6 +73,23 @@ impl Drop for SagaHandle {
     }
 }
 
+/// The tests' gateway takes only this token, as `AGORA_GATEWAY_TOKEN` would
+/// make it; the saga sends it, and so does the tests' own client.
+pub const GATEWAY_TOKEN: &str = "saga-tests-gateway-token";
+
+fn gateway_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {GATEWAY_TOKEN}"))
+            .expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
+}
+
 pub struct System {
     pub db: TestDatabase,
     pub nats: TestNats,
@@ -135,7 +152,7 @@ impl System {
             );
             let task = tokio::spawn(async move {
                 projections::worker::run(
-                    projection,
+                    std::sync::Arc::new(projection),
                     pool,
                     jetstream,
                     client,
@@ -155,7 +172,7 @@ impl System {
             nats,
             aggregates,
             settings,
-            http: reqwest::Client::new(),
+            http: gateway_client(),
             gateway_addr,
             hook,
             gateway: None,
@@ -171,6 +188,7 @@ impl System {
         let options = gateway::GatewayOptions {
             pool: self.db.pool.clone(),
             slow_delay: self.settings.slow_delay,
+            token: Some(GATEWAY_TOKEN.to_owned()),
         };
         let task = tokio::spawn(async move {
             gateway::run(listener, options, async move {
@@ -218,6 +236,7 @@ impl System {
             breaker_threshold: s.threshold,
             breaker_cool_down: s.cool_down,
             sample_interval: Duration::from_millis(500),
+            gateway_token: Some(GATEWAY_TOKEN.to_owned()),
             ..SagaOptions::new(self.nats.prefix.clone(), self.gateway_url())
         }
     }
@@ -234,7 +253,7 @@ impl System {
         );
         let saga = Saga::new(
             self.db.pool.clone(),
-            self.nats.jetstream.clone(),
+            self.nats.client.clone(),
             aggregates,
             self.saga_options(),
         )
@@ -318,14 +337,16 @@ impl System {
             .await
             .expect("refund the payment");
         let order_id = done.aggregate.order_id().unwrap();
-        let command = OrderCommand::Cancel {
-            reason: CancelReason::Refunded,
-        };
         self.aggregates
             .orders
-            .execute(&order_id.to_string(), command, None, &self.metadata)
+            .execute(
+                &order_id.to_string(),
+                OrderCommand::Refund,
+                None,
+                &self.metadata,
+            )
             .await
-            .expect("cancel the refunded order");
+            .expect("the order follows its refunded payment");
     }
 
     pub async fn ship(&self, order_id: Uuid) {

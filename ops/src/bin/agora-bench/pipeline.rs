@@ -72,7 +72,8 @@ impl Pipeline {
                 until(),
             );
             tokio::spawn(async move {
-                projections::worker::run(projection, pool, js, client, &prefix, stopped).await
+                projections::worker::run(Arc::new(projection), pool, js, client, &prefix, stopped)
+                    .await
             });
         }
         let options = HttpOptions {
@@ -93,12 +94,12 @@ impl Pipeline {
             let gateway_url = format!("http://{}", listener.local_addr()?);
             tokio::spawn(gateway::run(
                 listener,
-                gateway::GatewayOptions::new(db.pool.clone()),
+                gateway::GatewayOptions::new(db.pool.clone(), None),
                 until(),
             ));
             let saga = saga::Saga::new(
                 db.pool.clone(),
-                nats.jetstream.clone(),
+                nats.client.clone(),
                 aggregates.clone(),
                 saga::SagaOptions::new(nats.prefix.clone(), gateway_url),
             )

@@ -14,6 +14,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
 
+{{/* The gateway's bearer token: the saga sends it, the bundled gateway requires it. Optional for the saga, whose real processor may take other credentials. */}}
+{{- define "agora.gatewayTokenEnv" -}}
+- name: AGORA_GATEWAY_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .root.Values.secret.name }}
+      key: {{ .root.Values.secret.gatewayTokenKey }}
+      optional: {{ .optional }}
+{{- end -}}
+
 {{/* The variables every agora process gets: the shared settings, and the two secrets. */}}
 {{- define "agora.secretEnv" -}}
 - name: AGORA_JWT_SECRET
