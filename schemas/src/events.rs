@@ -35,18 +35,10 @@ pub struct OrderLine {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum UserEvent {
-    UserRegistered {
-        email: String,
-        name: String,
-    },
-    UserNameChanged {
-        name: String,
-    },
-    UserEmailChanged {
-        email: String,
-    },
+    UserRegistered { email: String, name: String },
+    UserNameChanged { name: String },
+    UserEmailChanged { email: String },
     UserDeactivated {},
-    /// Only that it changed: the password stays on the write side.
     UserPasswordChanged {},
 }
 
