@@ -16,6 +16,11 @@ use uuid::Uuid;
 
 use crate::state::AppState;
 
+/// The model name under which a revocation of a user's sign-ins is
+/// announced (`<prefix>.changes.credentials.<user id>`, payload `0`): no
+/// read model, only the user caches of [`crate::auth::access`].
+pub const CREDENTIALS: &str = "credentials";
+
 /// How often the connection state is looked at.
 const CONNECTION_CHECK: Duration = Duration::from_secs(1);
 
@@ -69,6 +74,7 @@ async fn run(nats: Client, prefix: String, mut subscriber: Subscriber, state: Ap
                 None => {
                     tracing::warn!("the change subscription ended; the read cache is off");
                     state.reads.invalidate_all();
+                    state.authenticator.users.clear();
                     return;
                 }
             },
@@ -77,9 +83,11 @@ async fn run(nats: Client, prefix: String, mut subscriber: Subscriber, state: Ap
                 if !connected {
                     // Notices are being missed: keep nothing that could go stale.
                     state.reads.clear();
+                    state.authenticator.users.clear();
                 } else if !was_connected {
                     tracing::info!("NATS is back: the read cache starts afresh");
                     state.reads.invalidate_all();
+                    state.authenticator.users.clear();
                 }
                 was_connected = connected;
             }
@@ -105,7 +113,18 @@ fn apply(state: &AppState, head: &str, message: &Message) {
         // A replay swapped the whole model: any cached answer may be stale.
         tracing::info!(model, "read model rebuilt; the read cache starts afresh");
         state.reads.invalidate_all();
+        state.authenticator.users.clear();
         return;
+    }
+    // A user changed (deactivated, say) or its sign-ins were revoked: its
+    // tokens are checked afresh.
+    if model == "users" || model == CREDENTIALS {
+        if let Ok(user_id) = Uuid::parse_str(&id) {
+            state.authenticator.users.forget(user_id);
+        }
+        if model == CREDENTIALS {
+            return;
+        }
     }
     let version = version_of(&message.payload);
     tracing::trace!(model, id, version, "read model changed");

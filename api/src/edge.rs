@@ -51,9 +51,20 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
 }
 
 async fn admit_and_run(state: &AppState, mut req: Request, next: Next) -> Response {
-    if let Err(refused) = check_head(&state.options.connections, &req)
-        .and_then(|()| auth::authenticate(state, &mut req))
-        .and_then(|()| rate_limit::admit(state, &req))
+    if let Err(refused) = check_head(&state.options.connections, &req) {
+        return refused.into_response();
+    }
+    if let Err(refused) = auth::authenticate(state, &mut req).await {
+        // A refused credential counts against its sender's address, so
+        // guessing tokens is rate limited like any other request.
+        if refused.status == axum::http::StatusCode::UNAUTHORIZED {
+            if let Err(limited) = rate_limit::admit_key(state, &auth::ClientKey::peer(&req)) {
+                return limited.into_response();
+            }
+        }
+        return refused.into_response();
+    }
+    if let Err(refused) = rate_limit::admit(state, &req)
         .and_then(|()| body::check_declared_length(&state.options, &req))
     {
         return refused.into_response();

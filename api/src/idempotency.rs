@@ -22,7 +22,7 @@ pub const HEADER: &str = "idempotency-key";
 /// Runs the request through `next` under its `Idempotency-Key`, if any.
 /// A step of [`crate::edge::edge`], after the caller is known.
 pub async fn idempotency(state: &AppState, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
+    if req.method() != Method::POST || crate::auth::carries_secrets(req.uri().path()) {
         return next.run(req).await;
     }
     let Some(key) = req.headers().get(HEADER) else {
@@ -52,6 +52,9 @@ pub async fn idempotency(state: &AppState, req: Request, next: Next) -> Response
         return too_large().into_response();
     };
     let fingerprint = fingerprint(&parts.method, parts.uri.path(), &parts.headers, &bytes);
+    // Keyed, so that a stored fingerprint of a body with a password in it
+    // (`POST /users`) is no fast hash of that password.
+    let fingerprint = hex::encode(state.identity.keyed_hash(fingerprint.as_bytes()));
 
     match state.idempotency.claim(scope, &key, &fingerprint).await {
         Ok(Claim::Acquired) => {}

@@ -341,4 +341,27 @@ fn describe() {
         "Requests refused with 429 because their client was over its quota."
     );
     metrics::counter!("agora_rate_limited_total").absolute(0);
+
+    describe_counter!(
+        "agora_logins_total",
+        "POST /auth/login by outcome (ok, invalid_credentials, deactivated, throttled)."
+    );
+    for outcome in ["ok", "invalid_credentials", "deactivated", "throttled"] {
+        metrics::counter!("agora_logins_total", "outcome" => outcome).absolute(0);
+    }
+    describe_counter!(
+        "agora_refreshes_total",
+        "POST /auth/refresh by outcome (ok, invalid, reused: a used token came back and its sign-in was revoked)."
+    );
+    for outcome in ["ok", "invalid", "reused"] {
+        metrics::counter!("agora_refreshes_total", "outcome" => outcome).absolute(0);
+    }
+    describe_counter!(
+        "agora_oidc_key_fetches_total",
+        "Fetches of the OpenID Connect provider's keys, by outcome (ok, error)."
+    );
+    describe_counter!(
+        "agora_oidc_users_registered_total",
+        "Users registered on first sight of their OpenID Connect token."
+    );
 }

@@ -60,6 +60,8 @@ pub enum Answer {
     Text,
     /// A script for the browser (the API reference's).
     Script,
+    /// No body (204).
+    Empty,
 }
 
 /// The description of one operation, beside its handler in the route table.
@@ -83,6 +85,10 @@ pub struct Operation {
     pub links: &'static [&'static str],
     /// Answers 503 with the `Readiness` body, not a problem, when not ready.
     pub readiness: bool,
+    /// Problems this operation answers beyond what its kind implies.
+    pub problems: &'static [(u16, &'static str)],
+    /// The body may be left out entirely (`POST /auth/logout`).
+    pub optional_body: bool,
 }
 
 impl Operation {
@@ -103,6 +109,29 @@ impl Operation {
             },
             links: &[],
             readiness: false,
+            problems: &[],
+            optional_body: false,
+        }
+    }
+
+    /// The body may be left out (no bytes, no `Content-Type`).
+    pub fn optional_body(self) -> Self {
+        Self {
+            optional_body: true,
+            ..self
+        }
+    }
+
+    pub fn problems(self, problems: &'static [(u16, &'static str)]) -> Self {
+        Self { problems, ..self }
+    }
+
+    /// 204, no body.
+    pub fn no_content(self) -> Self {
+        Self {
+            status: 204,
+            answer: Answer::Empty,
+            ..self
         }
     }
 
@@ -221,6 +250,16 @@ fn components() -> Map<String, Value> {
     add("OrderPage", of::<Page<OrderView>>());
     add("NotificationPage", of::<Page<NotificationView>>());
     add("EventStream", of::<Vec<commands::stream::StoredEvent>>());
+    add("TokenPair", of::<crate::routes::auth::TokenPair>());
+    add(
+        "ApiKeyCreated",
+        of::<crate::routes::api_keys::ApiKeyCreated>(),
+    );
+    add("ApiKey", of::<crate::routes::api_keys::ApiKeyView>());
+    add(
+        "ApiKeyPage",
+        of::<Page<crate::routes::api_keys::ApiKeyView>>(),
+    );
     add("Problem", of::<crate::error::Problem>());
     add("Health", of::<crate::routes::operations::Health>());
     add("Readiness", of::<crate::routes::operations::Readiness>());
@@ -287,7 +326,8 @@ pub fn document(routes: &[Route]) -> Value {
                     "type": "http",
                     "scheme": "bearer",
                     "bearerFormat": "JWT",
-                    "description": "HS256, claims sub (a user id), role (customer or admin) and exp.",
+                    "description": "An access token of POST /auth/login (HS256, claims sub, role, exp, sid), \
+                        a token of the configured OpenID Connect provider (RS256 or ES256), or an API key (agk_...).",
                 }
             },
         },
@@ -309,7 +349,7 @@ fn operation(route: &Route) -> Value {
     });
     if let Some(body) = doc.body {
         op["requestBody"] = json!({
-            "required": true,
+            "required": !doc.optional_body,
             "content": { "application/json": { "schema": component(body) } },
         });
     }
@@ -389,7 +429,7 @@ fn parameters(route: &Route) -> Vec<Value> {
             "schema": { "type": "string", "pattern": "^(\\*|(W/)?\"[0-9]{1,18}\")$" },
         }));
     }
-    if route.method == Method::POST {
+    if route.method == Method::POST && !crate::auth::carries_secrets(route.path) {
         list.push(json!({
             "name": "Idempotency-Key", "in": "header", "required": false,
             "description": "A repeat with the same key and body within 24 h replays the first \
@@ -435,6 +475,7 @@ fn responses(route: &Route) -> Value {
         Answer::Script => {
             success["content"] = json!({ "text/javascript": { "schema": component("Script") } });
         }
+        Answer::Empty => {}
     }
     if doc.status == 201 {
         success["headers"]["Location"] = json!({
@@ -519,6 +560,9 @@ fn responses(route: &Route) -> Value {
     }
     if doc.access != Access::Operations {
         problem(429, "Over the rate limit.");
+    }
+    for (status, description) in doc.problems {
+        problem(*status, description);
     }
     if doc.readiness {
         responses.insert(

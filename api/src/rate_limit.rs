@@ -76,14 +76,21 @@ impl RateLimiter {
 /// Answers 429 when the request's client is over its quota. A step of
 /// [`crate::edge::edge`], after [`crate::auth::authenticate`] named the client.
 pub fn admit(state: &AppState, req: &Request) -> Result<(), ApiError> {
-    let Some(limiter) = &state.limiter else {
-        return Ok(());
-    };
     if is_operations_path(req.uri().path()) {
         return Ok(());
     }
     let anonymous = ClientKey::Address(None);
-    let key = req.extensions().get::<ClientKey>().unwrap_or(&anonymous);
+    admit_key(
+        state,
+        req.extensions().get::<ClientKey>().unwrap_or(&anonymous),
+    )
+}
+
+/// Counts one request against `key`'s quota: 429 past it.
+pub fn admit_key(state: &AppState, key: &ClientKey) -> Result<(), ApiError> {
+    let Some(limiter) = &state.limiter else {
+        return Ok(());
+    };
     limiter.check(key).map_err(|retry_after| {
         metrics::counter!("agora_rate_limited_total").increment(1);
         tracing::debug!(client = %key, retry_after, "rate limited");

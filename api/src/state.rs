@@ -6,7 +6,7 @@ use commands::idempotency::IdempotencyStore;
 use commands::Aggregates;
 use sqlx::PgPool;
 
-use crate::auth::JwtSecret;
+use crate::auth::{Authenticator, IdentityOptions, JwtSecret};
 use crate::cache::{CacheOptions, ReadCache};
 use crate::rate_limit::{RateLimitOptions, RateLimiter};
 
@@ -39,6 +39,8 @@ pub struct HttpOptions {
     /// Per-client request rate; off by default here (`agora serve` turns it
     /// on with its configured defaults).
     pub rate_limit: RateLimitOptions,
+    /// Token lifetimes and the OpenID Connect provider.
+    pub identity: IdentityOptions,
 }
 
 impl Default for HttpOptions {
@@ -54,6 +56,7 @@ impl Default for HttpOptions {
             cache: CacheOptions::default(),
             auth: None,
             rate_limit: RateLimitOptions::OFF,
+            identity: IdentityOptions::default(),
         }
     }
 }
@@ -75,6 +78,10 @@ pub struct Shared {
     pub reads: ReadCache,
     /// `None` when rate limits are off.
     pub limiter: Option<RateLimiter>,
+    /// Password hashes, sign-ins, the login throttle and API keys.
+    pub identity: commands::identity::Identity,
+    /// The caches and keys that check credentials.
+    pub authenticator: Authenticator,
     draining: AtomicBool,
 }
 
@@ -97,7 +104,15 @@ impl AppState {
         // recorder is installed: before the read cache takes its counters
         // from it.
         crate::metrics::install();
+        // Without a secret (auth off, development only) lookups are keyed
+        // by a fixed key: nothing is protected then anyway.
+        let lookup_key = options
+            .auth
+            .as_ref()
+            .map_or(&b"agora development lookup key"[..], JwtSecret::lookup_key);
         Self(Arc::new(Shared {
+            identity: commands::identity::Identity::new(pool.clone(), lookup_key),
+            authenticator: Authenticator::new(&options.identity),
             idempotency: IdempotencyStore::new(pool.clone()),
             pool,
             aggregates,

@@ -5,11 +5,13 @@
 //! together with any uniqueness claims and snapshot they imply. Loaded
 //! aggregates stay in an in-process cache keyed by id, with their version, so a
 //! command on a long stream costs one round trip, not a reload. The table is
-//! also the outbox: this crate never publishes anywhere.
+//! also the outbox: this crate never publishes anywhere. `identity` keeps what
+//! must never be an event: password hashes, refresh tokens and API keys.
 
 pub mod aggregates;
 pub mod error;
 pub mod idempotency;
+pub mod identity;
 pub mod metadata;
 pub mod migrate;
 pub mod relay;

@@ -26,7 +26,7 @@ pub use product::{
 pub use refusal::{Refusal, RefusalKind};
 pub use user::{User, UserCommand, UserError, UserEvent, UserStatus};
 pub use values::{
-    Currency, Description, EmailAddress, Money, Name, Quantity, Sku, ValidationError,
+    Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, ValidationError,
 };
 
 /// Version recorded with every event. Bump when an event's payload changes

@@ -145,6 +145,32 @@ impl fmt::Display for Name {
     }
 }
 
+/// A password as a person typed it: 8 to 128 characters, any of them.
+/// Never serialized and never printed: it lives only until the write side
+/// hashes it, and only the hash is stored (outside the event stream).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    const FIELD: &'static str = "password";
+
+    pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
+        let value = value.into();
+        char_count_between(Self::FIELD, &value, 8, 128)?;
+        Ok(Self(value))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
 /// Free text describing a product. May be empty.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -371,7 +397,7 @@ mod json_schema {
 
     use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
-    use super::{Currency, Description, EmailAddress, Name, Sku, ISO_4217_ACTIVE};
+    use super::{Currency, Description, EmailAddress, Name, Password, Sku, ISO_4217_ACTIVE};
 
     /// `char::is_control`: the Unicode category Cc.
     const CONTROL: &str = r"\x00-\x1F\x7F-\x9F";
@@ -415,6 +441,18 @@ mod json_schema {
             "maxLength": 200,
             "pattern": format!(r"^[^{CONTROL}]*[^\s{CONTROL}][^{CONTROL}]*$"),
             "description": "1 to 200 characters, not blank, no control characters."
+        })
+    );
+
+    string_schema!(
+        Password,
+        "Password",
+        json_schema!({
+            "type": "string",
+            "minLength": 8,
+            "maxLength": 128,
+            "writeOnly": true,
+            "description": "8 to 128 characters. Kept only as an Argon2id hash."
         })
     );
 

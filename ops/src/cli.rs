@@ -37,7 +37,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct TokenArgs {
-    /// The token's subject: a customer's user id (a UUID), or any name for an admin.
+    /// The token's subject: a customer's user id (a UUID), or a name of at most 128 bytes for an admin.
     #[arg(long)]
     pub sub: String,
     /// customer: may act only on its own user, orders and payments; admin: everything.

@@ -96,6 +96,20 @@ pub struct HttpConfig {
 pub struct AuthConfig {
     pub enabled: bool,
     pub jwt_secret: Option<Secret>,
+    /// `AGORA_ACCESS_TOKEN_TTL`: how long an access token of a sign-in lives.
+    pub access_token_ttl: Duration,
+    /// `AGORA_REFRESH_TOKEN_TTL`: how long a refresh token lives unused.
+    pub refresh_token_ttl: Duration,
+    /// `AGORA_OIDC_*`; `None` when `AGORA_OIDC_ISSUER` is not set.
+    pub oidc: Option<OidcConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub roles_claim: String,
+    pub admin_role: String,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +202,56 @@ impl Config {
         if pool_size == 0 {
             return Err(env.invalid("AGORA_DB_POOL_SIZE", "0", "at least 1 connection is needed"));
         }
+        let access_token_ttl = env.duration("AGORA_ACCESS_TOKEN_TTL", "15m")?;
+        let refresh_token_ttl = env.duration("AGORA_REFRESH_TOKEN_TTL", "30d")?;
+        if access_token_ttl.is_zero() || access_token_ttl > refresh_token_ttl {
+            return Err(env.invalid(
+                "AGORA_ACCESS_TOKEN_TTL",
+                &humantime::format_duration(access_token_ttl).to_string(),
+                "must be above zero and at most AGORA_REFRESH_TOKEN_TTL",
+            ));
+        }
+        // Read whether or not OpenID Connect is on, so a typo in them is
+        // reported either way.
+        let roles_claim: String = env.get("AGORA_OIDC_ROLES_CLAIM", "roles".to_owned())?;
+        let admin_role: String = env.get("AGORA_OIDC_ADMIN_ROLE", "agora-admin".to_owned())?;
+        let oidc = match (
+            env.raw("AGORA_OIDC_ISSUER")
+                .filter(|s| !s.trim().is_empty()),
+            env.raw("AGORA_OIDC_AUDIENCE")
+                .filter(|s| !s.trim().is_empty()),
+        ) {
+            (None, None) => None,
+            (Some(issuer), Some(audience)) => {
+                if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+                    return Err(env.invalid(
+                        "AGORA_OIDC_ISSUER",
+                        &issuer,
+                        "must be the provider's https:// URL, as its tokens name it in iss",
+                    ));
+                }
+                Some(OidcConfig {
+                    issuer,
+                    audience,
+                    roles_claim,
+                    admin_role,
+                })
+            }
+            (Some(_), None) => {
+                return Err(env.invalid(
+                    "AGORA_OIDC_AUDIENCE",
+                    "",
+                    "must be set with AGORA_OIDC_ISSUER: the aud our tokens must carry",
+                ))
+            }
+            (None, Some(audience)) => {
+                return Err(env.invalid(
+                    "AGORA_OIDC_ISSUER",
+                    &audience,
+                    "must be set with AGORA_OIDC_AUDIENCE",
+                ))
+            }
+        };
         let gateway_timeout = Duration::from_millis(env.get("AGORA_GATEWAY_TIMEOUT_MS", 5_000)?);
         let saga_lease = Duration::from_millis(env.get("AGORA_SAGA_LEASE_MS", 30_000)?);
         // A step holds its order for one gateway call and a few commands; a
@@ -284,6 +348,9 @@ impl Config {
                     .raw("AGORA_JWT_SECRET")
                     .filter(|s| !s.is_empty())
                     .map(Secret),
+                access_token_ttl,
+                refresh_token_ttl,
+                oidc,
             },
             gateway: GatewayConfig {
                 url: env.get("AGORA_GATEWAY_URL", "http://127.0.0.1:8090".to_owned())?,
@@ -349,6 +416,13 @@ impl Env<'_> {
         }
     }
 
+    /// A duration as `agora token --ttl` takes it: `15m`, `1h`, `30d`.
+    fn duration(&self, name: &'static str, default: &str) -> Result<Duration, ConfigError> {
+        let text = self.raw(name).unwrap_or_else(|| default.to_owned());
+        humantime::parse_duration(text.trim())
+            .map_err(|err| self.invalid(name, &text, &err.to_string()))
+    }
+
     fn invalid(&self, name: &'static str, value: &str, reason: &str) -> ConfigError {
         ConfigError {
             name,
@@ -396,6 +470,12 @@ mod tests {
         assert_eq!(config.log.service_name, "agora");
         assert!(config.auth.enabled);
         assert!(config.auth.jwt_secret.is_none());
+        assert_eq!(config.auth.access_token_ttl, Duration::from_secs(15 * 60));
+        assert_eq!(
+            config.auth.refresh_token_ttl,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        assert_eq!(config.auth.oidc, None);
         assert_eq!(config.http.shutdown_grace, Duration::from_millis(1000));
         assert_eq!(
             (
@@ -435,12 +515,46 @@ mod tests {
         assert_eq!(err.name, "AGORA_SHUTDOWN_GRACE_MS");
         let err = config(&[("AGORA_SAGA_LEASE_MS", "1000")]).unwrap_err();
         assert_eq!(err.name, "AGORA_SAGA_LEASE_MS");
+        let err = config(&[("AGORA_ACCESS_TOKEN_TTL", "soon")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_ACCESS_TOKEN_TTL");
+        let err = config(&[("AGORA_ACCESS_TOKEN_TTL", "60d")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_ACCESS_TOKEN_TTL");
+        let err = config(&[("AGORA_OIDC_ISSUER", "https://id.example")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_OIDC_AUDIENCE");
+        let err = config(&[
+            ("AGORA_OIDC_ISSUER", "id.example"),
+            ("AGORA_OIDC_AUDIENCE", "agora"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.name, "AGORA_OIDC_ISSUER");
         let err = config(&[("AGORA_MAX_HEADER_BYTES", "0")]).unwrap_err();
         assert_eq!(err.name, "AGORA_MAX_HEADER_BYTES");
         let err = config(&[("AGORA_KEEP_ALIVE_TIMEOUT_MS", "75s")]).unwrap_err();
         assert_eq!(err.name, "AGORA_KEEP_ALIVE_TIMEOUT_MS");
         let err = config(&[("AGORA_IDEMPOTENCY_SWEEP_BATCH", "0")]).unwrap_err();
         assert_eq!(err.name, "AGORA_IDEMPOTENCY_SWEEP_BATCH");
+    }
+
+    #[test]
+    fn openid_connect_takes_its_four_variables() {
+        let config = config(&[
+            ("AGORA_OIDC_ISSUER", "https://id.example/realms/shop"),
+            ("AGORA_OIDC_AUDIENCE", "agora"),
+            ("AGORA_OIDC_ROLES_CLAIM", "realm_access.roles"),
+            ("AGORA_ACCESS_TOKEN_TTL", "5m"),
+            ("AGORA_REFRESH_TOKEN_TTL", "7d"),
+        ])
+        .unwrap();
+        let oidc = config.auth.oidc.expect("OpenID Connect on");
+        assert_eq!(oidc.issuer, "https://id.example/realms/shop");
+        assert_eq!(oidc.audience, "agora");
+        assert_eq!(oidc.roles_claim, "realm_access.roles");
+        assert_eq!(oidc.admin_role, "agora-admin");
+        assert_eq!(config.auth.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(
+            config.auth.refresh_token_ttl,
+            Duration::from_secs(7 * 86400)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::auth::JwtSecret;
+use api::auth::{IdentityOptions, JwtSecret, OidcOptions};
 use api::rate_limit::RateLimitOptions;
 use api::{AppState, HttpOptions};
 use bytes::Bytes;
@@ -157,6 +157,15 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         rate_limit: RateLimitOptions {
             per_second: config.http.rate_limit_per_second,
             burst: config.http.rate_limit_burst,
+        },
+        identity: IdentityOptions {
+            access_ttl: config.auth.access_token_ttl,
+            refresh_ttl: config.auth.refresh_token_ttl,
+            oidc: config.auth.oidc.as_ref().map(|oidc| OidcOptions {
+                roles_claim: oidc.roles_claim.clone(),
+                admin_role: oidc.admin_role.clone(),
+                ..OidcOptions::new(oidc.issuer.clone(), oidc.audience.clone())
+            }),
         },
         ..HttpOptions::default()
     };

@@ -23,14 +23,85 @@ pub struct MoneyBody {
 }
 
 /// `POST /users`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterUser {
     #[schemars(with = "domain::EmailAddress")]
     pub email: String,
     #[schemars(with = "domain::Name")]
     pub name: String,
+    /// Lets the user sign in with `POST /auth/login`; without one, the user
+    /// signs in only through OpenID Connect (or an admin sets one).
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Password>")]
+    pub password: Option<String>,
 }
+
+/// `POST /auth/login`
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The email the user registered with (compared case-insensitively).
+    #[schemars(length(min = 1, max = 254))]
+    pub email: String,
+    #[schemars(length(min = 1, max = 1024), extend("writeOnly" = true))]
+    pub password: String,
+}
+
+/// `POST /auth/refresh`
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    /// The `refresh_token` of the last sign-in or refresh answer; single use.
+    #[schemars(length(min = 1, max = 1024))]
+    pub refresh_token: String,
+}
+
+/// `POST /auth/logout`
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Logout {
+    /// The sign-in to end; without it, the sign-in of the access token.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 1024))]
+    pub refresh_token: Option<String>,
+}
+
+/// `POST /users/{id}/password`
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// Required of the user itself; an admin may leave it out.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 1024), extend("writeOnly" = true))]
+    pub current_password: Option<String>,
+    #[schemars(with = "domain::Password")]
+    pub new_password: String,
+}
+
+/// `POST /api-keys`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// What the key is for, e.g. "1C exchange".
+    #[schemars(with = "domain::Name")]
+    pub name: String,
+    /// `admin` may do everything; `catalog` may manage products, prices and stock only.
+    #[schemars(extend("enum" = ["admin", "catalog"]))]
+    pub role: String,
+}
+
+/// Request bodies that carry passwords or tokens print without them.
+macro_rules! redacted_debug {
+    ($($type:ident),*) => {$(
+        impl std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(concat!(stringify!($type), " { *** }"))
+            }
+        }
+    )*};
+}
+redacted_debug!(RegisterUser, Login, Refresh, Logout, ChangePassword);
 
 /// `PATCH /users/{id}`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -39,6 +39,7 @@ pub enum UserEvent {
     UserNameChanged { name: String },
     UserEmailChanged { email: String },
     UserDeactivated {},
+    UserPasswordChanged {},
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -305,6 +306,7 @@ mod tests {
                 },
             ),
             stored("user", U::UserDeactivated {}),
+            stored("user", U::UserPasswordChanged {}),
             stored(
                 "product",
                 Pr::ProductCreated {

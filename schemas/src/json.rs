@@ -20,8 +20,8 @@ use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::commands::{
-    AdjustStock, CancelOrder, ChangePrice, CreateProduct, PlaceOrder, RegisterUser, UpdateProduct,
-    UpdateUser,
+    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateProduct, Login,
+    Logout, PlaceOrder, Refresh, RegisterUser, UpdateProduct, UpdateUser,
 };
 
 /// The command that rewrites `schemas/json/` from the code.
@@ -75,6 +75,11 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(AdjustStock, 1),
     command!(PlaceOrder, 1),
     command!(CancelOrder, 1),
+    command!(Login, 1),
+    command!(Refresh, 1),
+    command!(Logout, 1),
+    command!(ChangePassword, 1),
+    command!(CreateApiKey, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[
@@ -82,6 +87,7 @@ pub const EVENTS: &[EventSchema] = &[
     event!("user", UserNameChanged, "1.0", UserEvent),
     event!("user", UserEmailChanged, "1.0", UserEvent),
     event!("user", UserDeactivated, "1.0", UserEvent),
+    event!("user", UserPasswordChanged, "1.0", UserEvent),
     event!("product", ProductCreated, "1.0", ProductEvent),
     event!("product", ProductDetailsUpdated, "1.0", ProductEvent),
     event!("product", ProductPriceChanged, "1.0", ProductEvent),

@@ -6,6 +6,8 @@
 //! with `Router::route` elsewhere.
 
 mod aggregates;
+pub(crate) mod api_keys;
+pub(crate) mod auth;
 mod documents;
 pub(crate) mod operations;
 pub(crate) mod orders;
@@ -109,6 +111,84 @@ pub fn table() -> Vec<Route> {
             "/users/{id}/deactivate",
             users::deactivate,
             op("deactivateUser", "users", "Deactivate a user").write("UserWritten"),
+        ),
+        route(
+            Method::POST,
+            "/users/{id}/password",
+            users::change_password,
+            op(
+                "changePassword",
+                "auth",
+                "Change a user's password; its other sign-ins end",
+            )
+            .body("ChangePassword")
+            .write("UserWritten")
+            .problems(&[(
+                429,
+                "`login-throttled` after 5 wrong current passwords for the user within 15 minutes, or over the rate limit.",
+            )]),
+        ),
+        route(
+            Method::POST,
+            "/auth/login",
+            auth::login,
+            op("login", "auth", "Sign in with an email and a password")
+                .access(Open)
+                .body("Login")
+                .answers(200, "TokenPair", false)
+                .problems(&[
+                    (401, "`invalid-credentials`: unknown email, wrong password or no password, alike."),
+                    (403, "`user-deactivated`: the user is deactivated."),
+                    (429, "`login-throttled` after 5 failed logins for the email within 15 minutes, or over the rate limit."),
+                ]),
+        ),
+        route(
+            Method::POST,
+            "/auth/refresh",
+            auth::refresh,
+            op("refresh", "auth", "Exchange a refresh token for a new pair")
+                .access(Open)
+                .body("Refresh")
+                .answers(200, "TokenPair", false)
+                .problems(&[(
+                    401,
+                    "`invalid-token`: unknown, expired or revoked; one used before revokes its whole sign-in.",
+                )]),
+        ),
+        route(
+            Method::POST,
+            "/auth/logout",
+            auth::logout,
+            op("logout", "auth", "End a sign-in")
+                .body("Logout")
+                .optional_body()
+                .no_content(),
+        ),
+        route(
+            Method::POST,
+            "/api-keys",
+            api_keys::create,
+            op("createApiKey", "auth", "Create an API key")
+                .access(Admin)
+                .body("CreateApiKey")
+                .answers(201, "ApiKeyCreated", false),
+        ),
+        route(
+            Method::GET,
+            "/api-keys",
+            api_keys::list,
+            op("listApiKeys", "auth", "List the live API keys")
+                .access(Admin)
+                .query(Query::Page)
+                .answers(200, "ApiKeyPage", false),
+        ),
+        route(
+            Method::DELETE,
+            "/api-keys/{id}",
+            api_keys::delete,
+            op("deleteApiKey", "auth", "Revoke an API key")
+                .access(Admin)
+                .no_content(),
         ),
         route(
             Method::GET,

@@ -9,7 +9,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{written, Fields};
-use crate::auth::Admin;
+use crate::auth::CatalogManager;
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
@@ -64,10 +64,10 @@ pub(crate) fn parse_price(fields: &mut Fields, field: &str, price: &MoneyBody) -
     (price.amount > 0).then(|| Money::new(price.amount, currency))
 }
 
-/// Policy: admin only.
+/// Policy: an admin or a `catalog` API key.
 pub async fn create(
     State(state): State<AppState>,
-    _admin: Admin,
+    _manager: CatalogManager,
     _new: IfMatchNothing,
     Context(metadata): Context,
     JsonBody(body): JsonBody<CreateProduct>,
@@ -132,10 +132,10 @@ async fn run(
     ))
 }
 
-/// Policy: admin only.
+/// Policy: an admin or a `catalog` API key.
 pub async fn update(
     State(state): State<AppState>,
-    _admin: Admin,
+    _manager: CatalogManager,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -160,10 +160,10 @@ pub async fn update(
     .await
 }
 
-/// Policy: admin only.
+/// Policy: an admin or a `catalog` API key.
 pub async fn change_price(
     State(state): State<AppState>,
-    _admin: Admin,
+    _manager: CatalogManager,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -186,10 +186,10 @@ pub async fn change_price(
     .await
 }
 
-/// Policy: admin only.
+/// Policy: an admin or a `catalog` API key.
 pub async fn adjust_stock(
     State(state): State<AppState>,
-    _admin: Admin,
+    _manager: CatalogManager,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
@@ -211,10 +211,10 @@ pub async fn adjust_stock(
     .await
 }
 
-/// Policy: admin only.
+/// Policy: an admin or a `catalog` API key.
 pub async fn discontinue(
     State(state): State<AppState>,
-    _admin: Admin,
+    _manager: CatalogManager,
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,

@@ -262,6 +262,11 @@ fn matrix() -> Vec<Row> {
         row!(GET,   |w| format!("/payments/{}", w.unknown), none,                                                          [401, 401, 401, 401, 401, 403, 403, 404]),
         row!(POST,  |w| format!("/payments/{}/refund", w.owner_payment), none,                                             [401, 401, 401, 401, 401, 403, 403, 422]),
         row!(GET,   |w| format!("/aggregates/order/{}/events", w.owner_order), none,                                       [401, 401, 401, 401, 401, 403, 403, 200]),
+        row!(POST,  |w| format!("/users/{}/password", w.owner), |_| Some(json!({ "new_password": "a new passphrase" })),     [401, 401, 401, 401, 401, 403, 422, 200]),
+        row!(POST,  |_| "/auth/logout".into(), |_| Some(json!({})),                                                       [401, 401, 401, 401, 401, 204, 204, 204]),
+        row!(POST,  |_| "/api-keys".into(), |_| Some(json!({ "name": "1C exchange", "role": "catalog" })),                 [401, 401, 401, 401, 401, 403, 403, 201]),
+        row!(GET,   |_| "/api-keys".into(), none,                                                                          [401, 401, 401, 401, 401, 403, 403, 200]),
+        row!(DELETE, |w| format!("/api-keys/{}", w.unknown), none,                                                         [401, 401, 401, 401, 401, 403, 403, 404]),
         row!(GET,   |_| "/healthz".into(), none,                                                                           [200, 200, 200, 200, 200, 200, 200, 200]),
     ]
 }
@@ -291,9 +296,12 @@ async fn every_route_answers_every_credential_as_the_matrix_says() {
                 ));
                 continue;
             }
-            let refused = match expected {
-                401 => Some("/problems/unauthorized"),
-                403 => Some("/problems/forbidden"),
+            // No credential is `unauthorized`; a credential that proves
+            // nothing is `invalid-token`.
+            let refused = match (expected, credential) {
+                (401, Credential::None) => Some("/problems/unauthorized"),
+                (401, _) => Some("/problems/invalid-token"),
+                (403, _) => Some("/problems/forbidden"),
                 _ => None,
             };
             if let Some(problem) = refused {
@@ -376,7 +384,22 @@ async fn malformed_authorization_headers_are_401() {
         &jsonwebtoken::EncodingKey::from_secret(SECRET),
     )
     .expect("sign");
+    let not_yet_valid = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": "root", "role": "admin", "exp": unix_now() + 7200, "nbf": unix_now() + 3600 }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign");
+    let long_subject = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({ "sub": "a".repeat(9000), "role": "admin", "exp": unix_now() + 600 }),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .expect("sign");
     for header in [
+        format!("Bearer {not_yet_valid}"),
+        format!("Bearer {long_subject}"),
+        "Bearer agk_not-a-key".to_owned(),
         format!("Basic {customer}"),
         format!("Bearer{customer}"),
         "Bearer ".to_owned(),
@@ -397,7 +420,7 @@ async fn malformed_authorization_headers_are_401() {
             .await;
         assert_eq!(
             (answer.status, answer.problem_type()),
-            (401, "/problems/unauthorized"),
+            (401, "/problems/invalid-token"),
             "{header}: {}",
             answer.body
         );

@@ -306,11 +306,34 @@ async fn only_answers_worth_replaying_are_stored() {
 }
 
 // 4. A 9,000-character subject with an Idempotency-Key was a 500: the scope
-// overflowed its index. It is stored as a hash now.
+// overflowed its index. It is stored as a hash now, and a token's subject is
+// bounded (an admin's to api::auth::MAX_SUBJECT_LEN bytes, a customer's is a
+// UUID): the 9,000-character one is refused as a token, and the longest
+// allowed is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_subject_with_an_idempotency_key_is_served() {
     let app = spawn_authed_app(HttpOptions::default()).await;
-    let admin = token(&"s".repeat(9_000), Role::Admin);
+    let unbounded = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "s".repeat(9_000), "role": "admin", "exp": u64::MAX / 2}),
+        &jsonwebtoken::EncodingKey::from_secret(crate::auth::SECRET),
+    )
+    .expect("sign");
+    let answer = app
+        .send(
+            app.request(Method::POST, "/products")
+                .bearer_auth(&unbounded)
+                .header("idempotency-key", "long-subject")
+                .json(&json!({"sku": "LONG-0", "name": "N", "price": {"amount": 1, "currency": "EUR"}, "stock": 1})),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.problem_type()),
+        (401, "/problems/invalid-token"),
+        "{}",
+        answer.body
+    );
+    let admin = token(&"s".repeat(api::auth::MAX_SUBJECT_LEN), Role::Admin);
     let request = || {
         app.request(Method::POST, "/products")
             .bearer_auth(&admin)

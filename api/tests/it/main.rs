@@ -1,6 +1,7 @@
 //! HTTP tests of the command and query API against the real Postgres (a database per
 //! test) and the real NATS.
 
+mod api_keys;
 mod asyncapi;
 mod auth;
 mod bad_input;
@@ -14,6 +15,8 @@ mod idempotency;
 mod limits;
 mod malformed;
 mod observability;
+mod oidc;
 mod openapi;
 mod queries;
+mod sign_in;
 mod support;

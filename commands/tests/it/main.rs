@@ -4,6 +4,7 @@
 mod cloudevents;
 mod event_schemas;
 mod idempotency;
+mod identity;
 mod metadata;
 mod migrations;
 mod relay;

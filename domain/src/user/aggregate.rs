@@ -118,6 +118,10 @@ impl Aggregate for User {
                 self.ensure_active()?;
                 sink.write(UserEvent::UserDeactivated {}, self).await;
             }
+            UserCommand::ChangePassword => {
+                self.ensure_active()?;
+                sink.write(UserEvent::UserPasswordChanged {}, self).await;
+            }
         }
         Ok(())
     }
@@ -137,6 +141,7 @@ impl Aggregate for User {
             UserEvent::UserNameChanged { name } => self.name = Some(name),
             UserEvent::UserEmailChanged { email, .. } => self.email = Some(email),
             UserEvent::UserDeactivated {} => self.status = UserStatus::Deactivated,
+            UserEvent::UserPasswordChanged {} => {}
         }
     }
 }
@@ -312,6 +317,30 @@ mod tests {
         UserTest::with(())
             .given(vec![registered(), UserEvent::UserDeactivated {}])
             .when(UserCommand::Deactivate)
+            .then_expect_error(UserError::Deactivated);
+    }
+
+    #[test]
+    fn changing_the_password_records_only_that_it_changed() {
+        UserTest::with(())
+            .given(vec![registered()])
+            .when(UserCommand::ChangePassword)
+            .then_expect_events(vec![UserEvent::UserPasswordChanged {}]);
+        assert_eq!(
+            serde_json::to_string(&UserEvent::UserPasswordChanged {}).unwrap(),
+            r#"{"UserPasswordChanged":{}}"#
+        );
+    }
+
+    #[test]
+    fn the_password_of_an_unknown_or_deactivated_user_cannot_change() {
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(UserCommand::ChangePassword)
+            .then_expect_error(UserError::NotFound);
+        UserTest::with(())
+            .given(vec![registered(), UserEvent::UserDeactivated {}])
+            .when(UserCommand::ChangePassword)
             .then_expect_error(UserError::Deactivated);
     }
 

@@ -15,4 +15,7 @@ pub enum UserCommand {
         email: Option<EmailAddress>,
     },
     Deactivate,
+    /// Records that the user's password changed. The password itself never
+    /// reaches the aggregate: the write side hashes and keeps it apart.
+    ChangePassword,
 }

@@ -22,6 +22,9 @@ pub enum UserEvent {
         email: EmailAddress,
     },
     UserDeactivated {},
+    /// The password changed (or was set). Carries nothing: the password and
+    /// its hash are kept outside the event stream.
+    UserPasswordChanged {},
 }
 
 impl DomainEvent for UserEvent {
@@ -31,6 +34,7 @@ impl DomainEvent for UserEvent {
             Self::UserNameChanged { .. } => "UserNameChanged",
             Self::UserEmailChanged { .. } => "UserEmailChanged",
             Self::UserDeactivated {} => "UserDeactivated",
+            Self::UserPasswordChanged {} => "UserPasswordChanged",
         }
         .to_string()
     }

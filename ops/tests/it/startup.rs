@@ -73,7 +73,13 @@ fn token_prints_a_token_the_server_accepts_for_that_subject_and_role() {
     let caller = api::auth::JwtSecret::new(b"s3cret")
         .verify(&token)
         .expect("a valid token");
-    assert_eq!(caller, api::auth::Caller::Customer(user));
+    assert_eq!(
+        caller,
+        api::auth::Verified::Customer {
+            user_id: user,
+            sign_in: None
+        }
+    );
     assert!(api::auth::JwtSecret::new(b"other").verify(&token).is_err());
 
     let output = agora(&["token", "--sub", "ops", "--role", "admin"], &[]);
