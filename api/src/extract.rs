@@ -65,8 +65,9 @@ fn is_json(value: Option<&header::HeaderValue>) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// The version named by `If-Match`, if any: `"3"`, `W/"3"` or `3`. `*` asks
-/// for no particular version.
+/// The version named by `If-Match`, if any: `"3"` or `W/"3"`, as ETag sends
+/// it (the pattern /openapi.json gives). `*`, or an empty header, asks for
+/// no particular version; anything else (a bare `3` too) is 400.
 pub struct IfMatch(pub Option<usize>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
@@ -76,17 +77,23 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(value) = parts.headers.get(header::IF_MATCH) else {
             return Ok(Self(None));
         };
-        let text = value.to_str().unwrap_or("").trim();
-        // An empty header asks for nothing, like an absent one.
+        let text = value.to_str().unwrap_or("\0").trim();
         if text == "*" || text.is_empty() {
             return Ok(Self(None));
         }
-        let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-        bare.parse::<usize>().map(|v| Self(Some(v))).map_err(|_| {
-            ApiError::bad_request(
-                "If-Match must be a version in quotes, as sent in ETag, e.g. \"3\"",
-            )
-        })
+        let tag = text.strip_prefix("W/").unwrap_or(text);
+        tag.strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .filter(|digits| {
+                (1..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            })
+            .and_then(|digits| digits.parse::<usize>().ok())
+            .map(|version| Self(Some(version)))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "If-Match must be a version in quotes, as sent in ETag, e.g. \"3\"",
+                )
+            })
     }
 }
 

@@ -425,8 +425,8 @@ fn parameters(route: &Route) -> Vec<Value> {
         list.push(json!({
             "name": "If-Match", "in": "header", "required": false,
             "description": "The version the write expects, as sent in ETag (e.g. \"3\"); \
-                412 if the aggregate is at another. `*` expects none in particular.",
-            "schema": { "type": "string", "pattern": "^(\\*|(W/)?\"[0-9]{1,18}\")$" },
+                412 if the aggregate is at another. `*`, or an empty value, expects none in particular.",
+            "schema": { "type": "string", "pattern": "^(|\\*|(W/)?\"[0-9]{1,18}\")$" },
         }));
     }
     if route.method == Method::POST && !crate::auth::carries_secrets(route.path) {

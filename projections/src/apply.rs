@@ -83,7 +83,7 @@ pub(crate) async fn apply_recorded(
 ) -> Result<Vec<Outcome>, ProjectionError> {
     let mut order: Vec<usize> = (0..events.len()).collect();
     order.sort_by_key(|&i| (events[i].position, i));
-    match run_batch(pool, subscriber, events, &order, schema).await {
+    match run_settled(pool, subscriber, events, &order, schema).await {
         Ok(outcomes) => Ok(outcomes),
         Err(error @ ProjectionError::Retryable(_)) => Err(error),
         Err(error) if events.len() == 1 => Ok(vec![Outcome::Failed(error)]),
@@ -96,7 +96,7 @@ pub(crate) async fn apply_recorded(
             );
             let mut outcomes = vec![Outcome::Skipped; events.len()];
             for &i in &order {
-                outcomes[i] = match run_batch(pool, subscriber, events, &[i], schema).await {
+                outcomes[i] = match run_settled(pool, subscriber, events, &[i], schema).await {
                     Ok(mut one) => one.pop().unwrap_or(Outcome::Skipped),
                     Err(error @ ProjectionError::Retryable(_)) => return Err(error),
                     Err(error) => Outcome::Failed(error),
@@ -181,6 +181,50 @@ enum Planned {
     Fill(Box<Recorded>),
 }
 
+/// Why one try of a batch did not commit.
+enum Batch {
+    /// Another worker applied some of its events meanwhile: try again.
+    Raced,
+    Failed(ProjectionError),
+}
+
+impl From<sqlx::Error> for Batch {
+    fn from(error: sqlx::Error) -> Self {
+        Batch::Failed(error.into())
+    }
+}
+
+impl From<ProjectionError> for Batch {
+    fn from(error: ProjectionError) -> Self {
+        Batch::Failed(error)
+    }
+}
+
+/// [`run_batch`] until it does not race another worker: each try reads what
+/// is applied afresh, so a raced try's events turn out duplicates.
+async fn run_settled(
+    pool: &PgPool,
+    subscriber: &dyn Subscriber,
+    events: &[Recorded],
+    order: &[usize],
+    schema: Option<&str>,
+) -> Result<Vec<Outcome>, ProjectionError> {
+    let mut tries = 0;
+    loop {
+        match run_batch(pool, subscriber, events, order, schema).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(Batch::Failed(error)) => return Err(error),
+            Err(Batch::Raced) if tries < 16 => tries += 1,
+            Err(Batch::Raced) => {
+                return Err(ProjectionError::Retryable(format!(
+                    "{}: another worker kept applying the same events",
+                    subscriber.name()
+                )))
+            }
+        }
+    }
+}
+
 /// One transaction over `events[order[..]]`, applied in that order.
 async fn run_batch(
     pool: &PgPool,
@@ -188,7 +232,15 @@ async fn run_batch(
     events: &[Recorded],
     order: &[usize],
     schema: Option<&str>,
-) -> Result<Vec<Outcome>, ProjectionError> {
+) -> Result<Vec<Outcome>, Batch> {
+    // Nothing it follows (product events reaching the notifications
+    // projection): nothing to write, not even a checkpoint.
+    if !order
+        .iter()
+        .any(|&i| subscriber.follows(&events[i].aggregate_type))
+    {
+        return Ok(vec![Outcome::Skipped; events.len()]);
+    }
     let mut tx = pool.begin().await?;
     match schema {
         Some(schema) => set_search_path(&mut tx, schema).await?,
@@ -204,7 +256,7 @@ async fn run_batch(
         .filter(|e| subscriber.follows(&e.aggregate_type))
         .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
         .collect();
-    let applied_before = lock_applied(&mut tx, subscriber.name(), &keys).await?;
+    let applied_before = read_applied(&mut tx, subscriber.name(), &keys).await?;
 
     // What to hand the subscriber, and the outcomes decided without it.
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
@@ -262,12 +314,12 @@ async fn run_batch(
         subscriber.apply(&mut tx, &handed).await?
     };
     if results.len() != handed.len() {
-        return Err(ProjectionError::Retryable(format!(
+        return Err(Batch::Failed(ProjectionError::Retryable(format!(
             "{} answered {} of {} events",
             subscriber.name(),
             results.len(),
             handed.len()
-        )));
+        ))));
     }
 
     // Per aggregate: the last sequence now applied, and the changes of
@@ -307,37 +359,55 @@ async fn run_batch(
         }
     }
 
+    // One statement: each advanced aggregate moves from the sequence read
+    // above to its new one, and the checkpoint with them. A row that moved
+    // meanwhile (another worker applied some of these events: a redelivery
+    // raced its original) does not match, and the whole batch is done again.
     let advanced: Vec<(&(&str, &str), &i64)> = last.iter().collect();
-    if !advanced.is_empty() {
+    if !advanced.is_empty() || position.is_some() {
         let types: Vec<&str> = advanced.iter().map(|(k, _)| k.0).collect();
         let ids: Vec<&str> = advanced.iter().map(|(k, _)| k.1).collect();
         let sequences: Vec<i64> = advanced.iter().map(|(_, s)| **s).collect();
-        sqlx::query(
-            "UPDATE projection_applied p SET sequence = u.s
-             FROM unnest($2::text[], $3::text[], $4::int8[]) AS u(t, i, s)
-             WHERE p.projection = $1 AND p.aggregate_type = u.t AND p.aggregate_id = u.i",
+        let read: Vec<i64> = advanced
+            .iter()
+            .map(|(k, _)| applied_before.get(*k).copied().unwrap_or(-1))
+            .collect();
+        let moved: i64 = sqlx::query_scalar(
+            "WITH u AS (
+                 SELECT * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[]) AS u(t, i, s, was)
+             ), updated AS (
+                 UPDATE projection_applied p SET sequence = u.s FROM u
+                  WHERE p.projection = $1 AND p.aggregate_type = u.t AND p.aggregate_id = u.i
+                    AND u.was >= 0 AND p.sequence = u.was
+                 RETURNING 1
+             ), inserted AS (
+                 INSERT INTO projection_applied (projection, aggregate_type, aggregate_id, sequence)
+                 SELECT $1, u.t, u.i, u.s FROM u WHERE u.was < 0 ORDER BY u.t, u.i
+                 ON CONFLICT DO NOTHING
+                 RETURNING 1
+             ), checkpoint AS (
+                 INSERT INTO projection_checkpoints (projection, position, events_applied, updated_at)
+                 SELECT $1, $6, $7, now() WHERE $6 IS NOT NULL
+                 ON CONFLICT (projection) DO UPDATE SET
+                     position = greatest(projection_checkpoints.position, EXCLUDED.position),
+                     events_applied = projection_checkpoints.events_applied + EXCLUDED.events_applied,
+                     updated_at = now()
+             )
+             SELECT (SELECT count(*) FROM updated) + (SELECT count(*) FROM inserted)",
         )
         .bind(subscriber.name())
         .bind(&types)
         .bind(&ids)
         .bind(&sequences)
-        .execute(&mut *tx)
-        .await?;
-    }
-    if let Some(position) = position {
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (projection, position, events_applied, updated_at)
-             VALUES ($1, $2, $3, now())
-             ON CONFLICT (projection) DO UPDATE SET
-                 position = greatest(projection_checkpoints.position, EXCLUDED.position),
-                 events_applied = projection_checkpoints.events_applied + EXCLUDED.events_applied,
-                 updated_at = now()",
-        )
-        .bind(subscriber.name())
+        .bind(&read)
         .bind(position)
         .bind(applied)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+        if moved != advanced.len() as i64 {
+            tx.rollback().await?;
+            return Err(Batch::Raced);
+        }
     }
     tx.commit().await?;
     if applied > 0 {
@@ -378,10 +448,10 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Locks the `projection_applied` rows of `keys` (creating missing ones at 0
-/// first, so two workers racing on a new aggregate serialize on its row) and
-/// returns their sequences.
-async fn lock_applied<'k>(
+/// The `projection_applied` sequences of `keys` (absent: nothing applied
+/// yet). Read without a lock: the batch's last statement advances only rows
+/// still at these values.
+async fn read_applied<'k>(
     conn: &mut PgConnection,
     name: &str,
     keys: &BTreeSet<(&'k str, &'k str)>,
@@ -391,24 +461,26 @@ async fn lock_applied<'k>(
     }
     let types: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let ids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    // One statement: the insert of a missing row and the lock of an existing
-    // one (a no-op update), returning the sequence either way, in key order
-    // so two batches lock their rows in the same order.
     let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "INSERT INTO projection_applied (projection, aggregate_type, aggregate_id, sequence)
-         SELECT $1, k.t, k.i, 0 FROM unnest($2::text[], $3::text[]) AS k(t, i) ORDER BY k.t, k.i
-         ON CONFLICT (projection, aggregate_type, aggregate_id)
-             DO UPDATE SET sequence = projection_applied.sequence
-         RETURNING aggregate_type, aggregate_id, sequence",
+        "SELECT p.aggregate_type, p.aggregate_id, p.sequence FROM projection_applied p
+           JOIN unnest($2::text[], $3::text[]) AS k(t, i) ON p.aggregate_type = k.t AND p.aggregate_id = k.i
+          WHERE p.projection = $1
+          ORDER BY p.aggregate_type COLLATE \"C\", p.aggregate_id COLLATE \"C\"",
     )
     .bind(name)
     .bind(&types)
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
+    // Both in byte order: one pass pairs each row with its key.
     let mut found = HashMap::with_capacity(rows.len());
+    let mut wanted = keys.iter().peekable();
     for (t, i, s) in rows {
-        if let Some(key) = keys.iter().find(|k| k.0 == t && k.1 == i) {
+        while wanted
+            .next_if(|k| (k.0, k.1) < (t.as_str(), i.as_str()))
+            .is_some()
+        {}
+        if let Some(key) = wanted.next_if(|k| (k.0, k.1) == (t.as_str(), i.as_str())) {
             found.insert(*key, s);
         }
     }

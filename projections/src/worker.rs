@@ -52,9 +52,15 @@ pub const BACKOFF: [Duration; 5] = [
 /// expiry bounds how long such a request soaks them up.
 pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// Messages delivered and not yet acknowledged, at most.
-pub const MAX_ACK_PENDING: i64 = 1000;
-/// Messages applied in one transaction, at most.
-pub const BATCH_SIZE: usize = 256;
+pub const MAX_ACK_PENDING: i64 = 4000;
+/// Messages applied in one transaction, at most. A batch costs a handful of
+/// round trips whatever its size, so behind a backlog big batches are what
+/// makes catching up fast.
+pub const BATCH_SIZE: usize = 1000;
+/// How long a batch that came in large (a backlog is being delivered) waits
+/// for the rest of what the server is sending; a small one (the steady
+/// trickle of new events) never waits.
+const LINGER: Duration = Duration::from_millis(3);
 
 /// The consumer a subscriber reads through.
 pub fn consumer_config(subscriber: &dyn Subscriber, prefix: &str) -> pull::Config {
@@ -170,11 +176,19 @@ pub async fn run(
                 _ = &mut shutdown => break 'connect,
                 chunk = chunks.next() => chunk,
             };
-            let Some(chunk) = chunk else {
+            let Some(mut chunk) = chunk else {
                 tracing::warn!(projection = name, "message stream ended; reconnecting");
                 failures += 1;
                 continue 'connect;
             };
+            if chunk.len() >= BATCH_SIZE / 8 {
+                while chunk.len() < BATCH_SIZE {
+                    match tokio::time::timeout(LINGER, chunks.next()).await {
+                        Ok(Some(more)) => chunk.extend(more),
+                        _ => break,
+                    }
+                }
+            }
             let mut batch = Vec::with_capacity(chunk.len());
             let mut error = None;
             for item in chunk {

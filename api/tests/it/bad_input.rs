@@ -323,6 +323,18 @@ async fn stale_if_match_is_412() {
         )
         .await;
     assert_refused(&app, answer, 400, "bad-request", before + 1).await;
+    // Outside the pattern /openapi.json gives, even when it names a version:
+    // a bare number (what schemathesis sent), an open quote, a sign.
+    for bad in ["1", "0", "\"1", "\"+1\"", "W/1", "\"1\" x"] {
+        let answer = app
+            .send(
+                app.request(Method::POST, &format!("/products/{product}/stock"))
+                    .header("if-match", bad)
+                    .json(&json!({ "delta": 1 })),
+            )
+            .await;
+        assert_refused(&app, answer, 400, "bad-request", before + 1).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
