@@ -297,11 +297,14 @@ impl Process {
         }
     }
 
+    /// The payment deadline: `payment_deadline` after the order's first
+    /// charge attempt; before that attempt, as if it were made now.
     fn deadline(&self, ctx: &Ctx) -> DateTime<Utc> {
         let deadline = chrono::Duration::from_std(self.options.payment_deadline)
             .unwrap_or(chrono::Duration::MAX);
         ctx.row
-            .placed_at
+            .charging_since
+            .unwrap_or_else(Utc::now)
             .checked_add_signed(deadline)
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
@@ -313,8 +316,7 @@ impl Process {
         payment: &Payment,
         payment_id: Uuid,
     ) -> Result<Step, StepError> {
-        let deadline = self.deadline(ctx);
-        if Utc::now() >= deadline {
+        if ctx.row.charging_since.is_some() && Utc::now() >= self.deadline(ctx) {
             let reason = "the payment gateway stayed unavailable past the deadline".to_owned();
             match self
                 .execute_payment(ctx, payment_id, PaymentCommand::Fail { reason })
@@ -336,18 +338,25 @@ impl Process {
             Err(refused) => {
                 record_rejected("charge");
                 count("charge", "circuit_open");
+                if ctx.row.charging_since.is_none() {
+                    ctx.row.charging_since =
+                        store::charging(&self.pool, ctx.row.order_id, self.owner)
+                            .await?
+                            .ok_or(StepError::LeaseLost)
+                            .map(Some)?;
+                }
                 let wait = refused
                     .retry_at
                     .saturating_duration_since(tokio::time::Instant::now());
-                return Ok(Step::Wait(later(wait).min(deadline)));
+                return Ok(Step::Wait(later(wait).min(self.deadline(ctx))));
             }
         };
         // Nothing was sent if this fails: the breaker gets no verdict.
         match store::start_charge(&self.pool, ctx.row.order_id, self.owner, self.options.lease)
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            Ok(Some(since)) => ctx.row.charging_since = Some(since),
+            Ok(None) => {
                 permit.abandon();
                 return Err(StepError::LeaseLost);
             }
@@ -407,7 +416,9 @@ impl Process {
                 ctx.failures += 1;
                 ctx.error = Some(error.to_string());
                 tracing::info!(order_id = %ctx.row.order_id, %payment_id, %error, failures = ctx.failures, "charge failed; it will be retried");
-                Ok(Step::Wait(later(self.backoff(ctx.failures)).min(deadline)))
+                Ok(Step::Wait(
+                    later(self.backoff(ctx.failures)).min(self.deadline(ctx)),
+                ))
             }
         }
     }

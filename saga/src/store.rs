@@ -16,6 +16,9 @@ use uuid::Uuid;
 pub struct Claimed {
     pub order_id: Uuid,
     pub placed_at: DateTime<Utc>,
+    /// When the first charge attempt was made (see [`charging`]): the
+    /// payment deadline runs from here.
+    pub charging_since: Option<DateTime<Utc>>,
     pub correlation_id: Option<String>,
     pub traceparent: Option<String>,
     pub payment_id: Option<Uuid>,
@@ -107,7 +110,7 @@ UPDATE saga_orders s
          ORDER BY next_attempt_at
          LIMIT $3
            FOR UPDATE SKIP LOCKED)
-RETURNING s.order_id, s.placed_at, s.correlation_id, s.traceparent, s.payment_id, s.generation, s.charge_attempts,
+RETURNING s.order_id, s.placed_at, s.charging_since, s.correlation_id, s.traceparent, s.payment_id, s.generation, s.charge_attempts,
           s.failures, s.refund_sent";
 
 /// Leases up to `limit` due rows to `owner` for `lease`.
@@ -128,6 +131,7 @@ pub async fn claim(
             Ok(Claimed {
                 order_id: row.try_get("order_id")?,
                 placed_at: row.try_get("placed_at")?,
+                charging_since: row.try_get("charging_since")?,
                 correlation_id: row.try_get("correlation_id")?,
                 traceparent: row.try_get("traceparent")?,
                 payment_id: row.try_get("payment_id")?,
@@ -205,27 +209,50 @@ pub async fn choose_payment_id(
     .map(Option::flatten)
 }
 
+/// Records that the order has started waiting on the gateway (its first
+/// charge attempt, sent or refused by the open circuit) unless it had, and
+/// returns since when. None if the lease was lost.
+pub async fn charging(
+    pool: &PgPool,
+    order_id: Uuid,
+    owner: Uuid,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE saga_orders SET charging_since = coalesce(charging_since, now())
+          WHERE order_id = $1 AND lease_owner = $2 RETURNING charging_since",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
+}
+
 /// Counts a charge call about to go out (before it goes, so a crash during
-/// the call still leaves the trace that money may have moved), and renews
-/// the lease for the call. False if the lease was lost.
+/// the call still leaves the trace that money may have moved), marks the
+/// order as waiting on the gateway since now if it was not, and renews the
+/// lease for the call. Returns since when it waits; None if the lease was
+/// lost.
 pub async fn start_charge(
     pool: &PgPool,
     order_id: Uuid,
     owner: Uuid,
     lease: Duration,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE saga_orders
             SET charge_attempts = charge_attempts + 1,
+                charging_since = coalesce(charging_since, now()),
                 lease_until = now() + $3 * interval '1 millisecond'
-          WHERE order_id = $1 AND lease_owner = $2",
+          WHERE order_id = $1 AND lease_owner = $2
+      RETURNING charging_since",
     )
     .bind(order_id)
     .bind(owner)
     .bind(lease.as_millis() as i64)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    .fetch_optional(pool)
+    .await
+    .map(Option::flatten)
 }
 
 /// Records that the gateway answered the refund.

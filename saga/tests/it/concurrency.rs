@@ -1,5 +1,7 @@
 //! No oversell, and several saga processes at once.
 
+use std::time::Duration;
+
 use domain::order::{CancelReason, OrderStatus};
 use futures::future::join_all;
 
@@ -85,5 +87,47 @@ async fn two_saga_processes_never_do_a_step_twice() {
         .unwrap();
         assert_eq!(reserved, 24, "one reservation per order");
     }
+    system.stop().await;
+}
+
+// A flash sale: far more orders than units, and a deadline shorter than the
+// time the last of them waits for its turn. The deadline runs from an
+// order's first charge attempt, so queueing never cancels an order
+// `payment_unavailable`: every unit is sold, every other order is
+// `out_of_stock`, and nothing is left reserved.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flash_sale_sells_every_unit_and_refuses_the_rest_out_of_stock() {
+    let system = System::with(Settings {
+        payment_deadline: Duration::from_millis(300),
+        ..Settings::default()
+    })
+    .await;
+    let product = system.product(40).await;
+    // Placed before the saga starts, so the last of them waits far longer
+    // than the deadline for its turn.
+    let orders = join_all((0..400).map(|_| system.place(vec![(product, 1)], "tok_ok"))).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _saga = system.start_saga();
+
+    let mut ends = std::collections::BTreeMap::new();
+    for &order in &orders {
+        eventually("the order is settled", || async {
+            system.order(order).await.status() != OrderStatus::Pending
+                && system.saga_done(order).await
+        })
+        .await;
+        let order = system.order(order).await;
+        *ends
+            .entry(format!("{:?} {:?}", order.status(), order.cancel_reason()))
+            .or_insert(0) += 1;
+    }
+    let expected = std::collections::BTreeMap::from([
+        ("Cancelled Some(OutOfStock)".to_owned(), 360),
+        ("Confirmed None".to_owned(), 40),
+    ]);
+    assert_eq!(ends, expected);
+    let stock = system.stock(product).await;
+    assert_eq!((stock.available(), stock.reserved()), (0, 0));
+    assert_eq!(system.charges().await.len(), 40);
     system.stop().await;
 }
