@@ -49,6 +49,11 @@ pub struct Config {
     pub log: LogConfig,
     /// How projections and the saga find committed events the broker lost.
     pub repair: projections::repair::RepairOptions,
+    /// The projections a projector runs (`AGORA_PROJECTIONS`, names
+    /// separated by commas; default every one), so they can be spread over
+    /// processes. Processes that run the same projection share its durable
+    /// consumer, so that is safe too.
+    pub projections: Vec<projections::Projection>,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +386,7 @@ impl Config {
                 grace: Duration::from_millis(env.get("AGORA_REPAIR_GRACE_MS", 5_000)?),
                 ..projections::repair::RepairOptions::default()
             },
+            projections: env.projections("AGORA_PROJECTIONS")?,
             log: LogConfig {
                 filter: env.get("RUST_LOG", "info".to_owned())?,
                 format: env.raw("AGORA_LOG_FORMAT"),
@@ -421,6 +427,26 @@ impl Env<'_> {
         let text = self.raw(name).unwrap_or_else(|| default.to_owned());
         humantime::parse_duration(text.trim())
             .map_err(|err| self.invalid(name, &text, &err.to_string()))
+    }
+
+    fn projections(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<projections::Projection>, ConfigError> {
+        let Some(text) = self.raw(name).filter(|t| !t.trim().is_empty()) else {
+            return Ok(projections::Projection::ALL.to_vec());
+        };
+        let mut chosen = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let projection = projections::Projection::parse(part).ok_or_else(|| {
+                let known: Vec<&str> = projections::Projection::ALL.iter().map(|p| p.name()).collect();
+                self.invalid(name, &text, &format!("{part:?} is not one of {}", known.join(", ")))
+            })?;
+            if !chosen.contains(&projection) {
+                chosen.push(projection);
+            }
+        }
+        Ok(chosen)
     }
 
     fn invalid(&self, name: &'static str, value: &str, reason: &str) -> ConfigError {
@@ -496,6 +522,12 @@ mod tests {
         assert_eq!(config.http.body_min_rate, 500);
         assert_eq!(config.http.idempotency_sweep.batch, 1000);
         assert!(config.gateway.token.is_none());
+        assert_eq!(config.projections, projections::Projection::ALL.to_vec());
+        let some = config(&[("AGORA_PROJECTIONS", " orders, products,orders")]).unwrap();
+        assert_eq!(
+            some.projections,
+            [projections::Projection::Orders, projections::Projection::Products]
+        );
     }
 
     #[test]
@@ -511,6 +543,9 @@ mod tests {
         assert_eq!(err.name, "AGORA_NATS_PREFIX");
         let err = config(&[("AGORA_RATE_LIMIT_BURST", "-1")]).unwrap_err();
         assert_eq!(err.name, "AGORA_RATE_LIMIT_BURST");
+        let err = config(&[("AGORA_PROJECTIONS", "products,prodcts")]).unwrap_err();
+        assert_eq!(err.name, "AGORA_PROJECTIONS");
+        assert!(err.to_string().contains("\"prodcts\""), "{err}");
         let err = config(&[("AGORA_SHUTDOWN_GRACE_MS", "1s")]).unwrap_err();
         assert_eq!(err.name, "AGORA_SHUTDOWN_GRACE_MS");
         let err = config(&[("AGORA_SAGA_LEASE_MS", "1000")]).unwrap_err();

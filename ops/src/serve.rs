@@ -18,7 +18,7 @@ use api::{AppState, HttpOptions};
 use bytes::Bytes;
 use commands::relay::{self, RelayOptions};
 use commands::{Aggregates, AppendHook, StoreOptions};
-use projections::{Projection, Subscriber};
+use projections::Subscriber;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify};
 
@@ -88,7 +88,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     }
     if runs(Role::Projector) {
         let jetstream = async_nats::jetstream::new(nats.clone());
-        for projection in Projection::ALL {
+        for &projection in &config.projections {
             let subscriber: Arc<dyn Subscriber> = Arc::new(projection);
             let (worker, pool_, jetstream, nats_, prefix_, stopped) = (
                 Arc::clone(&subscriber),

@@ -6,7 +6,6 @@
 //! a bare JetStream consumer (no database): the delivery path's ceiling.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,52 +15,9 @@ use projections::{Projection, Subscriber};
 use testkit::{TestDatabase, TestNats};
 use tokio::sync::{watch, Notify};
 
+use crate::processes::Serve;
 use crate::report::{median, spread, Row, Table};
 use crate::Settings;
-
-/// The `agora` binary beside this one (`cargo build -p ops` builds both).
-pub(crate) fn agora_binary() -> anyhow::Result<std::path::PathBuf> {
-    let path = std::env::current_exe()?.with_file_name("agora");
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: build both binaries first (cargo build --release -p ops)",
-        path.display()
-    );
-    Ok(path)
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// `agora serve --role <role>` on the database and prefix, killed on drop.
-pub(crate) struct Serve(Child);
-
-impl Serve {
-    pub(crate) fn start(db: &TestDatabase, prefix: &str, role: &str) -> anyhow::Result<Self> {
-        let child = Command::new(agora_binary()?)
-            .args(["serve", "--role", role])
-            .env("DATABASE_URL", db.url())
-            .env("NATS_URL", testkit::nats_url())
-            .env("AGORA_NATS_PREFIX", prefix)
-            .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{}", free_port()?))
-            .env("AGORA_AUTH", "off")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        Ok(Self(child))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Relays everything in the events table to the stream, in this process.
 async fn relay_all(db: &TestDatabase, nats: &TestNats) -> anyhow::Result<()> {
@@ -124,9 +80,11 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     println!(
         "catch-up: {events} events relayed, then `agora serve --role projector` started on them"
     );
-    let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    // Every projection in one projector, then the products projection in a
+    // projector of its own (`AGORA_PROJECTIONS`), as a busy one is deployed.
+    let mut rates: BTreeMap<(bool, &str), Vec<f64>> = BTreeMap::new();
     let mut raw = Vec::new();
-    for rep in 0..settings.reps {
+    for (rep, alone) in (0..settings.reps).flat_map(|rep| [(rep, false), (rep, true)]) {
         let db = TestDatabase::with_pool_size(8).await;
         let nats = TestNats::new().await;
         commands::relay::ensure_stream(&nats.jetstream, &nats.prefix)
@@ -137,6 +95,9 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         // The last position each projection must apply, and how many events it follows.
         let mut targets = Vec::new();
         for projection in Projection::ALL {
+            if alone && projection != Projection::Products {
+                continue;
+            }
             let (last, count): (Option<i64>, i64) = sqlx::query_as(
                 "SELECT max(position), count(*) FROM events WHERE aggregate_type = ANY($1)",
             )
@@ -146,7 +107,8 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
             targets.push((projection, last.unwrap_or(0), count));
         }
         let started = Instant::now();
-        let projector = Serve::start(&db, &nats.prefix, "projector")?;
+        let only: &[(&str, &str)] = if alone { &[("AGORA_PROJECTIONS", "products")] } else { &[] };
+        let projector = Serve::start(&db, &nats.prefix, "projector", only)?;
         let mut pending = targets.clone();
         while !pending.is_empty() {
             anyhow::ensure!(
@@ -164,7 +126,7 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
                     .any(|(name, position)| name == projection.name() && position >= last);
                 if done {
                     let rate = *count as f64 / started.elapsed().as_secs_f64();
-                    rates.entry(projection.name()).or_default().push(rate);
+                    rates.entry((alone, projection.name())).or_default().push(rate);
                 }
                 !done
             });
@@ -172,23 +134,32 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         drop(projector);
         raw.push(raw_consume(&nats, stored as u64).await?);
         println!(
-            "  rep {}: caught up in {:.2} s",
+            "  rep {}{}: caught up in {:.2} s",
             rep + 1,
+            if alone { " (products alone)" } else { "" },
             started.elapsed().as_secs_f64()
         );
     }
     let ceiling = median(&raw);
-    for (name, rates) in rates {
+    for ((alone, name), rates) in rates {
         let ours = median(&rates);
+        let how = if alone {
+            "`AGORA_PROJECTIONS=products agora serve --role projector` (this projection alone)"
+        } else {
+            "`agora serve --role projector` (all five at once, one process)"
+        };
         table.push(Row {
-            workload: format!("Live catch-up from a backlog: {name} projection"),
+            workload: format!(
+                "Live catch-up from a backlog: {name} projection{}",
+                if alone { ", alone" } else { "" }
+            ),
             figure: format!("{ours:.0} events/s"),
             baseline: format!("{ceiling:.0} msg/s bare JetStream pull + ack"),
             ratio: Some(ours / ceiling),
             goal: "≥ 30,000 events/s per projection".to_owned(),
             spread: spread(&rates),
             notes: format!(
-                "`agora serve --role projector` (all five at once, one process) on {events} relayed events; from its start to the last event applied"
+                "{how} on {events} relayed events; from its start to the last event applied"
             ),
         });
     }

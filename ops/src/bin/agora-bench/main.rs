@@ -9,6 +9,9 @@
 //! harness cannot rot. Needs Postgres and NATS as the tests do.
 
 mod catchup;
+mod load;
+mod processes;
+mod system;
 mod orders;
 mod pipeline;
 mod replay;
@@ -22,6 +25,10 @@ pub struct Settings {
     pub quick: bool,
     pub reps: usize,
     pub only: Option<String>,
+    /// Where `latest.json` and `latest.svg` go: by default `ops/bench/` for
+    /// a measurement (the README shows them), a temporary directory for
+    /// `--quick`.
+    pub out: Option<std::path::PathBuf>,
 }
 
 fn settings() -> Settings {
@@ -29,6 +36,7 @@ fn settings() -> Settings {
         quick: false,
         reps: 3,
         only: None,
+        out: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -38,8 +46,9 @@ fn settings() -> Settings {
                 settings.reps = args.next().and_then(|n| n.parse().ok()).unwrap_or(3).max(1)
             }
             "--only" => settings.only = args.next(),
+            "--out" => settings.out = args.next().map(Into::into),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--only commands|stock|relay|reads|latency|catchup|orders|replay]");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|relay|reads|latency|catchup|orders|replay]; agora-bench load --base URL --connections N --seconds S --products ID,...");
                 std::process::exit(2);
             }
         }
@@ -52,6 +61,9 @@ fn settings() -> Settings {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        return load::client(load::LoadArgs::parse(std::env::args().skip(2))?).await;
+    }
     let settings = settings();
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -63,6 +75,9 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut table = Table::default();
     let wants = |name: &str| settings.only.as_deref().is_none_or(|only| only == name);
+    if wants("system") {
+        system::run(&settings, &mut table).await?;
+    }
     if wants("commands") {
         throughput::run(&settings, &mut table).await?;
     }
@@ -88,5 +103,14 @@ async fn main() -> anyhow::Result<()> {
         replay::run(&settings, &mut table).await?;
     }
     table.print();
+    let out = settings.out.clone().unwrap_or_else(|| {
+        if settings.quick {
+            std::env::temp_dir().join("agora-bench")
+        } else {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench")
+        }
+    });
+    table.write(&out)?;
+    println!("\nwrote {}", out.join("latest.json").display());
     Ok(())
 }

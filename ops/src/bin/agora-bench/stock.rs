@@ -141,7 +141,7 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         }
         let (fresh, long_rate) = (median(&fresh_rates), median(&long_rates));
         table.push(Row {
-            workload: format!("`POST /products/{{id}}/stock`, {clients} clients, one product with {prior}+ events vs a fresh one ({label})"),
+            workload: format!("API alone: `POST /products/{{id}}/stock`, {clients} clients, one product with {prior}+ events vs a fresh one ({label})"),
             figure: format!("{long_rate:.0} cmd/s (p50 {:.2} ms, p99 {:.2} ms)", quantile_ms(&mut long_latencies, 0.5), quantile_ms(&mut long_latencies, 0.99)),
             baseline: format!("{fresh:.0} cmd/s"),
             ratio: Some(long_rate / fresh),

@@ -195,7 +195,7 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         let (b, cqrs_figure) = summary(&mut cqrs, "cmd/s");
         table.push(Row {
             workload: format!(
-                "New aggregates: `POST /products`, {clients} clients, vs (a) Postgres ceiling"
+                "API alone: new aggregates, `POST /products`, {clients} clients, vs (a) Postgres ceiling"
             ),
             figure: ours_figure.clone(),
             baseline: format!("{ceiling_figure} (a) BEGIN; INSERT; COMMIT"),
@@ -209,7 +209,7 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
             notes: "through HTTP, with the sku's unique claim".to_owned(),
         });
         table.push(Row {
-            workload: format!("New aggregates: `POST /products`, {clients} clients, vs (b) stock cqrs-es + postgres-es"),
+            workload: format!("API alone: new aggregates, `POST /products`, {clients} clients, vs (b) stock cqrs-es + postgres-es"),
             figure: ours_figure,
             baseline: format!("{cqrs_figure} (b) library call, no HTTP"),
             ratio: Some(o / b),
@@ -254,7 +254,7 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         let (o, ours_figure) = summary(&mut ours, "cmd/s");
         let (b, cqrs_figure) = summary(&mut cqrs, "cmd/s");
         table.push(Row {
-            workload: format!("Long streams: `POST /products/{{id}}/stock` on 100 products of {long_events}+ events, {clients} clients"),
+            workload: format!("API alone: long streams, `POST /products/{{id}}/stock` on 100 products of {long_events}+ events, {clients} clients"),
             figure: ours_figure,
             baseline: format!("{cqrs_figure} (b) stock cqrs-es + postgres-es"),
             ratio: Some(o / b),
