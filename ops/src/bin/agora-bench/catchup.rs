@@ -145,8 +145,12 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         let ours = median(&rates);
         let how = if alone {
             "`AGORA_PROJECTIONS=products agora serve --role projector` (this projection alone)"
+                .to_owned()
         } else {
-            "`agora serve --role projector` (all five at once, one process)"
+            format!(
+                "`agora serve --role projector` (all {} at once, one process)",
+                Projection::ALL.len()
+            )
         };
         table.push(Row {
             workload: format!(
