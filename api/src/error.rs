@@ -273,6 +273,8 @@ impl ApiError {
             RefusalKind::UserDeactivated => Self::rule("user-deactivated", detail),
             RefusalKind::ProductDiscontinued => Self::rule("product-discontinued", detail),
             RefusalKind::CurrencyMismatch => Self::rule("currency-mismatch", detail),
+            RefusalKind::CategoryCycle => Self::rule("category-cycle", detail),
+            RefusalKind::CategoryNotEmpty => Self::rule("category-not-empty", detail),
         }
     }
 }

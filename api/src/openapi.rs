@@ -150,6 +150,14 @@ impl Operation {
         }
     }
 
+    /// Takes `If-Match` (a delete of an aggregate).
+    pub fn guarded(self) -> Self {
+        Self {
+            if_match: true,
+            ..self
+        }
+    }
+
     /// A write on an existing aggregate, answered 200 with `component` and its version.
     pub fn write(self, component: &'static str) -> Self {
         Self {
@@ -219,6 +227,7 @@ pub(crate) fn add_resources(components: &mut Components) {
     components.add("Product", of::<ProductView>());
     components.add("Order", of::<OrderView>());
     components.add("Payment", of::<PaymentView>());
+    components.add("Category", of::<projections::queries::CategoryView>());
 }
 
 /// The components every document has: the command bodies of
@@ -226,7 +235,7 @@ pub(crate) fn add_resources(components: &mut Components) {
 /// Single resources go in before the pages of them, so a page's items are
 /// references to the resource's component.
 fn components() -> Map<String, Value> {
-    use projections::queries::{NotificationView, OrderView, Page, ProductView, UserView};
+    use projections::queries::{NotificationView, OrderView, Page, UserView};
 
     let mut components = Components::new();
     for command in schemas::json::COMMANDS {
@@ -246,7 +255,12 @@ fn components() -> Map<String, Value> {
     );
     add("Notification", of::<NotificationView>());
     add("UserPage", of::<Page<UserView>>());
-    add("ProductPage", of::<Page<ProductView>>());
+    add("ProductPage", of::<projections::queries::SearchPage>());
+    add(
+        "CategoryWritten",
+        of::<crate::routes::categories::CategoryView>(),
+    );
+    add("CategoryTree", of::<projections::queries::CategoryTree>());
     add("OrderPage", of::<Page<OrderView>>());
     add("NotificationPage", of::<Page<NotificationView>>());
     add("EventStream", of::<Vec<commands::stream::StoredEvent>>());
@@ -370,7 +384,12 @@ fn parameters(route: &Route) -> Vec<Value> {
             "type" => json!({
                 "name": "type", "in": "path", "required": true,
                 "description": "The aggregate type.",
-                "schema": { "type": "string", "enum": ["user", "product", "order", "payment"] },
+                "schema": { "type": "string", "enum": schemas::names::aggregate::ALL },
+            }),
+            "id" if route.path == "/categories/{id}" && route.method == Method::GET => json!({
+                "name": "id", "in": "path", "required": true,
+                "description": "A category's id or its slug.",
+                "schema": { "type": "string", "minLength": 1, "maxLength": 100 },
             }),
             name => json!({
                 "name": name, "in": "path", "required": true,
@@ -410,12 +429,55 @@ fn parameters(route: &Route) -> Vec<Value> {
         Query::Products => list.extend([
             json!({
                 "name": "q", "in": "query", "required": false,
-                "description": "Matches name or sku, case-insensitive.",
+                "description": "Full text over name, sku, description and attribute values: word \
+                    forms, accents ignored, a prefix of the last word, one typo in a word of 5 \
+                    letters or more.",
                 "schema": { "type": "string" },
             }),
             json!({
                 "name": "status", "in": "query", "required": false,
                 "schema": { "type": "string", "enum": ["active", "discontinued"] },
+            }),
+            json!({
+                "name": "category", "in": "query", "required": false,
+                "description": "A category's id or slug; its descendants' products are included.",
+                "schema": { "type": "string" },
+            }),
+            json!({
+                "name": "min_price", "in": "query", "required": false,
+                "description": "Minor units, with currency.",
+                "schema": { "type": "integer", "minimum": 0 },
+            }),
+            json!({
+                "name": "max_price", "in": "query", "required": false,
+                "description": "Minor units, with currency.",
+                "schema": { "type": "integer", "minimum": 0 },
+            }),
+            json!({
+                "name": "currency", "in": "query", "required": false,
+                "description": "Only prices in this ISO 4217 currency; required with a price bound.",
+                "schema": { "type": "string", "pattern": "^[A-Z]{3}$" },
+            }),
+            json!({
+                "name": "in_stock", "in": "query", "required": false,
+                "description": "true: available > 0; false: none available.",
+                "schema": { "type": "boolean" },
+            }),
+            json!({
+                "name": "sort", "in": "query", "required": false,
+                "description": "relevance is the default with q, newest without.",
+                "schema": { "type": "string", "enum": ["relevance", "newest", "price_asc", "price_desc", "name"] },
+            }),
+            json!({
+                "name": "facets", "in": "query", "required": false,
+                "description": "Comma-separated: category, attr.<key>; counted over every match.",
+                "schema": { "type": "string", "pattern": "^(category|attr\\.[^,]{1,64})(,(category|attr\\.[^,]{1,64}))*$" },
+            }),
+            json!({
+                "name": "attr", "in": "query", "required": false,
+                "description": "attr.<key>=<value>, repeatable: products with that attribute value.",
+                "style": "deepObject", "explode": true,
+                "schema": { "type": "object", "additionalProperties": { "type": "string" } },
             }),
             limit,
             cursor,
@@ -451,7 +513,8 @@ fn path_parameters(path: &str) -> Vec<&str> {
 
 fn responses(route: &Route) -> Value {
     let doc = &route.doc;
-    let write = route.method == Method::POST || route.method == Method::PATCH;
+    let write =
+        route.method == Method::POST || route.method == Method::PATCH || route.method == Method::PUT;
     let has_id = !path_parameters(route.path).is_empty();
     let mut responses = Map::new();
 

@@ -8,6 +8,7 @@
 //! writing any event, so a refused command records nothing. `apply` only folds
 //! already-accepted events into state and never fails.
 
+pub mod category;
 pub mod order;
 pub mod payment;
 pub mod product;
@@ -15,6 +16,7 @@ pub mod refusal;
 pub mod user;
 pub mod values;
 
+pub use category::{Category, CategoryCommand, CategoryError, CategoryEvent, MAX_DEPTH};
 pub use order::{
     CancelReason, Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
 };
@@ -26,7 +28,8 @@ pub use product::{
 pub use refusal::{Refusal, RefusalKind};
 pub use user::{User, UserCommand, UserError, UserEvent, UserStatus};
 pub use values::{
-    Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, ValidationError,
+    Attributes, Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, Slug,
+    ValidationError,
 };
 
 /// Version recorded with every event. Bump when an event's payload changes

@@ -24,6 +24,10 @@ pub enum RefusalKind {
     ProductDiscontinued,
     /// Lines priced in more than one currency.
     CurrencyMismatch,
+    /// A category moved under itself or one of its descendants.
+    CategoryCycle,
+    /// A category to delete still has children or products.
+    CategoryNotEmpty,
 }
 
 /// A domain error that knows its kind.

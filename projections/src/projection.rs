@@ -21,15 +21,17 @@ pub enum Projection {
     Orders,
     Payments,
     Notifications,
+    Categories,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 5] = [
+    pub const ALL: [Projection; 6] = [
         Projection::Users,
         Projection::Products,
         Projection::Orders,
         Projection::Payments,
         Projection::Notifications,
+        Projection::Categories,
     ];
 
     /// The stable name: in checkpoints, consumer names, dead letters, change subjects.
@@ -40,12 +42,13 @@ impl Projection {
             Self::Orders => "orders",
             Self::Payments => "payments",
             Self::Notifications => "notifications",
+            Self::Categories => "categories",
         }
     }
 
     /// Every projection, as the subscribers they are.
     pub fn subscribers() -> Vec<&'static dyn Subscriber> {
-        const ALL: [Projection; 5] = Projection::ALL;
+        const ALL: [Projection; 6] = Projection::ALL;
         ALL.iter().map(|p| p as &dyn Subscriber).collect()
     }
 
@@ -63,6 +66,7 @@ impl Projection {
             Self::Orders => 3,
             Self::Payments => 4,
             Self::Notifications => 5,
+            Self::Categories => 6,
         }
     }
 
@@ -78,6 +82,7 @@ impl Projection {
                 "rm_notification_orders",
                 "rm_notification_payments",
             ],
+            Self::Categories => &["rm_categories", "rm_category_listings"],
         }
     }
 
@@ -89,6 +94,7 @@ impl Projection {
             Self::Orders => Box::new(models::orders::Orders::new(mode)),
             Self::Payments => Box::new(models::payments::Payments::new(mode)),
             Self::Notifications => Box::new(models::notifications::Notifications::new(mode)),
+            Self::Categories => Box::new(models::categories::Categories::new(mode)),
         }
     }
 }
@@ -110,6 +116,7 @@ impl Subscriber for Projection {
             Self::Orders => &[aggregate::ORDER],
             Self::Payments => &[aggregate::PAYMENT],
             Self::Notifications => &[aggregate::USER, aggregate::ORDER, aggregate::PAYMENT],
+            Self::Categories => &[aggregate::CATEGORY, aggregate::PRODUCT],
         }
     }
 
@@ -117,7 +124,7 @@ impl Subscriber for Projection {
         match self {
             // One filter per consumer (NATS 2.9): product events reach it
             // too, and are skipped.
-            Self::Notifications => subjects::events_wildcard(prefix),
+            Self::Notifications | Self::Categories => subjects::events_wildcard(prefix),
             _ => format!("{prefix}.events.{}.>", self.aggregate_types()[0]),
         }
     }
@@ -198,7 +205,8 @@ mod tests {
                 ("products", 2),
                 ("orders", 3),
                 ("payments", 4),
-                ("notifications", 5)
+                ("notifications", 5),
+                ("categories", 6)
             ]
         );
     }

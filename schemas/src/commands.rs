@@ -142,6 +142,72 @@ pub struct UpdateProduct {
     #[serde(default)]
     #[schemars(with = "Option<domain::Description>")]
     pub description: Option<String>,
+    /// Replaces the product's attributes.
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Attributes>")]
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `PUT /products/{id}/categories`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetProductCategories {
+    /// 0 to 20 existing categories, each once.
+    #[schemars(
+        with = "Vec<uuid::Uuid>",
+        length(min = 0, max = 20),
+        extend("uniqueItems" = true)
+    )]
+    pub category_ids: Vec<String>,
+}
+
+/// `POST /categories`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCategory {
+    #[schemars(with = "domain::Slug")]
+    pub slug: String,
+    #[schemars(with = "domain::Name")]
+    pub name: String,
+    /// The parent category; without it, a top-level one.
+    #[serde(default)]
+    #[schemars(with = "Option<uuid::Uuid>")]
+    pub parent_id: Option<String>,
+    /// Order among its siblings (then by name); 0 by default.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = i32::MAX))]
+    pub position: Option<i64>,
+}
+
+/// `PATCH /categories/{id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCategory {
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Slug>")]
+    pub slug: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Name>")]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = i32::MAX))]
+    pub position: Option<i64>,
+}
+
+/// `POST /categories/{id}/move`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveCategory {
+    /// The new parent, or `null` for the top level. Required.
+    #[serde(deserialize_with = "present")]
+    #[schemars(with = "Option<uuid::Uuid>", required, extend("type" = ["string", "null"]))]
+    pub parent_id: Option<String>,
+}
+
+/// A field that must be present and may be `null`: serde would read a
+/// missing `Option` as `None`, and a `deserialize_with` makes it required.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// `POST /products/{id}/price`

@@ -81,6 +81,36 @@ pub enum ProductEvent {
         order_id: Uuid,
         quantity: u32,
     },
+    ProductCategoriesSet {
+        category_ids: Vec<Uuid>,
+    },
+    ProductAttributesSet {
+        attributes: std::collections::BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum CategoryEvent {
+    CategoryCreated {
+        slug: String,
+        name: String,
+        #[serde(default)]
+        parent_id: Option<Uuid>,
+        position: i32,
+    },
+    CategoryUpdated {
+        #[serde(default)]
+        slug: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        position: Option<i32>,
+    },
+    CategoryMoved {
+        #[serde(default)]
+        parent_id: Option<Uuid>,
+    },
+    CategoryDeleted {},
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -123,6 +153,7 @@ pub enum Event {
     Product(ProductEvent),
     Order(OrderEvent),
     Payment(PaymentEvent),
+    Category(CategoryEvent),
     /// A type this build does not know (written by a newer one): a reader's
     /// only use of it is that the aggregate's stream is one event longer.
     Unknown,
@@ -233,6 +264,7 @@ impl Event {
             aggregate::PRODUCT => ProductEvent::deserialize(payload).map(Event::Product),
             aggregate::ORDER => OrderEvent::deserialize(payload).map(Event::Order),
             aggregate::PAYMENT => PaymentEvent::deserialize(payload).map(Event::Payment),
+            aggregate::CATEGORY => CategoryEvent::deserialize(payload).map(Event::Category),
             _ => return Ok(Event::Unknown),
         };
         event.map_err(|err| err.to_string())
@@ -278,10 +310,14 @@ mod tests {
 
     /// One of every event the domain writes, as it stores them.
     fn every_domain_event() -> Vec<EventEnvelope> {
-        use domain::{OrderEvent as O, PaymentEvent as P, ProductEvent as Pr, UserEvent as U};
+        use domain::{
+            CategoryEvent as C, OrderEvent as O, PaymentEvent as P, ProductEvent as Pr,
+            UserEvent as U,
+        };
         let id = Uuid::now_v7();
         let email = || EmailAddress::parse("ada@example.com").unwrap();
         let name = || Name::parse("Ada").unwrap();
+        let slug = || domain::Slug::parse("pens").unwrap();
         let money = || domain::values::Money::new(1999, Currency::parse("EUR").unwrap());
         let line = domain::OrderLine {
             product_id: id,
@@ -412,6 +448,42 @@ mod tests {
                     quantity: 1,
                 },
             ),
+            stored(
+                "product",
+                Pr::ProductCategoriesSet {
+                    category_ids: vec![id],
+                },
+            ),
+            stored(
+                "product",
+                Pr::ProductAttributesSet {
+                    attributes: domain::Attributes::parse(
+                        [("ink".to_owned(), "gel".to_owned())].into(),
+                    )
+                    .unwrap(),
+                },
+            ),
+            stored(
+                "category",
+                C::CategoryCreated {
+                    category_id: id,
+                    slug: slug(),
+                    name: name(),
+                    parent_id: Some(id),
+                    position: 1,
+                },
+            ),
+            stored(
+                "category",
+                C::CategoryUpdated {
+                    slug: Some(slug()),
+                    previous_slug: Some(slug()),
+                    name: None,
+                    position: Some(2),
+                },
+            ),
+            stored("category", C::CategoryMoved { parent_id: None }),
+            stored("category", C::CategoryDeleted { slug: slug() }),
         ];
         events
     }

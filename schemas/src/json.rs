@@ -14,14 +14,15 @@
 
 use std::collections::HashMap;
 
-use domain::{OrderEvent, PaymentEvent, ProductEvent, UserEvent};
+use domain::{CategoryEvent, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::commands::{
-    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateProduct, Login,
-    Logout, PlaceOrder, Refresh, RegisterUser, UpdateProduct, UpdateUser,
+    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateCategory,
+    CreateProduct, Login, Logout, MoveCategory, PlaceOrder, Refresh, RegisterUser,
+    SetProductCategories, UpdateCategory, UpdateProduct, UpdateUser,
 };
 
 /// The command that rewrites `schemas/json/` from the code.
@@ -80,6 +81,10 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(Logout, 1),
     command!(ChangePassword, 1),
     command!(CreateApiKey, 1),
+    command!(CreateCategory, 1),
+    command!(UpdateCategory, 1),
+    command!(MoveCategory, 1),
+    command!(SetProductCategories, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[
@@ -103,6 +108,8 @@ pub const EVENTS: &[EventSchema] = &[
     event!("product", StockReservationReleased, "1.0", ProductEvent),
     event!("product", StockReservationCommitted, "1.0", ProductEvent),
     event!("product", StockReturned, "1.0", ProductEvent),
+    event!("product", ProductCategoriesSet, "1.0", ProductEvent),
+    event!("product", ProductAttributesSet, "1.0", ProductEvent),
     event!("order", OrderPlaced, "1.0", OrderEvent),
     event!("order", OrderPaymentAssigned, "1.0", OrderEvent),
     event!("order", OrderConfirmed, "1.0", OrderEvent),
@@ -116,6 +123,10 @@ pub const EVENTS: &[EventSchema] = &[
     event!("payment", PaymentFailed, "1.0", PaymentEvent),
     event!("payment", PaymentCaptured, "1.0", PaymentEvent),
     event!("payment", PaymentRefunded, "1.0", PaymentEvent),
+    event!("category", CategoryCreated, "1.0", CategoryEvent),
+    event!("category", CategoryUpdated, "1.0", CategoryEvent),
+    event!("category", CategoryMoved, "1.0", CategoryEvent),
+    event!("category", CategoryDeleted, "1.0", CategoryEvent),
 ];
 
 /// Draft 2020-12 with every subschema inlined: no `$ref`, no `$defs`.
@@ -354,6 +365,7 @@ mod tests {
             ("product", schema_of::<ProductEvent>()),
             ("order", schema_of::<OrderEvent>()),
             ("payment", schema_of::<PaymentEvent>()),
+            ("category", schema_of::<CategoryEvent>()),
         ] {
             for variant in whole["oneOf"].as_array().unwrap() {
                 let name = variant["required"][0].as_str().unwrap();

@@ -8,6 +8,7 @@
 mod aggregates;
 pub(crate) mod api_keys;
 pub(crate) mod auth;
+pub(crate) mod categories;
 mod documents;
 pub(crate) mod operations;
 pub(crate) mod orders;
@@ -258,7 +259,7 @@ pub fn table() -> Vec<Route> {
             op(
                 "updateProduct",
                 "products",
-                "Change a product's name or description",
+                "Change a product's name, description or attributes",
             )
             .access(Admin)
             .body("UpdateProduct")
@@ -289,6 +290,99 @@ pub fn table() -> Vec<Route> {
             op("discontinueProduct", "products", "Discontinue a product")
                 .access(Admin)
                 .write("ProductWritten"),
+        ),
+        route(
+            Method::PUT,
+            "/products/{id}/categories",
+            products::set_categories,
+            op(
+                "setProductCategories",
+                "products",
+                "Set the categories a product is listed in",
+            )
+            .access(Admin)
+            .body("SetProductCategories")
+            .write("ProductWritten"),
+        ),
+        route(
+            Method::POST,
+            "/categories",
+            categories::create,
+            op("createCategory", "categories", "Create a category")
+                .access(Admin)
+                .body("CreateCategory")
+                .unique()
+                .create(
+                    "CategoryWritten",
+                    &[
+                        "getCategory",
+                        "updateCategory",
+                        "moveCategory",
+                        "deleteCategory",
+                    ],
+                ),
+        ),
+        route(
+            Method::GET,
+            "/categories",
+            queries::categories,
+            op("listCategories", "categories", "The category tree")
+                .access(Open)
+                .answers(200, "CategoryTree", false),
+        ),
+        route(
+            Method::GET,
+            "/categories/{id}",
+            queries::category,
+            op(
+                "getCategory",
+                "categories",
+                "Read a category (by id or slug) with its path",
+            )
+            .access(Open)
+            .query(Query::One)
+            .answers(200, "Category", true),
+        ),
+        route(
+            Method::PATCH,
+            "/categories/{id}",
+            categories::update,
+            op(
+                "updateCategory",
+                "categories",
+                "Change a category's slug, name or position",
+            )
+            .access(Admin)
+            .body("UpdateCategory")
+            .unique()
+            .write("CategoryWritten"),
+        ),
+        route(
+            Method::POST,
+            "/categories/{id}/move",
+            categories::move_category,
+            op("moveCategory", "categories", "Move a category under another")
+                .access(Admin)
+                .body("MoveCategory")
+                .write("CategoryWritten")
+                .problems(&[(
+                    422,
+                    "`category-cycle` under itself or a descendant; `validation` past 8 levels \
+                     or for a missing parent.",
+                )]),
+        ),
+        route(
+            Method::DELETE,
+            "/categories/{id}",
+            categories::delete,
+            op("deleteCategory", "categories", "Delete an empty category")
+                .access(Admin)
+                .guarded()
+                .no_content()
+                .problems(&[
+                    (409, "The category kept changing under the request."),
+                    (422, "`category-not-empty`: it has children or products."),
+                ]),
         ),
         route(
             Method::POST,
