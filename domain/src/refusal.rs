@@ -24,6 +24,10 @@ pub enum RefusalKind {
     ProductDiscontinued,
     /// Lines priced in more than one currency.
     CurrencyMismatch,
+    /// The cart is no longer open (checked out, merged or expired).
+    CartClosed,
+    /// The cart has no lines to check out.
+    CartEmpty,
 }
 
 /// A domain error that knows its kind.

@@ -380,6 +380,8 @@ mod tests {
             }],
             total: domain::Money::price(3998, "EUR").unwrap(),
             payment_token: "tok_ok".to_owned(),
+            cart_id: None,
+            shipping_address: None,
         })
         .unwrap();
         validator
