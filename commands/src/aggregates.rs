@@ -2,6 +2,7 @@
 //! and the bundle of the four stores the API and saga share.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use domain::cart::Cart;
 use domain::order::Order;
 use domain::payment::Payment;
 use domain::product::{Product, ProductEvent};
@@ -78,6 +79,7 @@ impl StoredAggregate for Product {
 
 impl StoredAggregate for Order {}
 impl StoredAggregate for Payment {}
+impl StoredAggregate for Cart {}
 
 /// The four aggregate stores over one pool, cheap to clone.
 #[derive(Clone)]
@@ -86,6 +88,7 @@ pub struct Aggregates {
     pub products: AggregateStore<Product>,
     pub orders: AggregateStore<Order>,
     pub payments: AggregateStore<Payment>,
+    pub carts: AggregateStore<Cart>,
 }
 
 impl Aggregates {
@@ -94,7 +97,8 @@ impl Aggregates {
             users: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             products: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             orders: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            payments: AggregateStore::with_upcasters(pool, options, upcasters()),
+            payments: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
+            carts: AggregateStore::with_upcasters(pool, options, upcasters()),
         }
     }
 }

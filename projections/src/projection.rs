@@ -1,4 +1,4 @@
-//! The five projections: their names, lock ids, what they follow, their
+//! The projections: their names, lock ids, what they follow, their
 //! tables, and the model that folds their events.
 
 use std::collections::HashSet;
@@ -21,15 +21,17 @@ pub enum Projection {
     Orders,
     Payments,
     Notifications,
+    Carts,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 5] = [
+    pub const ALL: [Projection; 6] = [
         Projection::Users,
         Projection::Products,
         Projection::Orders,
         Projection::Payments,
         Projection::Notifications,
+        Projection::Carts,
     ];
 
     /// The stable name: in checkpoints, consumer names, dead letters, change subjects.
@@ -40,12 +42,13 @@ impl Projection {
             Self::Orders => "orders",
             Self::Payments => "payments",
             Self::Notifications => "notifications",
+            Self::Carts => "carts",
         }
     }
 
     /// Every projection, as the subscribers they are.
     pub fn subscribers() -> Vec<&'static dyn Subscriber> {
-        const ALL: [Projection; 5] = Projection::ALL;
+        const ALL: [Projection; 6] = Projection::ALL;
         ALL.iter().map(|p| p as &dyn Subscriber).collect()
     }
 
@@ -63,6 +66,7 @@ impl Projection {
             Self::Orders => 3,
             Self::Payments => 4,
             Self::Notifications => 5,
+            Self::Carts => 7,
         }
     }
 
@@ -78,6 +82,7 @@ impl Projection {
                 "rm_notification_orders",
                 "rm_notification_payments",
             ],
+            Self::Carts => &["rm_carts"],
         }
     }
 
@@ -89,6 +94,7 @@ impl Projection {
             Self::Orders => Box::new(models::orders::Orders::new(mode)),
             Self::Payments => Box::new(models::payments::Payments::new(mode)),
             Self::Notifications => Box::new(models::notifications::Notifications::new(mode)),
+            Self::Carts => Box::new(models::carts::Carts::new(mode)),
         }
     }
 }
@@ -110,6 +116,7 @@ impl Subscriber for Projection {
             Self::Orders => &[aggregate::ORDER],
             Self::Payments => &[aggregate::PAYMENT],
             Self::Notifications => &[aggregate::USER, aggregate::ORDER, aggregate::PAYMENT],
+            Self::Carts => &[aggregate::CART],
         }
     }
 
@@ -198,7 +205,8 @@ mod tests {
                 ("products", 2),
                 ("orders", 3),
                 ("payments", 4),
-                ("notifications", 5)
+                ("notifications", 5),
+                ("carts", 7)
             ]
         );
     }

@@ -14,14 +14,15 @@
 
 use std::collections::HashMap;
 
-use domain::{OrderEvent, PaymentEvent, ProductEvent, UserEvent};
+use domain::{CartEvent, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::commands::{
-    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateProduct, Login,
-    Logout, PlaceOrder, Refresh, RegisterUser, UpdateProduct, UpdateUser,
+    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CheckoutCart, ClaimCart, CreateApiKey,
+    CreateCart, CreateProduct, Login, Logout, PlaceOrder, Refresh, RegisterUser, SetCartLine,
+    UpdateProduct, UpdateUser,
 };
 
 /// The command that rewrites `schemas/json/` from the code.
@@ -80,6 +81,10 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(Logout, 1),
     command!(ChangePassword, 1),
     command!(CreateApiKey, 1),
+    command!(CreateCart, 1),
+    command!(SetCartLine, 1),
+    command!(ClaimCart, 1),
+    command!(CheckoutCart, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[
@@ -116,6 +121,14 @@ pub const EVENTS: &[EventSchema] = &[
     event!("payment", PaymentFailed, "1.0", PaymentEvent),
     event!("payment", PaymentCaptured, "1.0", PaymentEvent),
     event!("payment", PaymentRefunded, "1.0", PaymentEvent),
+    event!("cart", CartCreated, "1.0", CartEvent),
+    event!("cart", CartLineSet, "1.0", CartEvent),
+    event!("cart", CartLineRemoved, "1.0", CartEvent),
+    event!("cart", CartClaimed, "1.0", CartEvent),
+    event!("cart", CartMerged, "1.0", CartEvent),
+    event!("cart", CartLinesMerged, "1.0", CartEvent),
+    event!("cart", CartCheckedOut, "1.0", CartEvent),
+    event!("cart", CartExpired, "1.0", CartEvent),
 ];
 
 /// Draft 2020-12 with every subschema inlined: no `$ref`, no `$defs`.

@@ -12,6 +12,19 @@ use crate::values::{Currency, Quantity};
 /// Most lines one cart may hold (an order's limit too).
 pub const MAX_CART_LINES: usize = crate::order::MAX_LINES;
 
+/// The id of the one order a cart may become: a UUID v8 made from the cart's
+/// id (its first 48 bits, the cart's creation time, kept; the rest flipped by
+/// a fixed mask). Every checkout of a cart, repeated or concurrent, on any
+/// process, names the same order, so the event store's key on the order's
+/// first event lets exactly one place it. No v7 id (every other id) has
+/// version 8, and the mapping is one to one, so it names no other order.
+pub fn order_id_for(cart_id: Uuid) -> Uuid {
+    const MASK: u128 = 0x0000_0000_0000_0a5a_5a5a_5a5a_5a5a_5a5a;
+    let bits = (cart_id.as_u128() ^ MASK) & !(0xf << 76) | (0x8 << 76);
+    let bits = bits & !(0b11 << 62) | (0b10 << 62);
+    Uuid::from_u128(bits)
+}
+
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -843,6 +856,21 @@ mod tests {
                 .when(CartCommand::Expire)
                 .then_expect_events(vec![]);
         }
+    }
+
+    // --- The order of a cart ---
+
+    #[test]
+    fn a_cart_names_one_order_of_its_own() {
+        let cart = Uuid::parse_str("0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b").unwrap();
+        let order = order_id_for(cart);
+        assert_eq!(order, order_id_for(cart));
+        assert_ne!(order, cart);
+        assert_eq!(order.get_version_num(), 8);
+        assert_eq!(order.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(order.as_bytes()[..6], cart.as_bytes()[..6]);
+        let other = Uuid::parse_str("0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2c").unwrap();
+        assert_ne!(order_id_for(other), order);
     }
 
     // --- State and wire format ---

@@ -6,7 +6,7 @@ mod commands;
 mod error;
 mod events;
 
-pub use aggregate::{Cart, CartLine, CartStatus, MAX_CART_LINES};
+pub use aggregate::{order_id_for, Cart, CartLine, CartStatus, MAX_CART_LINES};
 pub use commands::{CartCommand, Offer};
 pub use error::CartError;
 pub use events::CartEvent;
