@@ -263,6 +263,9 @@ fn components() -> Map<String, Value> {
     add("CategoryTree", of::<projections::queries::CategoryTree>());
     add("OrderPage", of::<Page<OrderView>>());
     add("NotificationPage", of::<Page<NotificationView>>());
+    add("Cart", of::<projections::queries::CartView>());
+    add("CartWritten", of::<crate::routes::carts::CartWritten>());
+    add("CartPage", of::<Page<projections::queries::CartView>>());
     add("EventStream", of::<Vec<commands::stream::StoredEvent>>());
     add("TokenPair", of::<crate::routes::auth::TokenPair>());
     add(
@@ -483,6 +486,14 @@ fn parameters(route: &Route) -> Vec<Value> {
             cursor,
         ]),
     }
+    if route.path.starts_with("/carts/{id}") {
+        list.push(json!({
+            "name": "X-Cart-Token", "in": "header", "required": false,
+            "description": "A guest cart's cart_token, as POST /carts answered it; without it \
+                (or with another) a guest cart is 404.",
+            "schema": { "type": "string" },
+        }));
+    }
     if doc.if_match {
         list.push(json!({
             "name": "If-Match", "in": "header", "required": false,
@@ -513,8 +524,8 @@ fn path_parameters(path: &str) -> Vec<&str> {
 
 fn responses(route: &Route) -> Value {
     let doc = &route.doc;
-    let write =
-        route.method == Method::POST || route.method == Method::PATCH || route.method == Method::PUT;
+    let write = matches!(route.method, Method::POST | Method::PATCH | Method::PUT)
+        || (route.method == Method::DELETE && doc.if_match);
     let has_id = !path_parameters(route.path).is_empty();
     let mut responses = Map::new();
 

@@ -41,6 +41,8 @@ pub struct HttpOptions {
     pub rate_limit: RateLimitOptions,
     /// Token lifetimes and the OpenID Connect provider.
     pub identity: IdentityOptions,
+    /// How long a cart may stay unchanged before it expires (`AGORA_CART_TTL`).
+    pub cart_ttl: Duration,
 }
 
 impl Default for HttpOptions {
@@ -57,6 +59,7 @@ impl Default for HttpOptions {
             auth: None,
             rate_limit: RateLimitOptions::OFF,
             identity: IdentityOptions::default(),
+            cart_ttl: crate::DEFAULT_CART_TTL,
         }
     }
 }

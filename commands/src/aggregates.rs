@@ -3,6 +3,7 @@
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use domain::category::{Category, CategoryEvent};
+use domain::cart::Cart;
 use domain::order::Order;
 use domain::payment::Payment;
 use domain::product::{Product, ProductEvent};
@@ -109,6 +110,7 @@ impl StoredAggregate for Category {
 
 impl StoredAggregate for Order {}
 impl StoredAggregate for Payment {}
+impl StoredAggregate for Cart {}
 
 /// The aggregate stores over one pool, cheap to clone.
 #[derive(Clone)]
@@ -118,6 +120,7 @@ pub struct Aggregates {
     pub orders: AggregateStore<Order>,
     pub payments: AggregateStore<Payment>,
     pub categories: AggregateStore<Category>,
+    pub carts: AggregateStore<Cart>,
 }
 
 impl Aggregates {
@@ -128,6 +131,7 @@ impl Aggregates {
             orders: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             payments: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             categories: AggregateStore::with_upcasters(pool, options, upcasters()),
+            carts: AggregateStore::with_upcasters(pool, options, upcasters()),
         }
     }
 }

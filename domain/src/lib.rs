@@ -9,14 +9,19 @@
 //! already-accepted events into state and never fails.
 
 pub mod category;
+pub mod address;
+pub mod cart;
 pub mod order;
 pub mod payment;
+pub mod placement;
 pub mod product;
 pub mod refusal;
 pub mod user;
 pub mod values;
 
 pub use category::{Category, CategoryCommand, CategoryError, CategoryEvent, MAX_DEPTH};
+pub use address::ShippingAddress;
+pub use cart::{Cart, CartCommand, CartError, CartEvent, CartLine, CartStatus};
 pub use order::{
     CancelReason, Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
 };

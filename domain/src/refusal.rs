@@ -28,6 +28,10 @@ pub enum RefusalKind {
     CategoryCycle,
     /// A category to delete still has children or products.
     CategoryNotEmpty,
+    /// The cart is no longer open (checked out, merged or expired).
+    CartClosed,
+    /// The cart has no lines to check out.
+    CartEmpty,
 }
 
 /// A domain error that knows its kind.

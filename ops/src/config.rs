@@ -46,6 +46,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub gateway: GatewayConfig,
     pub consistency_wait: Duration,
+    /// Carts unchanged this long expire (`AGORA_CART_TTL`, humantime, 30d),
+    /// checked every `AGORA_CART_EXPIRY_INTERVAL_MS` by the saga role.
+    pub carts: saga::cart_expiry::ExpiryOptions,
     pub log: LogConfig,
     /// How projections and the saga find committed events the broker lost.
     pub repair: projections::repair::RepairOptions,
@@ -381,6 +384,11 @@ impl Config {
                 saga_concurrency: env.get("AGORA_SAGA_CONCURRENCY", 64)?,
             },
             consistency_wait: Duration::from_millis(env.get("AGORA_CONSISTENCY_WAIT_MS", 3_000)?),
+            carts: saga::cart_expiry::ExpiryOptions {
+                ttl: env.duration("AGORA_CART_TTL", "30d")?,
+                interval: Duration::from_millis(env.get("AGORA_CART_EXPIRY_INTERVAL_MS", 60_000)?),
+                ..saga::cart_expiry::ExpiryOptions::default()
+            },
             repair: projections::repair::RepairOptions {
                 every: Duration::from_millis(env.get("AGORA_REPAIR_INTERVAL_MS", 1_000)?),
                 grace: Duration::from_millis(env.get("AGORA_REPAIR_GRACE_MS", 5_000)?),
@@ -485,6 +493,7 @@ mod tests {
         assert_eq!(config.gateway.url, "http://127.0.0.1:8090");
         assert_eq!(config.gateway.addr.to_string(), "127.0.0.1:8090");
         assert_eq!(config.consistency_wait, Duration::from_millis(3000));
+        assert_eq!(config.carts.ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(
             config.gateway.payment_deadline,
             Duration::from_millis(60000)

@@ -129,6 +129,13 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let saga = saga::Saga::new(pool.clone(), nats.clone(), aggregates.clone(), options)
             .context("starting the saga")?;
         tasks.push(tokio::spawn(saga.run(until_stopped())));
+        // Every saga process runs the timer; they share the due carts.
+        tasks.push(tokio::spawn(saga::cart_expiry::run(
+            pool.clone(),
+            aggregates.clone(),
+            config.carts.clone(),
+            until_stopped(),
+        )));
     }
 
     if runs(Role::Relay) || runs(Role::Projector) {
@@ -149,6 +156,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         request_timeout: config.http.request_timeout,
         connections: config.http.connections.clone(),
         consistency_wait: config.consistency_wait,
+        cart_ttl: config.carts.ttl,
         nats_prefix: prefix.clone(),
         auth: match (&config.auth.jwt_secret, config.auth.enabled) {
             (Some(secret), true) => Some(JwtSecret::new(secret.expose().as_bytes())),

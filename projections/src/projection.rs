@@ -1,4 +1,4 @@
-//! The five projections: their names, lock ids, what they follow, their
+//! The projections: their names, lock ids, what they follow, their
 //! tables, and the model that folds their events.
 
 use std::collections::HashSet;
@@ -22,16 +22,18 @@ pub enum Projection {
     Payments,
     Notifications,
     Categories,
+    Carts,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 6] = [
+    pub const ALL: [Projection; 7] = [
         Projection::Users,
         Projection::Products,
         Projection::Orders,
         Projection::Payments,
         Projection::Notifications,
         Projection::Categories,
+        Projection::Carts,
     ];
 
     /// The stable name: in checkpoints, consumer names, dead letters, change subjects.
@@ -43,12 +45,13 @@ impl Projection {
             Self::Payments => "payments",
             Self::Notifications => "notifications",
             Self::Categories => "categories",
+            Self::Carts => "carts",
         }
     }
 
     /// Every projection, as the subscribers they are.
     pub fn subscribers() -> Vec<&'static dyn Subscriber> {
-        const ALL: [Projection; 6] = Projection::ALL;
+        const ALL: [Projection; 7] = Projection::ALL;
         ALL.iter().map(|p| p as &dyn Subscriber).collect()
     }
 
@@ -67,6 +70,7 @@ impl Projection {
             Self::Payments => 4,
             Self::Notifications => 5,
             Self::Categories => 6,
+            Self::Carts => 7,
         }
     }
 
@@ -83,6 +87,7 @@ impl Projection {
                 "rm_notification_payments",
             ],
             Self::Categories => &["rm_categories", "rm_category_listings"],
+            Self::Carts => &["rm_carts"],
         }
     }
 
@@ -95,6 +100,7 @@ impl Projection {
             Self::Payments => Box::new(models::payments::Payments::new(mode)),
             Self::Notifications => Box::new(models::notifications::Notifications::new(mode)),
             Self::Categories => Box::new(models::categories::Categories::new(mode)),
+            Self::Carts => Box::new(models::carts::Carts::new(mode)),
         }
     }
 }
@@ -117,6 +123,7 @@ impl Subscriber for Projection {
             Self::Payments => &[aggregate::PAYMENT],
             Self::Notifications => &[aggregate::USER, aggregate::ORDER, aggregate::PAYMENT],
             Self::Categories => &[aggregate::CATEGORY, aggregate::PRODUCT],
+            Self::Carts => &[aggregate::CART],
         }
     }
 
@@ -206,7 +213,8 @@ mod tests {
                 ("orders", 3),
                 ("payments", 4),
                 ("notifications", 5),
-                ("categories", 6)
+                ("categories", 6),
+                ("carts", 7),
             ]
         );
     }

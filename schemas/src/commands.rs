@@ -252,13 +252,73 @@ pub struct PlaceOrder {
         regex(pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")
     )]
     pub payment_token: String,
+    /// Where the order goes; optional here, required at a cart's checkout.
+    #[serde(default)]
+    pub shipping_address: Option<ShippingAddressBody>,
 }
 
-/// `POST /orders/{id}/cancel`
+/// `{name, line1, line2?, city, region?, postal_code, country}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ShippingAddressBody {
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 200))]
+    pub line1: String,
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
+    pub line2: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
+    pub city: String,
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
+    pub region: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
+    pub postal_code: String,
+    /// An ISO 3166-1 alpha-2 code, e.g. `DE`.
+    #[schemars(regex(pattern = r"^[A-Z]{2}$"))]
+    pub country: String,
+}
+
+/// `POST /orders/{id}/cancel`; the body may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CancelOrder {
-    /// Only `customer_request` can be asked for; other reasons come from the order flow.
-    #[schemars(extend("enum" = ["customer_request"]))]
-    pub reason: String,
+    /// Free text, 0 to 500 characters, kept as the order's `cancel_note`;
+    /// the order's `cancel_reason` is `customer_request` whatever it says.
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub reason: Option<String>,
+}
+
+/// `POST /carts`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCart {}
+
+/// `PUT /carts/{id}/lines/{product_id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCartLine {
+    /// 1 to 1000; 0 removes the line.
+    #[schemars(range(min = 0, max = 1000))]
+    pub quantity: i64,
+}
+
+/// `POST /carts/{id}/claim`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCart {}
+
+/// `POST /carts/{id}/checkout`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutCart {
+    /// As for `POST /orders`.
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")
+    )]
+    pub payment_token: String,
+    pub shipping_address: ShippingAddressBody,
 }

@@ -33,6 +33,55 @@ pub struct OrderLine {
     pub unit_price: Money,
 }
 
+/// A shipping address as stored with an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub postal_code: String,
+    pub country: String,
+}
+
+/// A cart line: a product and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub product_id: Uuid,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum CartEvent {
+    CartCreated {
+        user_id: Option<Uuid>,
+        token_hash: Option<String>,
+    },
+    CartLineSet {
+        product_id: Uuid,
+        quantity: u32,
+    },
+    CartLineRemoved {
+        product_id: Uuid,
+    },
+    CartClaimed {
+        user_id: Uuid,
+    },
+    CartMerged {
+        into: Uuid,
+    },
+    CartLinesMerged {
+        lines: Vec<CartLine>,
+    },
+    CartCheckedOut {
+        order_id: Uuid,
+    },
+    CartExpired {},
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum UserEvent {
     UserRegistered { email: String, name: String },
@@ -119,6 +168,10 @@ pub enum OrderEvent {
         user_id: Uuid,
         lines: Vec<OrderLine>,
         total: Money,
+        #[serde(default)]
+        cart_id: Option<Uuid>,
+        #[serde(default)]
+        shipping_address: Option<ShippingAddress>,
     },
     OrderPaymentAssigned {
         payment_id: Uuid,
@@ -131,6 +184,9 @@ pub enum OrderEvent {
         /// was stored as a cancellation before `OrderRefunded` existed.
         #[serde(default)]
         previous_status: Option<String>,
+        /// The customer's note of a `customer_request` cancellation.
+        #[serde(default)]
+        note: Option<String>,
     },
     OrderRefunded {},
 }
@@ -154,6 +210,7 @@ pub enum Event {
     Order(OrderEvent),
     Payment(PaymentEvent),
     Category(CategoryEvent),
+    Cart(CartEvent),
     /// A type this build does not know (written by a newer one): a reader's
     /// only use of it is that the aggregate's stream is one event longer.
     Unknown,
@@ -265,6 +322,7 @@ impl Event {
             aggregate::ORDER => OrderEvent::deserialize(payload).map(Event::Order),
             aggregate::PAYMENT => PaymentEvent::deserialize(payload).map(Event::Payment),
             aggregate::CATEGORY => CategoryEvent::deserialize(payload).map(Event::Category),
+            aggregate::CART => CartEvent::deserialize(payload).map(Event::Cart),
             _ => return Ok(Event::Unknown),
         };
         event.map_err(|err| err.to_string())
@@ -311,8 +369,8 @@ mod tests {
     /// One of every event the domain writes, as it stores them.
     fn every_domain_event() -> Vec<EventEnvelope> {
         use domain::{
-            CategoryEvent as C, OrderEvent as O, PaymentEvent as P, ProductEvent as Pr,
-            UserEvent as U,
+            CartEvent as Ca, CategoryEvent as C, OrderEvent as O, PaymentEvent as P,
+            ProductEvent as Pr, UserEvent as U,
         };
         let id = Uuid::now_v7();
         let email = || EmailAddress::parse("ada@example.com").unwrap();
@@ -372,6 +430,16 @@ mod tests {
                     lines: vec![line],
                     total: money(),
                     payment_token: "tok_ok".into(),
+                    cart_id: Some(id),
+                    shipping_address: Some(domain::ShippingAddress {
+                        name: "Ada".into(),
+                        line1: "1 Way".into(),
+                        line2: None,
+                        city: "London".into(),
+                        region: None,
+                        postal_code: "N1".into(),
+                        country: "GB".into(),
+                    }),
                 },
             ),
             stored("order", O::OrderPaymentAssigned { payment_id: id }),
@@ -383,8 +451,47 @@ mod tests {
                 O::OrderCancelled {
                     reason: domain::CancelReason::CustomerRequest,
                     previous_status: domain::OrderStatus::Pending,
+                    note: Some("changed my mind".into()),
                 },
             ),
+            stored(
+                "cart",
+                Ca::CartCreated {
+                    cart_id: id,
+                    user_id: None,
+                    token_hash: Some("ab".repeat(32)),
+                },
+            ),
+            stored(
+                "cart",
+                Ca::CartLineSet {
+                    product_id: id,
+                    quantity: 2,
+                    currency: Currency::parse("EUR").unwrap(),
+                },
+            ),
+            stored("cart", Ca::CartLineRemoved { product_id: id }),
+            stored("cart", Ca::CartClaimed { user_id: id }),
+            stored(
+                "cart",
+                Ca::CartMerged {
+                    into: id,
+                    user_id: id,
+                },
+            ),
+            stored(
+                "cart",
+                Ca::CartLinesMerged {
+                    from: id,
+                    lines: vec![domain::CartLine {
+                        product_id: id,
+                        quantity: 3,
+                    }],
+                    currency: Some(Currency::parse("EUR").unwrap()),
+                },
+            ),
+            stored("cart", Ca::CartCheckedOut { order_id: id }),
+            stored("cart", Ca::CartExpired {}),
             stored(
                 "payment",
                 P::PaymentRequested {

@@ -14,15 +14,15 @@
 
 use std::collections::HashMap;
 
-use domain::{CategoryEvent, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
+use domain::{CartEvent, CategoryEvent, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::commands::{
-    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateCategory,
-    CreateProduct, Login, Logout, MoveCategory, PlaceOrder, Refresh, RegisterUser,
-    SetProductCategories, UpdateCategory, UpdateProduct, UpdateUser,
+    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CheckoutCart, ClaimCart, CreateApiKey,
+    CreateCart, CreateCategory, CreateProduct, Login, Logout, MoveCategory, PlaceOrder, Refresh,
+    RegisterUser, SetCartLine, SetProductCategories, UpdateCategory, UpdateProduct, UpdateUser,
 };
 
 /// The command that rewrites `schemas/json/` from the code.
@@ -85,6 +85,10 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(UpdateCategory, 1),
     command!(MoveCategory, 1),
     command!(SetProductCategories, 1),
+    command!(CreateCart, 1),
+    command!(SetCartLine, 1),
+    command!(ClaimCart, 1),
+    command!(CheckoutCart, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[
@@ -127,6 +131,14 @@ pub const EVENTS: &[EventSchema] = &[
     event!("category", CategoryUpdated, "1.0", CategoryEvent),
     event!("category", CategoryMoved, "1.0", CategoryEvent),
     event!("category", CategoryDeleted, "1.0", CategoryEvent),
+    event!("cart", CartCreated, "1.0", CartEvent),
+    event!("cart", CartLineSet, "1.0", CartEvent),
+    event!("cart", CartLineRemoved, "1.0", CartEvent),
+    event!("cart", CartClaimed, "1.0", CartEvent),
+    event!("cart", CartMerged, "1.0", CartEvent),
+    event!("cart", CartLinesMerged, "1.0", CartEvent),
+    event!("cart", CartCheckedOut, "1.0", CartEvent),
+    event!("cart", CartExpired, "1.0", CartEvent),
 ];
 
 /// Draft 2020-12 with every subschema inlined: no `$ref`, no `$defs`.
@@ -392,6 +404,8 @@ mod tests {
             }],
             total: domain::Money::price(3998, "EUR").unwrap(),
             payment_token: "tok_ok".to_owned(),
+            cart_id: None,
+            shipping_address: None,
         })
         .unwrap();
         validator

@@ -12,9 +12,10 @@ pub mod aggregate {
     pub const ORDER: &str = "order";
     pub const PAYMENT: &str = "payment";
     pub const CATEGORY: &str = "category";
+    pub const CART: &str = "cart";
 
     /// Every aggregate type whose stream `GET /aggregates/{type}/{id}/events` reads.
-    pub const ALL: [&str; 5] = [USER, PRODUCT, ORDER, PAYMENT, CATEGORY];
+    pub const ALL: [&str; 6] = [USER, PRODUCT, ORDER, PAYMENT, CATEGORY, CART];
 }
 
 #[cfg(test)]
@@ -28,5 +29,6 @@ mod tests {
         assert_eq!(domain::Order::TYPE, super::aggregate::ORDER);
         assert_eq!(domain::Payment::TYPE, super::aggregate::PAYMENT);
         assert_eq!(domain::Category::TYPE, super::aggregate::CATEGORY);
+        assert_eq!(domain::Cart::TYPE, super::aggregate::CART);
     }
 }

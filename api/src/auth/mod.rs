@@ -71,7 +71,7 @@ pub fn is_operations_path(path: &str) -> bool {
 pub fn carries_secrets(path: &str) -> bool {
     matches!(
         path,
-        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys"
+        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys" | "/carts"
     ) || (path.starts_with("/users/") && path.ends_with("/password"))
 }
 
@@ -631,11 +631,12 @@ mod tests {
             "/auth/refresh",
             "/auth/logout",
             "/api-keys",
+            "/carts",
             "/users/0190/password",
         ] {
             assert!(carries_secrets(path), "{path}");
         }
-        for path in ["/users", "/users/0190", "/api-keys/x", "/orders"] {
+        for path in ["/users", "/users/0190", "/api-keys/x", "/orders", "/carts/0190/claim"] {
             assert!(!carries_secrets(path), "{path}");
         }
     }

@@ -9,6 +9,7 @@ mod aggregates;
 pub(crate) mod api_keys;
 pub(crate) mod auth;
 pub(crate) mod categories;
+pub(crate) mod carts;
 mod documents;
 pub(crate) mod operations;
 pub(crate) mod orders;
@@ -415,6 +416,90 @@ pub fn table() -> Vec<Route> {
             op("shipOrder", "orders", "Ship a confirmed order")
                 .access(Admin)
                 .write("OrderWritten"),
+        ),
+        route(
+            Method::POST,
+            "/carts",
+            carts::create,
+            op(
+                "createCart",
+                "carts",
+                "Create a cart: the customer's with its token, else a guest cart with a cart_token",
+            )
+            .access(Open)
+            .body("CreateCart")
+            .optional_body()
+            .create(
+                "CartWritten",
+                &["getCart", "setCartLine", "removeCartLine", "claimCart", "checkoutCart"],
+            ),
+        ),
+        route(
+            Method::GET,
+            "/carts/{id}",
+            carts::get,
+            op(
+                "getCart",
+                "carts",
+                "Read a cart, with its products' current prices and stock",
+            )
+            .access(Open)
+            .query(Query::One)
+            .answers(200, "Cart", true),
+        ),
+        route(
+            Method::PUT,
+            "/carts/{id}/lines/{product_id}",
+            carts::set_line,
+            op("setCartLine", "carts", "Set a line's quantity; 0 removes it")
+                .access(Open)
+                .body("SetCartLine")
+                .write("CartWritten"),
+        ),
+        route(
+            Method::DELETE,
+            "/carts/{id}/lines/{product_id}",
+            carts::remove_line,
+            op("removeCartLine", "carts", "Remove a line")
+                .access(Open)
+                .write("CartWritten"),
+        ),
+        route(
+            Method::POST,
+            "/carts/{id}/claim",
+            carts::claim,
+            op(
+                "claimCart",
+                "carts",
+                "A signed-in customer takes a guest cart (with its X-Cart-Token), merging it into its open cart",
+            )
+            .body("ClaimCart")
+            .optional_body()
+            .answers(200, "CartWritten", true),
+        ),
+        route(
+            Method::POST,
+            "/carts/{id}/checkout",
+            carts::checkout,
+            op(
+                "checkoutCart",
+                "carts",
+                "Place the cart's order (201); a repeat answers the same order (200)",
+            )
+            .body("CheckoutCart")
+            .answers(201, "OrderWritten", true)
+            .problems(&[(
+                401,
+                "No valid bearer token, or a guest cart: sign in and claim it first.",
+            )]),
+        ),
+        route(
+            Method::GET,
+            "/users/{id}/carts",
+            carts::carts_of_user,
+            op("listCartsOfUser", "carts", "List a customer's carts, newest first")
+                .query(Query::Page)
+                .answers(200, "CartPage", false),
         ),
         route(
             Method::GET,

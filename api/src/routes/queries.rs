@@ -101,7 +101,7 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    fn page(&self) -> Result<PageRequest, ApiError> {
+    pub(crate) fn page(&self) -> Result<PageRequest, ApiError> {
         Ok(PageRequest::parse(
             self.limit.as_deref(),
             self.cursor.as_deref(),
@@ -221,7 +221,7 @@ macro_rules! versioned {
         }
     )*};
 }
-versioned!(UserView, ProductView, OrderView, PaymentView, CategoryView);
+versioned!(UserView, ProductView, OrderView, PaymentView, CategoryView, queries::CartView);
 
 /// Policy: the user itself, or an admin.
 pub async fn user(
@@ -368,6 +368,21 @@ pub async fn notifications_of_user(
     Ok(Json(
         queries::notifications_of_user(&state.pool, user_id, &page).await?,
     ))
+}
+
+/// A cart from the read model, after the caller was let in
+/// (`carts::get`); `ttl` gives open carts their `expires_at`.
+pub(crate) async fn one_cart(
+    state: &AppState,
+    id: Uuid,
+    params: OneParams,
+    ttl: std::time::Duration,
+) -> Result<Response, ApiError> {
+    let min_version = params.min_version()?;
+    one(state, "carts", id, min_version, || async move {
+        Ok(queries::cart(&state.pool, id, ttl).await?.map(|found| found.view))
+    })
+    .await
 }
 
 /// The id of a user the read model knows, else 404.

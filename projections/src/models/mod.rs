@@ -2,6 +2,7 @@
 //! says what each event does to them (see [`crate::model::Model`]).
 
 pub(crate) mod categories;
+pub(crate) mod carts;
 pub(crate) mod notifications;
 pub(crate) mod orders;
 pub(crate) mod payments;

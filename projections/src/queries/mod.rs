@@ -6,6 +6,7 @@
 //! scan however deep it is, and rows written meanwhile never shift a page.
 
 mod categories;
+mod carts;
 mod notifications;
 mod orders;
 mod payments;
@@ -18,12 +19,17 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use carts::{
+    cart, carts_of_user, due_carts, open_cart_of_user, CartLineView, CartView, FoundCart,
+};
 pub use categories::{
     category, category_id, category_tree, subtree, CategoryCrumb, CategoryNode, CategoryTree,
     CategoryView, Subtree,
 };
 pub use notifications::{notifications_of_user, NotificationView};
-pub use orders::{order, orders_by_status, orders_of_user, OrderLineView, OrderView};
+pub use orders::{
+    order, orders_by_status, orders_of_user, OrderLineView, OrderView, ShippingAddressView,
+};
 pub use payments::{payment, PaymentView};
 pub use products::{
     product, products, Facet, FacetCount, ProductFilter, ProductStatus, ProductView, SearchPage,
