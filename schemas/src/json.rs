@@ -23,6 +23,7 @@ use crate::commands::{
     AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateProduct, Login,
     Logout, PlaceOrder, Refresh, RegisterUser, UpdateProduct, UpdateUser,
 };
+use crate::commands::{CreateWebhook, UpdateWebhook};
 
 /// The command that rewrites `schemas/json/` from the code.
 pub const REGENERATE: &str = "UPDATE_SCHEMAS=1 cargo test -p schemas --lib json";
@@ -80,6 +81,8 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(Logout, 1),
     command!(ChangePassword, 1),
     command!(CreateApiKey, 1),
+    command!(CreateWebhook, 1),
+    command!(UpdateWebhook, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[

@@ -71,6 +71,13 @@ pub struct Endpoints {
 
 const COLUMNS: &str = "id, url, events, description, status, created_at";
 
+/// A delivery as listed, from `webhook_deliveries d` and its event.
+const DELIVERY: &str = "d.id, d.event_id, e.event_type, d.aggregate_id, d.status, d.attempts, \
+    d.last_status_code, d.last_error, \
+    CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at, \
+    d.created_at, d.delivered_at \
+    FROM webhook_deliveries d JOIN webhook_events e USING (event_id)";
+
 impl Endpoints {
     pub fn new(pool: PgPool, secrets: SecretBox) -> Self {
         Self { pool, secrets }
@@ -200,21 +207,30 @@ impl Endpoints {
         before: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Delivery>, EndpointError> {
-        Ok(sqlx::query_as::<_, Delivery>(
-            "SELECT d.id, d.event_id, e.event_type, d.aggregate_id, d.status, d.attempts, \
-                d.last_status_code, d.last_error, \
-                CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at, \
-                d.created_at, d.delivered_at \
-             FROM webhook_deliveries d JOIN webhook_events e USING (event_id) \
-             WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) \
+        Ok(sqlx::query_as::<_, Delivery>(&format!(
+            "SELECT {DELIVERY} WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) \
                 AND ($3::uuid IS NULL OR d.id < $3) \
-             ORDER BY d.id DESC LIMIT $4",
-        )
+             ORDER BY d.id DESC LIMIT $4"
+        ))
         .bind(endpoint)
         .bind(status)
         .bind(before)
         .bind(limit)
         .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn delivery(
+        &self,
+        endpoint: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Delivery>, EndpointError> {
+        Ok(sqlx::query_as::<_, Delivery>(&format!(
+            "SELECT {DELIVERY} WHERE d.endpoint_id = $1 AND d.id = $2"
+        ))
+        .bind(endpoint)
+        .bind(id)
+        .fetch_optional(&self.pool)
         .await?)
     }
 

@@ -20,3 +20,5 @@ mod openapi;
 mod queries;
 mod sign_in;
 mod support;
+mod updates;
+mod webhooks;

@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use notifications::{notifications_of_user, NotificationView};
+pub use notifications::{notifications_after, notifications_of_user, NotificationView};
 pub use orders::{order, orders_by_status, orders_of_user, OrderLineView, OrderView};
 pub use payments::{payment, PaymentView};
 pub use products::{product, products, ProductFilter, ProductStatus, ProductView, StockView};
