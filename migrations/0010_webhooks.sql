@@ -22,9 +22,9 @@ CREATE TABLE webhook_endpoints (
 );
 
 -- One domain event that some endpoint subscribed to: its webhook name and
--- the body every endpoint is sent, built once (from the read model at or
--- past the event's version) by the first delivery attempt, so every retry
--- and every endpoint gets the same bytes.
+-- the body every endpoint is sent, built once, as soon as the read model
+-- has reached the event's version (whatever its deliveries wait for), so
+-- every retry and every endpoint gets the same bytes.
 CREATE TABLE webhook_events (
     -- The event's Nats-Msg-Id: `<aggregate_type>:<aggregate_id>:<sequence>`.
     event_id       text PRIMARY KEY,
@@ -56,6 +56,7 @@ CREATE TABLE webhook_deliveries (
     delivered_at     timestamptz,
     UNIQUE (endpoint_id, event_id)
 );
+CREATE INDEX webhook_events_unbuilt ON webhook_events (aggregate_id, sequence) WHERE body IS NULL;
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, aggregate_id, sequence) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_of_endpoint ON webhook_deliveries (endpoint_id, id);

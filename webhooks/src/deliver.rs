@@ -136,6 +136,9 @@ pub async fn run(
     let mut attempts: JoinSet<Uuid> = JoinSet::new();
     tracing::info!("delivering webhooks");
     loop {
+        if let Err(err) = worker.freeze_new().await {
+            tracing::warn!(error = %err, "cannot build webhook bodies");
+        }
         let busy: Vec<Uuid> = in_flight
             .iter()
             .filter(|(_, n)| **n >= PER_ENDPOINT)
@@ -326,6 +329,30 @@ impl Worker {
                 error: describe(&err),
             },
         })
+    }
+
+    /// Builds the bodies of events enqueued since the last round, whatever
+    /// their deliveries wait for (an earlier event, a backoff): the body is
+    /// taken as close to its event as the read model allows, so it shows
+    /// the resource at that event's version unless the read model had
+    /// already applied later ones.
+    async fn freeze_new(&self) -> Result<(), String> {
+        let new: Vec<(String, String, Uuid, i64, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT event_id, aggregate_type, aggregate_id, sequence, occurred_at \
+             FROM webhook_events WHERE body IS NULL ORDER BY aggregate_id, sequence LIMIT 256",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|err| err.to_string())?;
+        for (event_id, aggregate_type, aggregate_id, sequence, occurred_at) in new {
+            let data = resource(&self.pool, &aggregate_type, aggregate_id, sequence)
+                .await
+                .map_err(|err| err.to_string())?;
+            if let Some(data) = data {
+                self.freeze(&event_id, occurred_at, data).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the event's body, or takes the one another attempt kept first:

@@ -118,6 +118,17 @@ async fn verify(secret: &str, requests: &[Received]) {
     assert!(output.status.success(), "standardwebhooks refused a delivery:\n{}", tools::said(&output));
 }
 
+async fn bodies_built(db: &TestDatabase, n: i64) {
+    eventually_within("the event's body is built", Duration::from_secs(30), || async {
+        let built: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE body IS NOT NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(0);
+        built >= n
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     let db = TestDatabase::with_pool_size(4).await;
@@ -165,7 +176,10 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     .await;
     assert_eq!(status, 201, "{product}");
     let product = product["id"].as_str().expect("an id").to_owned();
-    for delta in [1, 2, 3] {
+    // Each body is taken once the read model reaches its event; the next
+    // command waits for that, so each shows its own version.
+    bodies_built(&db, 1).await;
+    for (built, delta) in [(2, 1), (3, 2), (4, 3)] {
         let (status, body) = call(
             &http,
             reqwest::Method::POST,
@@ -174,6 +188,7 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
         )
         .await;
         assert_eq!(status, 200, "{body}");
+        bodies_built(&db, built).await;
     }
 
     let got = Arc::clone(&receiver.got);
