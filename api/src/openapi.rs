@@ -44,6 +44,8 @@ pub enum Query {
     Users,
     /// `?q=&status=&limit=&cursor=`.
     Products,
+    /// `?status=&limit=&cursor=` of a webhook's deliveries.
+    Deliveries,
 }
 
 /// What a successful answer carries.
@@ -60,6 +62,8 @@ pub enum Answer {
     Text,
     /// A script for the browser (the API reference's).
     Script,
+    /// Server-Sent Events (`text/event-stream`), from `Last-Event-ID` on.
+    EventStream,
     /// No body (204).
     Empty,
 }
@@ -196,6 +200,13 @@ impl Operation {
         }
     }
 
+    pub fn event_stream(self) -> Self {
+        Self {
+            answer: Answer::EventStream,
+            ..self
+        }
+    }
+
     pub fn script(self) -> Self {
         Self {
             answer: Answer::Script,
@@ -276,6 +287,32 @@ fn components() -> Map<String, Value> {
     add(
         "ApiKeyPage",
         of::<Page<crate::routes::api_keys::ApiKeyView>>(),
+    );
+    add("Webhook", of::<crate::routes::webhooks::WebhookView>());
+    add(
+        "WebhookCreated",
+        of::<crate::routes::webhooks::WebhookCreated>(),
+    );
+    add("WebhookSecret", of::<crate::routes::webhooks::WebhookSecret>());
+    add(
+        "WebhookPage",
+        of::<Page<crate::routes::webhooks::WebhookView>>(),
+    );
+    add(
+        "WebhookDelivery",
+        of::<crate::routes::webhooks::WebhookDelivery>(),
+    );
+    add(
+        "WebhookDeliveryPage",
+        of::<Page<crate::routes::webhooks::WebhookDelivery>>(),
+    );
+    add(
+        "ServerSentEvents",
+        json!({
+            "type": "string",
+            "description": "text/event-stream: messages `id: <version>`, `event: <order|product|notification>`, \
+                `data: <the resource as its GET shows it>`; a `: keep-alive` comment every 15 s.",
+        }),
     );
     add("Problem", of::<crate::error::Problem>());
     add("Health", of::<crate::routes::operations::Health>());
@@ -485,6 +522,21 @@ fn parameters(route: &Route) -> Vec<Value> {
             limit,
             cursor,
         ]),
+        Query::Deliveries => list.extend([
+            json!({
+                "name": "status", "in": "query", "required": false,
+                "schema": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+            }),
+            limit,
+            cursor,
+        ]),
+    }
+    if doc.answer == Answer::EventStream {
+        list.push(json!({
+            "name": "Last-Event-ID", "in": "header", "required": false,
+            "description": "The id of the last message received: the stream starts after that version.",
+            "schema": { "type": "string", "pattern": "^[0-9]{1,18}$" },
+        }));
     }
     if route.path.starts_with("/carts/{id}") {
         list.push(json!({
@@ -548,6 +600,10 @@ fn responses(route: &Route) -> Value {
         }
         Answer::Script => {
             success["content"] = json!({ "text/javascript": { "schema": component("Script") } });
+        }
+        Answer::EventStream => {
+            success["content"] =
+                json!({ "text/event-stream": { "schema": component("ServerSentEvents") } });
         }
         Answer::Empty => {}
     }

@@ -322,3 +322,37 @@ pub struct CheckoutCart {
     pub payment_token: String,
     pub shipping_address: ShippingAddressBody,
 }
+
+/// `POST /webhooks`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// `https://...`; `http://` only to a loopback address, when the
+    /// deployment allows it. Private, link-local and loopback addresses are refused.
+    #[schemars(length(min = 1, max = 2048), extend("format" = "uri"))]
+    pub url: String,
+    /// Event names (`order.placed`), a resource's pattern (`order.*`) or `*`.
+    #[schemars(length(min = 1, max = 50))]
+    pub events: Vec<String>,
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+}
+
+/// `PATCH /webhooks/{id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 2048), extend("format" = "uri"))]
+    pub url: Option<String>,
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 50))]
+    pub events: Option<Vec<String>>,
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schemars(extend("enum" = ["enabled", "disabled"]))]
+    pub status: Option<String>,
+}

@@ -24,6 +24,7 @@ use crate::commands::{
     CreateCart, CreateCategory, CreateProduct, Login, Logout, MoveCategory, PlaceOrder, Refresh,
     RegisterUser, SetCartLine, SetProductCategories, UpdateCategory, UpdateProduct, UpdateUser,
 };
+use crate::commands::{CreateWebhook, UpdateWebhook};
 
 /// The command that rewrites `schemas/json/` from the code.
 pub const REGENERATE: &str = "UPDATE_SCHEMAS=1 cargo test -p schemas --lib json";
@@ -89,6 +90,8 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(SetCartLine, 1),
     command!(ClaimCart, 1),
     command!(CheckoutCart, 1),
+    command!(CreateWebhook, 1),
+    command!(UpdateWebhook, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[

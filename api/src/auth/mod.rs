@@ -71,8 +71,9 @@ pub fn is_operations_path(path: &str) -> bool {
 pub fn carries_secrets(path: &str) -> bool {
     matches!(
         path,
-        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys" | "/carts"
+        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys" | "/carts" | "/webhooks"
     ) || (path.starts_with("/users/") && path.ends_with("/password"))
+        || (path.starts_with("/webhooks/") && path.ends_with("/rotate-secret"))
 }
 
 /// A caller's role, as the `role` claim names it.

@@ -16,7 +16,9 @@ pub(crate) mod orders;
 pub(crate) mod payments;
 pub(crate) mod products;
 pub mod queries;
+pub mod updates;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -516,6 +518,104 @@ pub fn table() -> Vec<Route> {
             op("refundPayment", "payments", "Refund a captured payment")
                 .access(Admin)
                 .write("PaymentWritten"),
+        ),
+        route(
+            Method::POST,
+            "/webhooks",
+            webhooks::create,
+            op("createWebhook", "webhooks", "Register a webhook endpoint")
+                .access(Admin)
+                .body("CreateWebhook")
+                .answers(201, "WebhookCreated", false),
+        ),
+        route(
+            Method::GET,
+            "/webhooks",
+            webhooks::list,
+            op("listWebhooks", "webhooks", "List the webhook endpoints")
+                .access(Admin)
+                .query(Query::Page)
+                .answers(200, "WebhookPage", false),
+        ),
+        route(
+            Method::GET,
+            "/webhooks/{id}",
+            webhooks::get,
+            op("getWebhook", "webhooks", "Read a webhook endpoint")
+                .access(Admin)
+                .answers(200, "Webhook", false),
+        ),
+        route(
+            Method::PATCH,
+            "/webhooks/{id}",
+            webhooks::update,
+            op("updateWebhook", "webhooks", "Change a webhook endpoint, or enable or disable it")
+                .access(Admin)
+                .body("UpdateWebhook")
+                .answers(200, "Webhook", false),
+        ),
+        route(
+            Method::DELETE,
+            "/webhooks/{id}",
+            webhooks::delete,
+            op("deleteWebhook", "webhooks", "Delete a webhook endpoint and its deliveries")
+                .access(Admin)
+                .no_content(),
+        ),
+        route(
+            Method::POST,
+            "/webhooks/{id}/rotate-secret",
+            webhooks::rotate_secret,
+            op(
+                "rotateWebhookSecret",
+                "webhooks",
+                "A new signing secret; the old one also signs for 24 h",
+            )
+            .access(Admin)
+            .answers(200, "WebhookSecret", false),
+        ),
+        route(
+            Method::GET,
+            "/webhooks/{id}/deliveries",
+            webhooks::deliveries,
+            op("listWebhookDeliveries", "webhooks", "List an endpoint's deliveries, newest first")
+                .access(Admin)
+                .query(Query::Deliveries)
+                .answers(200, "WebhookDeliveryPage", false),
+        ),
+        route(
+            Method::POST,
+            "/webhooks/{id}/deliveries/{delivery_id}/retry",
+            webhooks::retry,
+            op("retryWebhookDelivery", "webhooks", "Try a delivery again now")
+                .access(Admin)
+                .answers(202, "WebhookDelivery", false),
+        ),
+        route(
+            Method::GET,
+            "/orders/{id}/updates",
+            updates::order,
+            op("orderUpdates", "orders", "An order's changes as Server-Sent Events")
+                .event_stream(),
+        ),
+        route(
+            Method::GET,
+            "/products/{id}/updates",
+            updates::product,
+            op("productUpdates", "products", "A product's changes as Server-Sent Events")
+                .access(Open)
+                .event_stream(),
+        ),
+        route(
+            Method::GET,
+            "/users/{id}/notifications/updates",
+            updates::notifications,
+            op(
+                "notificationUpdates",
+                "users",
+                "A user's new notifications as Server-Sent Events",
+            )
+            .event_stream(),
         ),
         route(
             Method::GET,

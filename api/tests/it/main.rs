@@ -21,3 +21,5 @@ mod openapi;
 mod queries;
 mod sign_in;
 mod support;
+mod updates;
+mod webhooks;

@@ -26,7 +26,7 @@ pub use categories::{
     category, category_id, category_tree, subtree, CategoryCrumb, CategoryNode, CategoryTree,
     CategoryView, Subtree,
 };
-pub use notifications::{notifications_of_user, NotificationView};
+pub use notifications::{notifications_after, notifications_of_user, NotificationView};
 pub use orders::{
     order, orders_by_status, orders_of_user, OrderLineView, OrderView, ShippingAddressView,
 };
