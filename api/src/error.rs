@@ -273,6 +273,20 @@ impl ApiError {
             RefusalKind::UserDeactivated => Self::rule("user-deactivated", detail),
             RefusalKind::ProductDiscontinued => Self::rule("product-discontinued", detail),
             RefusalKind::CurrencyMismatch => Self::rule("currency-mismatch", detail),
+            RefusalKind::CategoryCycle => Self::rule("category-cycle", detail),
+            RefusalKind::CategoryNotEmpty => Self::rule("category-not-empty", detail),
+            RefusalKind::CartClosed => Self::rule("cart-closed", detail),
+            RefusalKind::CartEmpty => Self::rule("cart-empty", detail),
+        }
+    }
+}
+
+impl From<domain::placement::PlacementError> for ApiError {
+    /// A rule about one field of the request names that field.
+    fn from(err: domain::placement::PlacementError) -> Self {
+        match err.field() {
+            Some(field) => Self::validation(vec![FieldError::new(field, err.to_string())]),
+            None => Self::refused(err.kind(), err.to_string()),
         }
     }
 }

@@ -85,3 +85,6 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Default longest wait of a read with `?min_version=` (`AGORA_CONSISTENCY_WAIT_MS`).
 pub const DEFAULT_CONSISTENCY_WAIT: Duration = Duration::from_millis(3000);
+
+/// `AGORA_CART_TTL`'s default: a cart unchanged for 30 days expires.
+pub const DEFAULT_CART_TTL: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -44,6 +44,8 @@ pub enum Query {
     Users,
     /// `?q=&status=&limit=&cursor=`.
     Products,
+    /// `?status=&limit=&cursor=` of a webhook's deliveries.
+    Deliveries,
 }
 
 /// What a successful answer carries.
@@ -60,6 +62,8 @@ pub enum Answer {
     Text,
     /// A script for the browser (the API reference's).
     Script,
+    /// Server-Sent Events (`text/event-stream`), from `Last-Event-ID` on.
+    EventStream,
     /// No body (204).
     Empty,
 }
@@ -150,6 +154,14 @@ impl Operation {
         }
     }
 
+    /// Takes `If-Match` (a delete of an aggregate).
+    pub fn guarded(self) -> Self {
+        Self {
+            if_match: true,
+            ..self
+        }
+    }
+
     /// A write on an existing aggregate, answered 200 with `component` and its version.
     pub fn write(self, component: &'static str) -> Self {
         Self {
@@ -188,6 +200,13 @@ impl Operation {
         }
     }
 
+    pub fn event_stream(self) -> Self {
+        Self {
+            answer: Answer::EventStream,
+            ..self
+        }
+    }
+
     pub fn script(self) -> Self {
         Self {
             answer: Answer::Script,
@@ -219,6 +238,7 @@ pub(crate) fn add_resources(components: &mut Components) {
     components.add("Product", of::<ProductView>());
     components.add("Order", of::<OrderView>());
     components.add("Payment", of::<PaymentView>());
+    components.add("Category", of::<projections::queries::CategoryView>());
 }
 
 /// The components every document has: the command bodies of
@@ -226,7 +246,7 @@ pub(crate) fn add_resources(components: &mut Components) {
 /// Single resources go in before the pages of them, so a page's items are
 /// references to the resource's component.
 fn components() -> Map<String, Value> {
-    use projections::queries::{NotificationView, OrderView, Page, ProductView, UserView};
+    use projections::queries::{NotificationView, OrderView, Page, UserView};
 
     let mut components = Components::new();
     for command in schemas::json::COMMANDS {
@@ -246,9 +266,17 @@ fn components() -> Map<String, Value> {
     );
     add("Notification", of::<NotificationView>());
     add("UserPage", of::<Page<UserView>>());
-    add("ProductPage", of::<Page<ProductView>>());
+    add("ProductPage", of::<projections::queries::SearchPage>());
+    add(
+        "CategoryWritten",
+        of::<crate::routes::categories::CategoryView>(),
+    );
+    add("CategoryTree", of::<projections::queries::CategoryTree>());
     add("OrderPage", of::<Page<OrderView>>());
     add("NotificationPage", of::<Page<NotificationView>>());
+    add("Cart", of::<projections::queries::CartView>());
+    add("CartWritten", of::<crate::routes::carts::CartWritten>());
+    add("CartPage", of::<Page<projections::queries::CartView>>());
     add("EventStream", of::<Vec<commands::stream::StoredEvent>>());
     add("TokenPair", of::<crate::routes::auth::TokenPair>());
     add(
@@ -259,6 +287,32 @@ fn components() -> Map<String, Value> {
     add(
         "ApiKeyPage",
         of::<Page<crate::routes::api_keys::ApiKeyView>>(),
+    );
+    add("Webhook", of::<crate::routes::webhooks::WebhookView>());
+    add(
+        "WebhookCreated",
+        of::<crate::routes::webhooks::WebhookCreated>(),
+    );
+    add("WebhookSecret", of::<crate::routes::webhooks::WebhookSecret>());
+    add(
+        "WebhookPage",
+        of::<Page<crate::routes::webhooks::WebhookView>>(),
+    );
+    add(
+        "WebhookDelivery",
+        of::<crate::routes::webhooks::WebhookDelivery>(),
+    );
+    add(
+        "WebhookDeliveryPage",
+        of::<Page<crate::routes::webhooks::WebhookDelivery>>(),
+    );
+    add(
+        "ServerSentEvents",
+        json!({
+            "type": "string",
+            "description": "text/event-stream: messages `id: <version>`, `event: <order|product|notification>`, \
+                `data: <the resource as its GET shows it>`; a `: keep-alive` comment every 15 s.",
+        }),
     );
     add("Problem", of::<crate::error::Problem>());
     add("Health", of::<crate::routes::operations::Health>());
@@ -370,7 +424,12 @@ fn parameters(route: &Route) -> Vec<Value> {
             "type" => json!({
                 "name": "type", "in": "path", "required": true,
                 "description": "The aggregate type.",
-                "schema": { "type": "string", "enum": ["user", "product", "order", "payment"] },
+                "schema": { "type": "string", "enum": schemas::names::aggregate::ALL },
+            }),
+            "id" if route.path == "/categories/{id}" && route.method == Method::GET => json!({
+                "name": "id", "in": "path", "required": true,
+                "description": "A category's id or its slug.",
+                "schema": { "type": "string", "minLength": 1, "maxLength": 100 },
             }),
             name => json!({
                 "name": name, "in": "path", "required": true,
@@ -410,16 +469,82 @@ fn parameters(route: &Route) -> Vec<Value> {
         Query::Products => list.extend([
             json!({
                 "name": "q", "in": "query", "required": false,
-                "description": "Matches name or sku, case-insensitive.",
+                "description": "Full text over name, sku, description and attribute values: word \
+                    forms, accents ignored, a prefix of the last word, one typo in a word of 5 \
+                    letters or more.",
                 "schema": { "type": "string" },
             }),
             json!({
                 "name": "status", "in": "query", "required": false,
                 "schema": { "type": "string", "enum": ["active", "discontinued"] },
             }),
+            json!({
+                "name": "category", "in": "query", "required": false,
+                "description": "A category's id or slug; its descendants' products are included.",
+                "schema": { "type": "string" },
+            }),
+            json!({
+                "name": "min_price", "in": "query", "required": false,
+                "description": "Minor units, with currency.",
+                "schema": { "type": "integer", "minimum": 0 },
+            }),
+            json!({
+                "name": "max_price", "in": "query", "required": false,
+                "description": "Minor units, with currency.",
+                "schema": { "type": "integer", "minimum": 0 },
+            }),
+            json!({
+                "name": "currency", "in": "query", "required": false,
+                "description": "Only prices in this ISO 4217 currency; required with a price bound.",
+                "schema": { "type": "string", "pattern": "^[A-Z]{3}$" },
+            }),
+            json!({
+                "name": "in_stock", "in": "query", "required": false,
+                "description": "true: available > 0; false: none available.",
+                "schema": { "type": "boolean" },
+            }),
+            json!({
+                "name": "sort", "in": "query", "required": false,
+                "description": "relevance is the default with q, newest without.",
+                "schema": { "type": "string", "enum": ["relevance", "newest", "price_asc", "price_desc", "name"] },
+            }),
+            json!({
+                "name": "facets", "in": "query", "required": false,
+                "description": "Comma-separated: category, attr.<key>; counted over every match.",
+                "schema": { "type": "string", "pattern": "^(category|attr\\.[^,]{1,64})(,(category|attr\\.[^,]{1,64}))*$" },
+            }),
+            json!({
+                "name": "attr", "in": "query", "required": false,
+                "description": "attr.<key>=<value>, repeatable: products with that attribute value.",
+                "style": "deepObject", "explode": true,
+                "schema": { "type": "object", "additionalProperties": { "type": "string" } },
+            }),
             limit,
             cursor,
         ]),
+        Query::Deliveries => list.extend([
+            json!({
+                "name": "status", "in": "query", "required": false,
+                "schema": { "type": "string", "enum": ["pending", "delivered", "failed"] },
+            }),
+            limit,
+            cursor,
+        ]),
+    }
+    if doc.answer == Answer::EventStream {
+        list.push(json!({
+            "name": "Last-Event-ID", "in": "header", "required": false,
+            "description": "The id of the last message received: the stream starts after that version.",
+            "schema": { "type": "string", "pattern": "^[0-9]{1,18}$" },
+        }));
+    }
+    if route.path.starts_with("/carts/{id}") {
+        list.push(json!({
+            "name": "X-Cart-Token", "in": "header", "required": false,
+            "description": "A guest cart's cart_token, as POST /carts answered it; without it \
+                (or with another) a guest cart is 404.",
+            "schema": { "type": "string" },
+        }));
     }
     if doc.if_match {
         list.push(json!({
@@ -451,7 +576,8 @@ fn path_parameters(path: &str) -> Vec<&str> {
 
 fn responses(route: &Route) -> Value {
     let doc = &route.doc;
-    let write = route.method == Method::POST || route.method == Method::PATCH;
+    let write = matches!(route.method, Method::POST | Method::PATCH | Method::PUT)
+        || (route.method == Method::DELETE && doc.if_match);
     let has_id = !path_parameters(route.path).is_empty();
     let mut responses = Map::new();
 
@@ -474,6 +600,10 @@ fn responses(route: &Route) -> Value {
         }
         Answer::Script => {
             success["content"] = json!({ "text/javascript": { "schema": component("Script") } });
+        }
+        Answer::EventStream => {
+            success["content"] =
+                json!({ "text/event-stream": { "schema": component("ServerSentEvents") } });
         }
         Answer::Empty => {}
     }

@@ -41,6 +41,12 @@ pub struct HttpOptions {
     pub rate_limit: RateLimitOptions,
     /// Token lifetimes and the OpenID Connect provider.
     pub identity: IdentityOptions,
+    /// How long a cart may stay unchanged before it expires (`AGORA_CART_TTL`).
+    pub cart_ttl: Duration,
+    /// Open live-update streams at most (`AGORA_SSE_MAX_STREAMS`): 503 past it.
+    pub sse_max_streams: usize,
+    /// Which webhook URLs are accepted (`AGORA_WEBHOOKS_ALLOW_LOOPBACK`).
+    pub webhook_addresses: webhooks::AddressPolicy,
 }
 
 impl Default for HttpOptions {
@@ -57,8 +63,17 @@ impl Default for HttpOptions {
             auth: None,
             rate_limit: RateLimitOptions::OFF,
             identity: IdentityOptions::default(),
+            cart_ttl: crate::DEFAULT_CART_TTL,
+            sse_max_streams: 10_000,
+            webhook_addresses: webhooks::AddressPolicy::default(),
         }
     }
+}
+
+/// The key that seals webhook secrets: derived from the JWT secret, or a
+/// fixed development key when authentication is off.
+pub fn webhook_secrets(options: &HttpOptions) -> webhooks::SecretBox {
+    webhooks::SecretBox::new(options.auth.as_ref().map(JwtSecret::lookup_key))
 }
 
 /// What every handler can reach. Every request clones it (the middleware and
@@ -82,6 +97,11 @@ pub struct Shared {
     pub identity: commands::identity::Identity,
     /// The caches and keys that check credentials.
     pub authenticator: Authenticator,
+    /// Webhook endpoints, their secrets sealed under a key derived from the
+    /// JWT secret (the delivery loop opens them with the same key).
+    pub webhooks: webhooks::Endpoints,
+    /// Open live-update streams (`.../updates`), against `AGORA_SSE_MAX_STREAMS`.
+    pub streams: crate::routes::updates::Streams,
     draining: AtomicBool,
 }
 
@@ -114,6 +134,8 @@ impl AppState {
             identity: commands::identity::Identity::new(pool.clone(), lookup_key),
             authenticator: Authenticator::new(&options.identity),
             idempotency: IdempotencyStore::new(pool.clone()),
+            webhooks: webhooks::Endpoints::new(pool.clone(), webhook_secrets(&options)),
+            streams: crate::routes::updates::Streams::new(options.sse_max_streams),
             pool,
             aggregates,
             nats,
@@ -125,9 +147,11 @@ impl AppState {
     }
 
     /// Marks the process as shutting down: `/readyz` answers 503 from now
-    /// on, so load balancers stop sending before connections close.
+    /// on, so load balancers stop sending before connections close; and
+    /// live-update streams end, so their connections can close.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.streams.close_all();
     }
 
     pub fn is_draining(&self) -> bool {

@@ -2,6 +2,8 @@
 //! and the bundle of the four stores the API and saga share.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
+use domain::category::{Category, CategoryEvent};
+use domain::cart::Cart;
 use domain::order::Order;
 use domain::payment::Payment;
 use domain::product::{Product, ProductEvent};
@@ -34,6 +36,7 @@ where
         match kind {
             "email" => "email",
             "sku" => "sku",
+            "slug" => "slug",
             _ => "id",
         }
     }
@@ -76,16 +79,48 @@ impl StoredAggregate for Product {
     }
 }
 
+/// Slugs are unique across live categories: taken on creation, moved on a
+/// change, given back on deletion.
+impl StoredAggregate for Category {
+    fn unique_changes(event: &CategoryEvent) -> Vec<UniqueChange> {
+        let claim = |slug: &domain::Slug| UniqueChange::Claim {
+            kind: "slug",
+            value: slug.as_str().to_owned(),
+        };
+        let release = |slug: &domain::Slug| UniqueChange::Release {
+            kind: "slug",
+            value: slug.as_str().to_owned(),
+        };
+        match event {
+            CategoryEvent::CategoryCreated { slug, .. } => vec![claim(slug)],
+            CategoryEvent::CategoryUpdated {
+                slug: Some(slug),
+                previous_slug,
+                ..
+            } => previous_slug
+                .iter()
+                .map(release)
+                .chain([claim(slug)])
+                .collect(),
+            CategoryEvent::CategoryDeleted { slug } => vec![release(slug)],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl StoredAggregate for Order {}
 impl StoredAggregate for Payment {}
+impl StoredAggregate for Cart {}
 
-/// The four aggregate stores over one pool, cheap to clone.
+/// The aggregate stores over one pool, cheap to clone.
 #[derive(Clone)]
 pub struct Aggregates {
     pub users: AggregateStore<User>,
     pub products: AggregateStore<Product>,
     pub orders: AggregateStore<Order>,
     pub payments: AggregateStore<Payment>,
+    pub categories: AggregateStore<Category>,
+    pub carts: AggregateStore<Cart>,
 }
 
 impl Aggregates {
@@ -94,7 +129,9 @@ impl Aggregates {
             users: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             products: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             orders: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            payments: AggregateStore::with_upcasters(pool, options, upcasters()),
+            payments: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
+            categories: AggregateStore::with_upcasters(pool, options, upcasters()),
+            carts: AggregateStore::with_upcasters(pool, options, upcasters()),
         }
     }
 }

@@ -8,13 +8,20 @@
 //! writing any event, so a refused command records nothing. `apply` only folds
 //! already-accepted events into state and never fails.
 
+pub mod category;
+pub mod address;
+pub mod cart;
 pub mod order;
 pub mod payment;
+pub mod placement;
 pub mod product;
 pub mod refusal;
 pub mod user;
 pub mod values;
 
+pub use category::{Category, CategoryCommand, CategoryError, CategoryEvent, MAX_DEPTH};
+pub use address::ShippingAddress;
+pub use cart::{Cart, CartCommand, CartError, CartEvent, CartLine, CartStatus};
 pub use order::{
     CancelReason, Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
 };
@@ -26,7 +33,8 @@ pub use product::{
 pub use refusal::{Refusal, RefusalKind};
 pub use user::{User, UserCommand, UserError, UserEvent, UserStatus};
 pub use values::{
-    Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, ValidationError,
+    Attributes, Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, Slug,
+    ValidationError,
 };
 
 /// Version recorded with every event. Bump when an event's payload changes

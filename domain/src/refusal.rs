@@ -24,6 +24,14 @@ pub enum RefusalKind {
     ProductDiscontinued,
     /// Lines priced in more than one currency.
     CurrencyMismatch,
+    /// A category moved under itself or one of its descendants.
+    CategoryCycle,
+    /// A category to delete still has children or products.
+    CategoryNotEmpty,
+    /// The cart is no longer open (checked out, merged or expired).
+    CartClosed,
+    /// The cart has no lines to check out.
+    CartEmpty,
 }
 
 /// A domain error that knows its kind.

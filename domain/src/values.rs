@@ -249,6 +249,95 @@ impl fmt::Display for Sku {
     }
 }
 
+/// A category's name in URLs: lower-case ASCII letters and digits in words
+/// joined by single hyphens, 1 to 100 characters. Unique across categories.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Slug(String);
+
+impl Slug {
+    const FIELD: &'static str = "slug";
+
+    pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
+        let value = value.into();
+        char_count_between(Self::FIELD, &value, 1, 100)?;
+        let words_ok = value.split('-').all(|word| {
+            !word.is_empty()
+                && word
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+        if !words_ok {
+            return Err(ValidationError::new(
+                Self::FIELD,
+                "must be lower-case letters and digits in words joined by single hyphens",
+            ));
+        }
+        Ok(Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Slug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A product's attributes: at most 50 `{key: value}` strings, keys of 1 to
+/// 64 characters and values of 1 to 256, neither with control characters.
+/// Ordered by key, so equal sets compare and serialize equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Attributes(std::collections::BTreeMap<String, String>);
+
+impl Attributes {
+    const FIELD: &'static str = "attributes";
+    pub const MAX: usize = 50;
+
+    /// Every problem, as `(key, message)`; an empty key names the whole map.
+    pub fn parse(
+        map: std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        if map.len() > Self::MAX {
+            problems.push((String::new(), format!("at most {} attributes", Self::MAX)));
+        }
+        for (key, value) in &map {
+            let key_len = key.chars().count();
+            if !(1..=64).contains(&key_len) || key.chars().any(char::is_control) {
+                problems.push((
+                    key.clone(),
+                    "a key is 1 to 64 characters without control characters".to_owned(),
+                ));
+            }
+            let value_len = value.chars().count();
+            if !(1..=256).contains(&value_len) || value.chars().any(char::is_control) {
+                problems.push((
+                    key.clone(),
+                    "a value is 1 to 256 characters without control characters".to_owned(),
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self(map))
+        } else {
+            Err(problems)
+        }
+    }
+
+    pub fn field() -> &'static str {
+        Self::FIELD
+    }
+
+    pub fn as_map(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.0
+    }
+}
+
 /// Active ISO 4217 currency codes (sorted, for binary search). Fund codes
 /// (BOV, CLF, ...), precious metals, SDR and testing codes (X** other than
 /// the real regional currencies) are left out: nothing is priced in them.
@@ -397,7 +486,9 @@ mod json_schema {
 
     use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 
-    use super::{Currency, Description, EmailAddress, Name, Password, Sku, ISO_4217_ACTIVE};
+    use super::{
+        Attributes, Currency, Description, EmailAddress, Name, Password, Sku, Slug, ISO_4217_ACTIVE,
+    };
 
     /// `char::is_control`: the Unicode category Cc.
     const CONTROL: &str = r"\x00-\x1F\x7F-\x9F";
@@ -480,6 +571,47 @@ mod json_schema {
     );
 
     string_schema!(
+        Slug,
+        "Slug",
+        json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 100,
+            "pattern": r"^[a-z0-9]+(-[a-z0-9]+)*$",
+            "description": "Lower-case words joined by hyphens; unique across categories."
+        })
+    );
+
+    impl JsonSchema for Attributes {
+        fn inline_schema() -> bool {
+            true
+        }
+
+        fn schema_name() -> Cow<'static, str> {
+            Cow::Borrowed("Attributes")
+        }
+
+        fn json_schema(_: &mut SchemaGenerator) -> Schema {
+            json_schema!({
+                "type": "object",
+                "maxProperties": 50,
+                "propertyNames": {
+                    "minLength": 1,
+                    "maxLength": 64,
+                    "pattern": format!(r"^[^{CONTROL}]*$")
+                },
+                "additionalProperties": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 256,
+                    "pattern": format!(r"^[^{CONTROL}]*$")
+                },
+                "description": "At most 50 attributes: keys 1 to 64 characters, values 1 to 256."
+            })
+        }
+    }
+
+    string_schema!(
         Currency,
         "Currency",
         json_schema!({
@@ -553,6 +685,44 @@ mod tests {
         let email = EmailAddress::parse("Jane@Example.COM").unwrap();
         assert_eq!(email.normalized(), "jane@example.com");
         assert_eq!(email.as_str(), "Jane@Example.COM");
+    }
+
+    #[test]
+    fn slug_accepts_hyphenated_lower_case_words_only() {
+        for ok in ["pens", "fountain-pens", "a1-b2-c3", "x"] {
+            assert_eq!(Slug::parse(ok).unwrap().as_str(), ok);
+        }
+        let long = "a".repeat(101);
+        for bad in ["", "Pens", "-pens", "pens-", "fountain--pens", "café", "a b", long.as_str()] {
+            assert_eq!(Slug::parse(bad).unwrap_err().field, "slug", "{bad:?}");
+        }
+        assert!(Slug::parse("a".repeat(100)).is_ok());
+    }
+
+    #[test]
+    fn attributes_hold_to_their_bounds() {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        assert!(Attributes::parse(map(&[("colour", "blue"), ("ink", "gel")])).is_ok());
+        assert!(Attributes::parse(map(&[])).is_ok());
+        let long_key = "k".repeat(65);
+        let long_value = "v".repeat(257);
+        assert!(Attributes::parse(map(&[(&"k".repeat(64), &"v".repeat(256))])).is_ok());
+        assert_eq!(Attributes::parse(map(&[("", "x")])).unwrap_err().len(), 1);
+        assert_eq!(Attributes::parse(map(&[(&long_key, "x")])).unwrap_err().len(), 1);
+        assert_eq!(Attributes::parse(map(&[("k", "")])).unwrap_err().len(), 1);
+        assert_eq!(Attributes::parse(map(&[("k", &long_value)])).unwrap_err().len(), 1);
+        assert_eq!(Attributes::parse(map(&[("k", "a\u{7}")])).unwrap_err().len(), 1);
+        let many: std::collections::BTreeMap<String, String> =
+            (0..51).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert_eq!(Attributes::parse(many).unwrap_err()[0].0, "");
+        let fifty: std::collections::BTreeMap<String, String> =
+            (0..50).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert!(Attributes::parse(fifty).is_ok());
     }
 
     #[test]

@@ -57,6 +57,14 @@ ensure_postgres() {
         as_root su postgres -c "psql -tAc 'SELECT pg_reload_conf()'" >/dev/null
         sleep 0.5
     fi
+    # Search needs unaccent and pg_trgm (migration 0009), which Debian ships
+    # in postgresql-contrib for the server's major version.
+    local sharedir
+    sharedir=$(pg_config --sharedir 2>/dev/null || echo "/usr/share/postgresql/$(ls /etc/postgresql | sort -V | tail -n 1)")
+    if [ ! -f "$sharedir/extension/unaccent.control" ] || [ ! -f "$sharedir/extension/pg_trgm.control" ]; then
+        echo "services.sh: installing postgresql-contrib (unaccent, pg_trgm)"
+        apt_install postgresql-contrib
+    fi
 }
 
 ensure_nats() {

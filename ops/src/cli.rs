@@ -90,6 +90,9 @@ pub enum Role {
     Projector,
     /// Drives orders through stock reservation and payment.
     Saga,
+    /// Delivers webhooks: follows the event stream into the delivery log
+    /// and works through it.
+    Webhooks,
     /// Every role in one process.
     All,
 }

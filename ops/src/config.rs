@@ -46,6 +46,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub gateway: GatewayConfig,
     pub consistency_wait: Duration,
+    /// Carts unchanged this long expire (`AGORA_CART_TTL`, humantime, 30d),
+    /// checked every `AGORA_CART_EXPIRY_INTERVAL_MS` by the saga role.
+    pub carts: saga::cart_expiry::ExpiryOptions,
     pub log: LogConfig,
     /// How projections and the saga find committed events the broker lost.
     pub repair: projections::repair::RepairOptions,
@@ -54,6 +57,17 @@ pub struct Config {
     /// processes. Processes that run the same projection share its durable
     /// consumer, so that is safe too.
     pub projections: Vec<projections::Projection>,
+    pub webhooks: WebhooksConfig,
+    /// `AGORA_SSE_MAX_STREAMS`: live-update streams open per process at most.
+    pub sse_max_streams: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    /// `AGORA_WEBHOOK_RETRY_SCALE`: multiplies the retry schedule (tests shrink it).
+    pub retry_scale: f64,
+    /// `AGORA_WEBHOOKS_ALLOW_LOOPBACK=true`: endpoints on loopback (http too) are accepted.
+    pub allow_loopback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +395,26 @@ impl Config {
                 saga_concurrency: env.get("AGORA_SAGA_CONCURRENCY", 64)?,
             },
             consistency_wait: Duration::from_millis(env.get("AGORA_CONSISTENCY_WAIT_MS", 3_000)?),
+            carts: saga::cart_expiry::ExpiryOptions {
+                ttl: env.duration("AGORA_CART_TTL", "30d")?,
+                interval: Duration::from_millis(env.get("AGORA_CART_EXPIRY_INTERVAL_MS", 60_000)?),
+                ..saga::cart_expiry::ExpiryOptions::default()
+            },
+            webhooks: WebhooksConfig {
+                retry_scale: {
+                    let scale: f64 = env.get("AGORA_WEBHOOK_RETRY_SCALE", 1.0)?;
+                    if !scale.is_finite() || scale < 0.0 {
+                        return Err(env.invalid(
+                            "AGORA_WEBHOOK_RETRY_SCALE",
+                            &scale.to_string(),
+                            "expected a number of at least 0",
+                        ));
+                    }
+                    scale
+                },
+                allow_loopback: env.get("AGORA_WEBHOOKS_ALLOW_LOOPBACK", false)?,
+            },
+            sse_max_streams: env.get("AGORA_SSE_MAX_STREAMS", 10_000)?,
             repair: projections::repair::RepairOptions {
                 every: Duration::from_millis(env.get("AGORA_REPAIR_INTERVAL_MS", 1_000)?),
                 grace: Duration::from_millis(env.get("AGORA_REPAIR_GRACE_MS", 5_000)?),
@@ -485,6 +519,7 @@ mod tests {
         assert_eq!(config.gateway.url, "http://127.0.0.1:8090");
         assert_eq!(config.gateway.addr.to_string(), "127.0.0.1:8090");
         assert_eq!(config.consistency_wait, Duration::from_millis(3000));
+        assert_eq!(config.carts.ttl, Duration::from_secs(30 * 24 * 3600));
         assert_eq!(
             config.gateway.payment_deadline,
             Duration::from_millis(60000)

@@ -129,7 +129,42 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let saga = saga::Saga::new(pool.clone(), nats.clone(), aggregates.clone(), options)
             .context("starting the saga")?;
         tasks.push(tokio::spawn(saga.run(until_stopped())));
+        // Every saga process runs the timer; they share the due carts.
+        tasks.push(tokio::spawn(saga::cart_expiry::run(
+            pool.clone(),
+            aggregates.clone(),
+            config.carts.clone(),
+            until_stopped(),
+        )));
     }
+
+    let webhook_wake = if runs(Role::Webhooks) {
+        let intake = webhooks::intake::Intake::default();
+        let wake = std::sync::Arc::clone(&intake.wake);
+        let subscriber: Arc<dyn Subscriber> = Arc::new(intake);
+        let (worker, pool_, jetstream, nats_, prefix_, stopped) = (
+            Arc::clone(&subscriber),
+            pool.clone(),
+            async_nats::jetstream::new(nats.clone()),
+            nats.clone(),
+            prefix.clone(),
+            until_stopped(),
+        );
+        tasks.push(tokio::spawn(async move {
+            projections::worker::run(worker, pool_, jetstream, nats_, &prefix_, stopped).await;
+        }));
+        tasks.push(tokio::spawn(projections::repair::run(
+            pool.clone(),
+            subscriber,
+            nats.clone(),
+            prefix.clone(),
+            config.repair.clone(),
+            until_stopped(),
+        )));
+        Some(wake)
+    } else {
+        None
+    };
 
     if runs(Role::Relay) || runs(Role::Projector) {
         tasks.push(tokio::spawn(crate::sampler::run(
@@ -149,6 +184,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         request_timeout: config.http.request_timeout,
         connections: config.http.connections.clone(),
         consistency_wait: config.consistency_wait,
+        cart_ttl: config.carts.ttl,
         nats_prefix: prefix.clone(),
         auth: match (&config.auth.jwt_secret, config.auth.enabled) {
             (Some(secret), true) => Some(JwtSecret::new(secret.expose().as_bytes())),
@@ -167,9 +203,27 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
                 ..OidcOptions::new(oidc.issuer.clone(), oidc.audience.clone())
             }),
         },
+        sse_max_streams: config.sse_max_streams,
+        webhook_addresses: webhooks::AddressPolicy {
+            allow_loopback: config.webhooks.allow_loopback,
+        },
         ..HttpOptions::default()
     };
     let state = AppState::new(pool.clone(), aggregates, Some(nats.clone()), options);
+    if let Some(wake) = webhook_wake {
+        // The endpoints of the state: their secrets open with the same key.
+        tasks.push(tokio::spawn(webhooks::deliver::run(
+            pool.clone(),
+            state.webhooks.clone(),
+            webhooks::deliver::DeliveryOptions {
+                retry_scale: config.webhooks.retry_scale,
+                policy: state.options.webhook_addresses,
+                ..webhooks::deliver::DeliveryOptions::default()
+            },
+            wake,
+            until_stopped(),
+        )));
+    }
     let app = if runs(Role::Api) {
         tokio::spawn(api::changes::listen(
             nats.clone(),

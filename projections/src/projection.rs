@@ -1,4 +1,4 @@
-//! The five projections: their names, lock ids, what they follow, their
+//! The projections: their names, lock ids, what they follow, their
 //! tables, and the model that folds their events.
 
 use std::collections::HashSet;
@@ -21,15 +21,19 @@ pub enum Projection {
     Orders,
     Payments,
     Notifications,
+    Categories,
+    Carts,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 5] = [
+    pub const ALL: [Projection; 7] = [
         Projection::Users,
         Projection::Products,
         Projection::Orders,
         Projection::Payments,
         Projection::Notifications,
+        Projection::Categories,
+        Projection::Carts,
     ];
 
     /// The stable name: in checkpoints, consumer names, dead letters, change subjects.
@@ -40,12 +44,14 @@ impl Projection {
             Self::Orders => "orders",
             Self::Payments => "payments",
             Self::Notifications => "notifications",
+            Self::Categories => "categories",
+            Self::Carts => "carts",
         }
     }
 
     /// Every projection, as the subscribers they are.
     pub fn subscribers() -> Vec<&'static dyn Subscriber> {
-        const ALL: [Projection; 5] = Projection::ALL;
+        const ALL: [Projection; 7] = Projection::ALL;
         ALL.iter().map(|p| p as &dyn Subscriber).collect()
     }
 
@@ -63,6 +69,8 @@ impl Projection {
             Self::Orders => 3,
             Self::Payments => 4,
             Self::Notifications => 5,
+            Self::Categories => 6,
+            Self::Carts => 7,
         }
     }
 
@@ -78,6 +86,8 @@ impl Projection {
                 "rm_notification_orders",
                 "rm_notification_payments",
             ],
+            Self::Categories => &["rm_categories", "rm_category_listings"],
+            Self::Carts => &["rm_carts"],
         }
     }
 
@@ -89,6 +99,8 @@ impl Projection {
             Self::Orders => Box::new(models::orders::Orders::new(mode)),
             Self::Payments => Box::new(models::payments::Payments::new(mode)),
             Self::Notifications => Box::new(models::notifications::Notifications::new(mode)),
+            Self::Categories => Box::new(models::categories::Categories::new(mode)),
+            Self::Carts => Box::new(models::carts::Carts::new(mode)),
         }
     }
 }
@@ -110,6 +122,8 @@ impl Subscriber for Projection {
             Self::Orders => &[aggregate::ORDER],
             Self::Payments => &[aggregate::PAYMENT],
             Self::Notifications => &[aggregate::USER, aggregate::ORDER, aggregate::PAYMENT],
+            Self::Categories => &[aggregate::CATEGORY, aggregate::PRODUCT],
+            Self::Carts => &[aggregate::CART],
         }
     }
 
@@ -117,7 +131,7 @@ impl Subscriber for Projection {
         match self {
             // One filter per consumer (NATS 2.9): product events reach it
             // too, and are skipped.
-            Self::Notifications => subjects::events_wildcard(prefix),
+            Self::Notifications | Self::Categories => subjects::events_wildcard(prefix),
             _ => format!("{prefix}.events.{}.>", self.aggregate_types()[0]),
         }
     }
@@ -198,7 +212,9 @@ mod tests {
                 ("products", 2),
                 ("orders", 3),
                 ("payments", 4),
-                ("notifications", 5)
+                ("notifications", 5),
+                ("categories", 6),
+                ("carts", 7),
             ]
         );
     }

@@ -42,12 +42,19 @@ pub(crate) trait Record:
 #[derive(Debug, Default)]
 pub(crate) struct Loads {
     wanted: HashMap<(&'static str, &'static str), HashSet<Uuid>>,
+    whole: HashSet<&'static str>,
 }
 
 impl Loads {
     /// The row of `R` with primary key `id`.
     pub fn key<R: Record>(&mut self, id: Uuid) {
         self.by::<R>(R::KEY, id);
+    }
+
+    /// Every row of `R`: for a small table a fold reads whole (the category
+    /// tree), or a rare event that recounts from all rows.
+    pub fn all<R: Record>(&mut self) {
+        self.whole.insert(R::TABLE);
     }
 
     /// Every row of `R` whose `column` is `id` (an indexed column).
@@ -102,6 +109,19 @@ impl<R: Record> Table<R> {
         }
         self.touch(id);
         self.rows.get_mut(&id)
+    }
+
+    /// Every row in memory.
+    pub fn rows(&self) -> impl Iterator<Item = &R> {
+        self.rows.values()
+    }
+
+    /// Deletes the row with key `id`, if there is one.
+    pub fn remove(&mut self, id: Uuid) {
+        if self.rows.contains_key(&id) {
+            self.touch(id);
+            self.rows.remove(&id);
+        }
     }
 
     /// Adds the row, or replaces the one with its key.
@@ -176,6 +196,21 @@ impl<R: Record> AnyTable for Table<R> {
         loads: &'a Loads,
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
+            if loads.whole.contains(R::TABLE) {
+                let rows: Vec<String> = sqlx::query_scalar(&format!(
+                    "SELECT to_json(t)::text FROM {} t",
+                    R::TABLE
+                ))
+                .fetch_all(&mut *conn)
+                .await?;
+                for text in rows {
+                    let row: R = serde_json::from_str(&text).map_err(|err| {
+                        sqlx::Error::Decode(format!("a {} row: {err}", R::TABLE).into())
+                    })?;
+                    self.rows.entry(row.key()).or_insert(row);
+                }
+                return Ok(());
+            }
             for ((table, column), ids) in &loads.wanted {
                 if *table != R::TABLE || ids.is_empty() {
                     continue;

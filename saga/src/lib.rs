@@ -19,6 +19,7 @@
 //! (`sql_touches_only_saga_orders` holds it to that).
 
 pub mod breaker;
+pub mod cart_expiry;
 pub mod client;
 pub mod intake;
 mod process;

@@ -470,7 +470,7 @@ impl Process {
     ) -> Result<Step, StepError> {
         self.release_all(ctx, order.lines()).await?;
         match self
-            .execute_order(ctx, OrderCommand::Cancel { reason })
+            .execute_order(ctx, OrderCommand::Cancel { reason, note: None })
             .await
         {
             Ok(()) => {

@@ -142,6 +142,72 @@ pub struct UpdateProduct {
     #[serde(default)]
     #[schemars(with = "Option<domain::Description>")]
     pub description: Option<String>,
+    /// Replaces the product's attributes.
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Attributes>")]
+    pub attributes: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `PUT /products/{id}/categories`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetProductCategories {
+    /// 0 to 20 existing categories, each once.
+    #[schemars(
+        with = "Vec<uuid::Uuid>",
+        length(min = 0, max = 20),
+        extend("uniqueItems" = true)
+    )]
+    pub category_ids: Vec<String>,
+}
+
+/// `POST /categories`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCategory {
+    #[schemars(with = "domain::Slug")]
+    pub slug: String,
+    #[schemars(with = "domain::Name")]
+    pub name: String,
+    /// The parent category; without it, a top-level one.
+    #[serde(default)]
+    #[schemars(with = "Option<uuid::Uuid>")]
+    pub parent_id: Option<String>,
+    /// Order among its siblings (then by name); 0 by default.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = i32::MAX))]
+    pub position: Option<i64>,
+}
+
+/// `PATCH /categories/{id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCategory {
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Slug>")]
+    pub slug: Option<String>,
+    #[serde(default)]
+    #[schemars(with = "Option<domain::Name>")]
+    pub name: Option<String>,
+    #[serde(default)]
+    #[schemars(range(min = 0, max = i32::MAX))]
+    pub position: Option<i64>,
+}
+
+/// `POST /categories/{id}/move`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveCategory {
+    /// The new parent, or `null` for the top level. Required.
+    #[serde(deserialize_with = "present")]
+    #[schemars(with = "Option<uuid::Uuid>", required, extend("type" = ["string", "null"]))]
+    pub parent_id: Option<String>,
+}
+
+/// A field that must be present and may be `null`: serde would read a
+/// missing `Option` as `None`, and a `deserialize_with` makes it required.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
 }
 
 /// `POST /products/{id}/price`
@@ -186,13 +252,107 @@ pub struct PlaceOrder {
         regex(pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")
     )]
     pub payment_token: String,
+    /// Where the order goes; optional here, required at a cart's checkout.
+    #[serde(default)]
+    pub shipping_address: Option<ShippingAddressBody>,
 }
 
-/// `POST /orders/{id}/cancel`
+/// `{name, line1, line2?, city, region?, postal_code, country}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+pub struct ShippingAddressBody {
+    #[schemars(length(min = 1, max = 200))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 200))]
+    pub line1: String,
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
+    pub line2: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
+    pub city: String,
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
+    pub region: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
+    pub postal_code: String,
+    /// An ISO 3166-1 alpha-2 code, e.g. `DE`.
+    #[schemars(regex(pattern = r"^[A-Z]{2}$"))]
+    pub country: String,
+}
+
+/// `POST /orders/{id}/cancel`; the body may be left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CancelOrder {
-    /// Only `customer_request` can be asked for; other reasons come from the order flow.
-    #[schemars(extend("enum" = ["customer_request"]))]
-    pub reason: String,
+    /// Free text, 0 to 500 characters, kept as the order's `cancel_note`;
+    /// the order's `cancel_reason` is `customer_request` whatever it says.
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub reason: Option<String>,
+}
+
+/// `POST /carts`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCart {}
+
+/// `PUT /carts/{id}/lines/{product_id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCartLine {
+    /// 1 to 1000; 0 removes the line.
+    #[schemars(range(min = 0, max = 1000))]
+    pub quantity: i64,
+}
+
+/// `POST /carts/{id}/claim`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimCart {}
+
+/// `POST /carts/{id}/checkout`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutCart {
+    /// As for `POST /orders`.
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")
+    )]
+    pub payment_token: String,
+    pub shipping_address: ShippingAddressBody,
+}
+
+/// `POST /webhooks`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhook {
+    /// `https://...`; `http://` only to a loopback address, when the
+    /// deployment allows it. Private, link-local and loopback addresses are refused.
+    #[schemars(length(min = 1, max = 2048), extend("format" = "uri"))]
+    pub url: String,
+    /// Event names (`order.placed`), a resource's pattern (`order.*`) or `*`.
+    #[schemars(length(min = 1, max = 50))]
+    pub events: Vec<String>,
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+}
+
+/// `PATCH /webhooks/{id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWebhook {
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 2048), extend("format" = "uri"))]
+    pub url: Option<String>,
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 50))]
+    pub events: Option<Vec<String>>,
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[schemars(extend("enum" = ["enabled", "disabled"]))]
+    pub status: Option<String>,
 }

@@ -33,6 +33,55 @@ pub struct OrderLine {
     pub unit_price: Money,
 }
 
+/// A shipping address as stored with an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub postal_code: String,
+    pub country: String,
+}
+
+/// A cart line: a product and how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    pub product_id: Uuid,
+    pub quantity: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum CartEvent {
+    CartCreated {
+        user_id: Option<Uuid>,
+        token_hash: Option<String>,
+    },
+    CartLineSet {
+        product_id: Uuid,
+        quantity: u32,
+    },
+    CartLineRemoved {
+        product_id: Uuid,
+    },
+    CartClaimed {
+        user_id: Uuid,
+    },
+    CartMerged {
+        into: Uuid,
+    },
+    CartLinesMerged {
+        lines: Vec<CartLine>,
+    },
+    CartCheckedOut {
+        order_id: Uuid,
+    },
+    CartExpired {},
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum UserEvent {
     UserRegistered { email: String, name: String },
@@ -81,6 +130,36 @@ pub enum ProductEvent {
         order_id: Uuid,
         quantity: u32,
     },
+    ProductCategoriesSet {
+        category_ids: Vec<Uuid>,
+    },
+    ProductAttributesSet {
+        attributes: std::collections::BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum CategoryEvent {
+    CategoryCreated {
+        slug: String,
+        name: String,
+        #[serde(default)]
+        parent_id: Option<Uuid>,
+        position: i32,
+    },
+    CategoryUpdated {
+        #[serde(default)]
+        slug: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        position: Option<i32>,
+    },
+    CategoryMoved {
+        #[serde(default)]
+        parent_id: Option<Uuid>,
+    },
+    CategoryDeleted {},
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -89,6 +168,10 @@ pub enum OrderEvent {
         user_id: Uuid,
         lines: Vec<OrderLine>,
         total: Money,
+        #[serde(default)]
+        cart_id: Option<Uuid>,
+        #[serde(default)]
+        shipping_address: Option<ShippingAddress>,
     },
     OrderPaymentAssigned {
         payment_id: Uuid,
@@ -101,6 +184,9 @@ pub enum OrderEvent {
         /// was stored as a cancellation before `OrderRefunded` existed.
         #[serde(default)]
         previous_status: Option<String>,
+        /// The customer's note of a `customer_request` cancellation.
+        #[serde(default)]
+        note: Option<String>,
     },
     OrderRefunded {},
 }
@@ -123,6 +209,8 @@ pub enum Event {
     Product(ProductEvent),
     Order(OrderEvent),
     Payment(PaymentEvent),
+    Category(CategoryEvent),
+    Cart(CartEvent),
     /// A type this build does not know (written by a newer one): a reader's
     /// only use of it is that the aggregate's stream is one event longer.
     Unknown,
@@ -233,6 +321,8 @@ impl Event {
             aggregate::PRODUCT => ProductEvent::deserialize(payload).map(Event::Product),
             aggregate::ORDER => OrderEvent::deserialize(payload).map(Event::Order),
             aggregate::PAYMENT => PaymentEvent::deserialize(payload).map(Event::Payment),
+            aggregate::CATEGORY => CategoryEvent::deserialize(payload).map(Event::Category),
+            aggregate::CART => CartEvent::deserialize(payload).map(Event::Cart),
             _ => return Ok(Event::Unknown),
         };
         event.map_err(|err| err.to_string())
@@ -278,10 +368,14 @@ mod tests {
 
     /// One of every event the domain writes, as it stores them.
     fn every_domain_event() -> Vec<EventEnvelope> {
-        use domain::{OrderEvent as O, PaymentEvent as P, ProductEvent as Pr, UserEvent as U};
+        use domain::{
+            CartEvent as Ca, CategoryEvent as C, OrderEvent as O, PaymentEvent as P,
+            ProductEvent as Pr, UserEvent as U,
+        };
         let id = Uuid::now_v7();
         let email = || EmailAddress::parse("ada@example.com").unwrap();
         let name = || Name::parse("Ada").unwrap();
+        let slug = || domain::Slug::parse("pens").unwrap();
         let money = || domain::values::Money::new(1999, Currency::parse("EUR").unwrap());
         let line = domain::OrderLine {
             product_id: id,
@@ -336,6 +430,16 @@ mod tests {
                     lines: vec![line],
                     total: money(),
                     payment_token: "tok_ok".into(),
+                    cart_id: Some(id),
+                    shipping_address: Some(domain::ShippingAddress {
+                        name: "Ada".into(),
+                        line1: "1 Way".into(),
+                        line2: None,
+                        city: "London".into(),
+                        region: None,
+                        postal_code: "N1".into(),
+                        country: "GB".into(),
+                    }),
                 },
             ),
             stored("order", O::OrderPaymentAssigned { payment_id: id }),
@@ -347,8 +451,47 @@ mod tests {
                 O::OrderCancelled {
                     reason: domain::CancelReason::CustomerRequest,
                     previous_status: domain::OrderStatus::Pending,
+                    note: Some("changed my mind".into()),
                 },
             ),
+            stored(
+                "cart",
+                Ca::CartCreated {
+                    cart_id: id,
+                    user_id: None,
+                    token_hash: Some("ab".repeat(32)),
+                },
+            ),
+            stored(
+                "cart",
+                Ca::CartLineSet {
+                    product_id: id,
+                    quantity: 2,
+                    currency: Currency::parse("EUR").unwrap(),
+                },
+            ),
+            stored("cart", Ca::CartLineRemoved { product_id: id }),
+            stored("cart", Ca::CartClaimed { user_id: id }),
+            stored(
+                "cart",
+                Ca::CartMerged {
+                    into: id,
+                    user_id: id,
+                },
+            ),
+            stored(
+                "cart",
+                Ca::CartLinesMerged {
+                    from: id,
+                    lines: vec![domain::CartLine {
+                        product_id: id,
+                        quantity: 3,
+                    }],
+                    currency: Some(Currency::parse("EUR").unwrap()),
+                },
+            ),
+            stored("cart", Ca::CartCheckedOut { order_id: id }),
+            stored("cart", Ca::CartExpired {}),
             stored(
                 "payment",
                 P::PaymentRequested {
@@ -412,6 +555,42 @@ mod tests {
                     quantity: 1,
                 },
             ),
+            stored(
+                "product",
+                Pr::ProductCategoriesSet {
+                    category_ids: vec![id],
+                },
+            ),
+            stored(
+                "product",
+                Pr::ProductAttributesSet {
+                    attributes: domain::Attributes::parse(
+                        [("ink".to_owned(), "gel".to_owned())].into(),
+                    )
+                    .unwrap(),
+                },
+            ),
+            stored(
+                "category",
+                C::CategoryCreated {
+                    category_id: id,
+                    slug: slug(),
+                    name: name(),
+                    parent_id: Some(id),
+                    position: 1,
+                },
+            ),
+            stored(
+                "category",
+                C::CategoryUpdated {
+                    slug: Some(slug()),
+                    previous_slug: Some(slug()),
+                    name: None,
+                    position: Some(2),
+                },
+            ),
+            stored("category", C::CategoryMoved { parent_id: None }),
+            stored("category", C::CategoryDeleted { slug: slug() }),
         ];
         events
     }

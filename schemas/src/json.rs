@@ -14,15 +14,17 @@
 
 use std::collections::HashMap;
 
-use domain::{OrderEvent, PaymentEvent, ProductEvent, UserEvent};
+use domain::{CartEvent, CategoryEvent, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::Value;
 
 use crate::commands::{
-    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CreateApiKey, CreateProduct, Login,
-    Logout, PlaceOrder, Refresh, RegisterUser, UpdateProduct, UpdateUser,
+    AdjustStock, CancelOrder, ChangePassword, ChangePrice, CheckoutCart, ClaimCart, CreateApiKey,
+    CreateCart, CreateCategory, CreateProduct, Login, Logout, MoveCategory, PlaceOrder, Refresh,
+    RegisterUser, SetCartLine, SetProductCategories, UpdateCategory, UpdateProduct, UpdateUser,
 };
+use crate::commands::{CreateWebhook, UpdateWebhook};
 
 /// The command that rewrites `schemas/json/` from the code.
 pub const REGENERATE: &str = "UPDATE_SCHEMAS=1 cargo test -p schemas --lib json";
@@ -80,6 +82,16 @@ pub const COMMANDS: &[CommandSchema] = &[
     command!(Logout, 1),
     command!(ChangePassword, 1),
     command!(CreateApiKey, 1),
+    command!(CreateCategory, 1),
+    command!(UpdateCategory, 1),
+    command!(MoveCategory, 1),
+    command!(SetProductCategories, 1),
+    command!(CreateCart, 1),
+    command!(SetCartLine, 1),
+    command!(ClaimCart, 1),
+    command!(CheckoutCart, 1),
+    command!(CreateWebhook, 1),
+    command!(UpdateWebhook, 1),
 ];
 
 pub const EVENTS: &[EventSchema] = &[
@@ -103,6 +115,8 @@ pub const EVENTS: &[EventSchema] = &[
     event!("product", StockReservationReleased, "1.0", ProductEvent),
     event!("product", StockReservationCommitted, "1.0", ProductEvent),
     event!("product", StockReturned, "1.0", ProductEvent),
+    event!("product", ProductCategoriesSet, "1.0", ProductEvent),
+    event!("product", ProductAttributesSet, "1.0", ProductEvent),
     event!("order", OrderPlaced, "1.0", OrderEvent),
     event!("order", OrderPaymentAssigned, "1.0", OrderEvent),
     event!("order", OrderConfirmed, "1.0", OrderEvent),
@@ -116,6 +130,18 @@ pub const EVENTS: &[EventSchema] = &[
     event!("payment", PaymentFailed, "1.0", PaymentEvent),
     event!("payment", PaymentCaptured, "1.0", PaymentEvent),
     event!("payment", PaymentRefunded, "1.0", PaymentEvent),
+    event!("category", CategoryCreated, "1.0", CategoryEvent),
+    event!("category", CategoryUpdated, "1.0", CategoryEvent),
+    event!("category", CategoryMoved, "1.0", CategoryEvent),
+    event!("category", CategoryDeleted, "1.0", CategoryEvent),
+    event!("cart", CartCreated, "1.0", CartEvent),
+    event!("cart", CartLineSet, "1.0", CartEvent),
+    event!("cart", CartLineRemoved, "1.0", CartEvent),
+    event!("cart", CartClaimed, "1.0", CartEvent),
+    event!("cart", CartMerged, "1.0", CartEvent),
+    event!("cart", CartLinesMerged, "1.0", CartEvent),
+    event!("cart", CartCheckedOut, "1.0", CartEvent),
+    event!("cart", CartExpired, "1.0", CartEvent),
 ];
 
 /// Draft 2020-12 with every subschema inlined: no `$ref`, no `$defs`.
@@ -354,6 +380,7 @@ mod tests {
             ("product", schema_of::<ProductEvent>()),
             ("order", schema_of::<OrderEvent>()),
             ("payment", schema_of::<PaymentEvent>()),
+            ("category", schema_of::<CategoryEvent>()),
         ] {
             for variant in whole["oneOf"].as_array().unwrap() {
                 let name = variant["required"][0].as_str().unwrap();
@@ -380,6 +407,8 @@ mod tests {
             }],
             total: domain::Money::price(3998, "EUR").unwrap(),
             payment_token: "tok_ok".to_owned(),
+            cart_id: None,
+            shipping_address: None,
         })
         .unwrap();
         validator

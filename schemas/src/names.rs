@@ -11,9 +11,11 @@ pub mod aggregate {
     pub const PRODUCT: &str = "product";
     pub const ORDER: &str = "order";
     pub const PAYMENT: &str = "payment";
+    pub const CATEGORY: &str = "category";
+    pub const CART: &str = "cart";
 
     /// Every aggregate type whose stream `GET /aggregates/{type}/{id}/events` reads.
-    pub const ALL: [&str; 4] = [USER, PRODUCT, ORDER, PAYMENT];
+    pub const ALL: [&str; 6] = [USER, PRODUCT, ORDER, PAYMENT, CATEGORY, CART];
 }
 
 #[cfg(test)]
@@ -26,5 +28,7 @@ mod tests {
         assert_eq!(domain::Product::TYPE, super::aggregate::PRODUCT);
         assert_eq!(domain::Order::TYPE, super::aggregate::ORDER);
         assert_eq!(domain::Payment::TYPE, super::aggregate::PAYMENT);
+        assert_eq!(domain::Category::TYPE, super::aggregate::CATEGORY);
+        assert_eq!(domain::Cart::TYPE, super::aggregate::CART);
     }
 }

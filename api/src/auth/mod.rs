@@ -71,8 +71,9 @@ pub fn is_operations_path(path: &str) -> bool {
 pub fn carries_secrets(path: &str) -> bool {
     matches!(
         path,
-        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys"
+        "/auth/login" | "/auth/refresh" | "/auth/logout" | "/api-keys" | "/carts" | "/webhooks"
     ) || (path.starts_with("/users/") && path.ends_with("/password"))
+        || (path.starts_with("/webhooks/") && path.ends_with("/rotate-secret"))
 }
 
 /// A caller's role, as the `role` claim names it.
@@ -631,11 +632,12 @@ mod tests {
             "/auth/refresh",
             "/auth/logout",
             "/api-keys",
+            "/carts",
             "/users/0190/password",
         ] {
             assert!(carries_secrets(path), "{path}");
         }
-        for path in ["/users", "/users/0190", "/api-keys/x", "/orders"] {
+        for path in ["/users", "/users/0190", "/api-keys/x", "/orders", "/carts/0190/claim"] {
             assert!(!carries_secrets(path), "{path}");
         }
     }

@@ -17,9 +17,10 @@ pub async fn events(
     Path((kind, id)): Path<(String, String)>,
     _no_params: QueryParams<NoParams>,
 ) -> Result<Json<Vec<StoredEvent>>, ApiError> {
-    if !matches!(kind.as_str(), "user" | "product" | "order" | "payment") {
+    if !schemas::names::aggregate::ALL.contains(&kind.as_str()) {
         return Err(ApiError::not_found(format!(
-            "no aggregate type {kind:?}; it is one of user, product, order, payment"
+            "no aggregate type {kind:?}; it is one of {}",
+            schemas::names::aggregate::ALL.join(", ")
         )));
     }
     let id = parse_id(&id)?;

@@ -8,13 +8,17 @@
 mod aggregates;
 pub(crate) mod api_keys;
 pub(crate) mod auth;
+pub(crate) mod categories;
+pub(crate) mod carts;
 mod documents;
 pub(crate) mod operations;
 pub(crate) mod orders;
 pub(crate) mod payments;
 pub(crate) mod products;
 pub mod queries;
+pub mod updates;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -258,7 +262,7 @@ pub fn table() -> Vec<Route> {
             op(
                 "updateProduct",
                 "products",
-                "Change a product's name or description",
+                "Change a product's name, description or attributes",
             )
             .access(Admin)
             .body("UpdateProduct")
@@ -289,6 +293,99 @@ pub fn table() -> Vec<Route> {
             op("discontinueProduct", "products", "Discontinue a product")
                 .access(Admin)
                 .write("ProductWritten"),
+        ),
+        route(
+            Method::PUT,
+            "/products/{id}/categories",
+            products::set_categories,
+            op(
+                "setProductCategories",
+                "products",
+                "Set the categories a product is listed in",
+            )
+            .access(Admin)
+            .body("SetProductCategories")
+            .write("ProductWritten"),
+        ),
+        route(
+            Method::POST,
+            "/categories",
+            categories::create,
+            op("createCategory", "categories", "Create a category")
+                .access(Admin)
+                .body("CreateCategory")
+                .unique()
+                .create(
+                    "CategoryWritten",
+                    &[
+                        "getCategory",
+                        "updateCategory",
+                        "moveCategory",
+                        "deleteCategory",
+                    ],
+                ),
+        ),
+        route(
+            Method::GET,
+            "/categories",
+            queries::categories,
+            op("listCategories", "categories", "The category tree")
+                .access(Open)
+                .answers(200, "CategoryTree", false),
+        ),
+        route(
+            Method::GET,
+            "/categories/{id}",
+            queries::category,
+            op(
+                "getCategory",
+                "categories",
+                "Read a category (by id or slug) with its path",
+            )
+            .access(Open)
+            .query(Query::One)
+            .answers(200, "Category", true),
+        ),
+        route(
+            Method::PATCH,
+            "/categories/{id}",
+            categories::update,
+            op(
+                "updateCategory",
+                "categories",
+                "Change a category's slug, name or position",
+            )
+            .access(Admin)
+            .body("UpdateCategory")
+            .unique()
+            .write("CategoryWritten"),
+        ),
+        route(
+            Method::POST,
+            "/categories/{id}/move",
+            categories::move_category,
+            op("moveCategory", "categories", "Move a category under another")
+                .access(Admin)
+                .body("MoveCategory")
+                .write("CategoryWritten")
+                .problems(&[(
+                    422,
+                    "`category-cycle` under itself or a descendant; `validation` past 8 levels \
+                     or for a missing parent.",
+                )]),
+        ),
+        route(
+            Method::DELETE,
+            "/categories/{id}",
+            categories::delete,
+            op("deleteCategory", "categories", "Delete an empty category")
+                .access(Admin)
+                .guarded()
+                .no_content()
+                .problems(&[
+                    (409, "The category kept changing under the request."),
+                    (422, "`category-not-empty`: it has children or products."),
+                ]),
         ),
         route(
             Method::POST,
@@ -323,6 +420,90 @@ pub fn table() -> Vec<Route> {
                 .write("OrderWritten"),
         ),
         route(
+            Method::POST,
+            "/carts",
+            carts::create,
+            op(
+                "createCart",
+                "carts",
+                "Create a cart: the customer's with its token, else a guest cart with a cart_token",
+            )
+            .access(Open)
+            .body("CreateCart")
+            .optional_body()
+            .create(
+                "CartWritten",
+                &["getCart", "setCartLine", "removeCartLine", "claimCart", "checkoutCart"],
+            ),
+        ),
+        route(
+            Method::GET,
+            "/carts/{id}",
+            carts::get,
+            op(
+                "getCart",
+                "carts",
+                "Read a cart, with its products' current prices and stock",
+            )
+            .access(Open)
+            .query(Query::One)
+            .answers(200, "Cart", true),
+        ),
+        route(
+            Method::PUT,
+            "/carts/{id}/lines/{product_id}",
+            carts::set_line,
+            op("setCartLine", "carts", "Set a line's quantity; 0 removes it")
+                .access(Open)
+                .body("SetCartLine")
+                .write("CartWritten"),
+        ),
+        route(
+            Method::DELETE,
+            "/carts/{id}/lines/{product_id}",
+            carts::remove_line,
+            op("removeCartLine", "carts", "Remove a line")
+                .access(Open)
+                .write("CartWritten"),
+        ),
+        route(
+            Method::POST,
+            "/carts/{id}/claim",
+            carts::claim,
+            op(
+                "claimCart",
+                "carts",
+                "A signed-in customer takes a guest cart (with its X-Cart-Token), merging it into its open cart",
+            )
+            .body("ClaimCart")
+            .optional_body()
+            .answers(200, "CartWritten", true),
+        ),
+        route(
+            Method::POST,
+            "/carts/{id}/checkout",
+            carts::checkout,
+            op(
+                "checkoutCart",
+                "carts",
+                "Place the cart's order (201); a repeat answers the same order (200)",
+            )
+            .body("CheckoutCart")
+            .answers(201, "OrderWritten", true)
+            .problems(&[(
+                401,
+                "No valid bearer token, or a guest cart: sign in and claim it first.",
+            )]),
+        ),
+        route(
+            Method::GET,
+            "/users/{id}/carts",
+            carts::carts_of_user,
+            op("listCartsOfUser", "carts", "List a customer's carts, newest first")
+                .query(Query::Page)
+                .answers(200, "CartPage", false),
+        ),
+        route(
             Method::GET,
             "/payments/{id}",
             queries::payment,
@@ -337,6 +518,104 @@ pub fn table() -> Vec<Route> {
             op("refundPayment", "payments", "Refund a captured payment")
                 .access(Admin)
                 .write("PaymentWritten"),
+        ),
+        route(
+            Method::POST,
+            "/webhooks",
+            webhooks::create,
+            op("createWebhook", "webhooks", "Register a webhook endpoint")
+                .access(Admin)
+                .body("CreateWebhook")
+                .answers(201, "WebhookCreated", false),
+        ),
+        route(
+            Method::GET,
+            "/webhooks",
+            webhooks::list,
+            op("listWebhooks", "webhooks", "List the webhook endpoints")
+                .access(Admin)
+                .query(Query::Page)
+                .answers(200, "WebhookPage", false),
+        ),
+        route(
+            Method::GET,
+            "/webhooks/{id}",
+            webhooks::get,
+            op("getWebhook", "webhooks", "Read a webhook endpoint")
+                .access(Admin)
+                .answers(200, "Webhook", false),
+        ),
+        route(
+            Method::PATCH,
+            "/webhooks/{id}",
+            webhooks::update,
+            op("updateWebhook", "webhooks", "Change a webhook endpoint, or enable or disable it")
+                .access(Admin)
+                .body("UpdateWebhook")
+                .answers(200, "Webhook", false),
+        ),
+        route(
+            Method::DELETE,
+            "/webhooks/{id}",
+            webhooks::delete,
+            op("deleteWebhook", "webhooks", "Delete a webhook endpoint and its deliveries")
+                .access(Admin)
+                .no_content(),
+        ),
+        route(
+            Method::POST,
+            "/webhooks/{id}/rotate-secret",
+            webhooks::rotate_secret,
+            op(
+                "rotateWebhookSecret",
+                "webhooks",
+                "A new signing secret; the old one also signs for 24 h",
+            )
+            .access(Admin)
+            .answers(200, "WebhookSecret", false),
+        ),
+        route(
+            Method::GET,
+            "/webhooks/{id}/deliveries",
+            webhooks::deliveries,
+            op("listWebhookDeliveries", "webhooks", "List an endpoint's deliveries, newest first")
+                .access(Admin)
+                .query(Query::Deliveries)
+                .answers(200, "WebhookDeliveryPage", false),
+        ),
+        route(
+            Method::POST,
+            "/webhooks/{id}/deliveries/{delivery_id}/retry",
+            webhooks::retry,
+            op("retryWebhookDelivery", "webhooks", "Try a delivery again now")
+                .access(Admin)
+                .answers(202, "WebhookDelivery", false),
+        ),
+        route(
+            Method::GET,
+            "/orders/{id}/updates",
+            updates::order,
+            op("orderUpdates", "orders", "An order's changes as Server-Sent Events")
+                .event_stream(),
+        ),
+        route(
+            Method::GET,
+            "/products/{id}/updates",
+            updates::product,
+            op("productUpdates", "products", "A product's changes as Server-Sent Events")
+                .access(Open)
+                .event_stream(),
+        ),
+        route(
+            Method::GET,
+            "/users/{id}/notifications/updates",
+            updates::notifications,
+            op(
+                "notificationUpdates",
+                "users",
+                "A user's new notifications as Server-Sent Events",
+            )
+            .event_stream(),
         ),
         route(
             Method::GET,

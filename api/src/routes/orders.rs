@@ -1,25 +1,25 @@
-use std::collections::HashSet;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::order::{CancelReason, Order, OrderCommand, OrderLine};
+use domain::placement::{self, Requested};
 use domain::values::{Money, Quantity};
-use domain::RefusalKind;
+use domain::ShippingAddress;
 use futures::future::try_join_all;
 use schemars::JsonSchema;
 use schemas::commands::{CancelOrder, PlaceOrder};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::auth::MaybeJson;
 use super::{written, Fields};
 use crate::auth::{Admin, Caller, SignedIn};
 use crate::error::ApiError;
 use crate::extract::{parse_id, Context, IfMatch, IfMatchNothing, JsonBody};
 use crate::state::AppState;
 
-const MAX_LINES: usize = 50;
 const MAX_TOKEN_LEN: usize = 255;
+const MAX_NOTE_LEN: usize = 500;
 
 /// The answer to a write on an order: the aggregate as it now is.
 #[derive(Serialize, JsonSchema)]
@@ -30,7 +30,10 @@ pub(crate) struct OrderView<'a> {
     total: Option<&'a Money>,
     status: domain::order::OrderStatus,
     cancel_reason: Option<CancelReason>,
+    cancel_note: Option<&'a str>,
     payment_id: Option<Uuid>,
+    shipping_address: Option<&'a ShippingAddress>,
+    cart_id: Option<Uuid>,
     version: usize,
 }
 
@@ -42,13 +45,94 @@ fn view<'a>(id: &str, order: &'a Order, version: usize) -> OrderView<'a> {
         total: order.total(),
         status: order.status(),
         cancel_reason: order.cancel_reason(),
+        cancel_note: order.cancel_note(),
         payment_id: order.payment_id(),
+        shipping_address: order.shipping_address(),
+        cart_id: order.cart_id(),
         version,
     }
 }
 
+/// An order's write answer with `status` (201 with `Location` when placed).
+pub(crate) fn answer(status: StatusCode, id: Uuid, order: &Order, version: usize) -> Response {
+    let id = id.to_string();
+    let location = (status == StatusCode::CREATED).then(|| format!("/orders/{id}"));
+    written(status, location, version, view(&id, order, version))
+}
+
+/// `payment_token`: 1 to 255 characters, none a control character.
+pub(crate) fn check_payment_token(fields: &mut Fields, token: &str) {
+    let token_length = token.chars().count();
+    if token_length == 0 || token_length > MAX_TOKEN_LEN {
+        fields.fail(
+            "payment_token",
+            format!("must be 1 to {MAX_TOKEN_LEN} characters"),
+        );
+    } else if token.chars().any(char::is_control) {
+        // Stored in the event's JSON, where Postgres refuses NUL outright.
+        fields.fail("payment_token", "must not contain control characters");
+    }
+}
+
+/// `shipping_address`, if given: every field as api.md says.
+pub(crate) fn check_address(
+    fields: &mut Fields,
+    body: Option<schemas::commands::ShippingAddressBody>,
+) -> Option<ShippingAddress> {
+    body.and_then(|body| super::carts::parse_address(fields, body))
+}
+
+/// What to place: everything but the prices, which are read now.
+pub(crate) struct Placement {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub requested: Vec<Requested>,
+    pub payment_token: String,
+    pub cart_id: Option<Uuid>,
+    pub shipping_address: Option<ShippingAddress>,
+}
+
+/// Loads the user and the products, lets the domain's placement rules
+/// (`domain::placement`) price the lines or refuse, and places the order.
+/// `false` when the order existed already (a concurrent checkout placed it).
+pub(crate) async fn place_order(
+    state: &AppState,
+    placement: Placement,
+    metadata: &commands::CommandMetadata,
+) -> Result<bool, ApiError> {
+    let user = state.aggregates.users.load_id(placement.user_id).await?;
+    let products = try_join_all(
+        placement
+            .requested
+            .iter()
+            .map(|line| state.aggregates.products.load_id(line.product_id)),
+    )
+    .await?;
+    let products: Vec<&domain::Product> = products.iter().map(|p| &p.aggregate).collect();
+    let lines = placement::place(&user.aggregate, &placement.requested, &products)?;
+    let command = OrderCommand::Place {
+        order_id: placement.order_id,
+        user_id: placement.user_id,
+        lines,
+        payment_token: placement.payment_token,
+        cart_id: placement.cart_id,
+        shipping_address: placement.shipping_address,
+    };
+    let placed = state
+        .aggregates
+        .orders
+        .execute_new(&placement.order_id.to_string(), command, metadata)
+        .await;
+    match placed {
+        Ok(_) => Ok(true),
+        Err(commands::CommandError::Rejected(domain::OrderError::AlreadyExists)) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Places an order: the user must be active and every product active and
-/// priced in one currency. Unit prices are taken from the products now.
+/// priced in one currency (`domain::placement`). Unit prices are taken from
+/// the products now.
 ///
 /// Policy: a customer orders only for itself (`user_id` is its own, else
 /// 403 whatever else is wrong with the body); an admin for anyone.
@@ -65,21 +149,8 @@ pub async fn place(
         Some(user_id) => caller.require_user(user_id)?,
         None => fields.fail("user_id", "must be a UUID"),
     }
-    if body.lines.is_empty() || body.lines.len() > MAX_LINES {
-        fields.fail("lines", format!("must hold 1 to {MAX_LINES} lines"));
-    }
-    let token_length = body.payment_token.chars().count();
-    if token_length == 0 || token_length > MAX_TOKEN_LEN {
-        fields.fail(
-            "payment_token",
-            format!("must be 1 to {MAX_TOKEN_LEN} characters"),
-        );
-    } else if body.payment_token.chars().any(char::is_control) {
-        // Stored in the event's JSON, where Postgres refuses NUL outright.
-        fields.fail("payment_token", "must not contain control characters");
-    }
-    let mut seen = HashSet::new();
-    let mut wanted = Vec::with_capacity(body.lines.len());
+    check_payment_token(&mut fields, &body.payment_token);
+    let mut requested = Vec::with_capacity(body.lines.len());
     for (index, line) in body.lines.iter().enumerate() {
         let product_id = Uuid::parse_str(&line.product_id).ok();
         if product_id.is_none() {
@@ -89,94 +160,41 @@ pub async fn place(
             &format!("lines[{index}].quantity"),
             Quantity::parse(line.quantity),
         );
-        if let Some(product_id) = product_id {
-            if !seen.insert(product_id) {
-                fields.fail(
-                    format!("lines[{index}].product_id"),
-                    "appears on more than one line",
-                );
-            }
-            if let Some(quantity) = quantity {
-                wanted.push((index, product_id, quantity));
-            }
+        if let (Some(product_id), Some(quantity)) = (product_id, quantity) {
+            requested.push(Requested {
+                product_id,
+                quantity: quantity.get(),
+            });
         }
     }
+    if requested.len() == body.lines.len() {
+        for error in placement::check_lines(&requested) {
+            fields.fail(error.field().unwrap_or_default(), error.to_string());
+        }
+    } else if body.lines.is_empty() || body.lines.len() > domain::order::MAX_LINES {
+        fields.fail("lines", placement::PlacementError::LineCount.to_string());
+    }
+    let shipping_address = check_address(&mut fields, body.shipping_address);
     fields.finish()?;
     let Some(user_id) = user_id else {
         return Err(ApiError::validation(Vec::new()));
     };
-
-    let (user, _) = state.aggregates.users.load(&user_id.to_string()).await?;
-    if !user.aggregate.exists() {
-        let mut fields = Fields::default();
-        fields.fail("user_id", "no such user");
-        fields.finish()?;
-    }
-    if !user.aggregate.is_active() {
-        return Err(ApiError::refused(
-            RefusalKind::UserDeactivated,
-            "a deactivated user cannot place orders",
-        ));
-    }
-
-    let products = try_join_all(
-        wanted
-            .iter()
-            .map(|(_, product_id, _)| state.aggregates.products.load_id(*product_id)),
-    )
-    .await?;
-    let mut fields = Fields::default();
-    let mut lines = Vec::with_capacity(wanted.len());
-    for ((index, product_id, quantity), product) in wanted.iter().zip(&products) {
-        let product = &product.aggregate;
-        match product.price() {
-            Some(price) if product.exists() => {
-                if !product.is_active() {
-                    return Err(ApiError::refused(
-                        RefusalKind::ProductDiscontinued,
-                        format!("product {product_id} is discontinued"),
-                    ));
-                }
-                lines.push(OrderLine {
-                    product_id: *product_id,
-                    quantity: quantity.get(),
-                    unit_price: price.clone(),
-                });
-            }
-            _ => fields.fail(format!("lines[{index}].product_id"), "no such product"),
-        }
-    }
-    fields.finish()?;
-    if let Some(first) = lines.first() {
-        if lines
-            .iter()
-            .any(|l| l.unit_price.currency != first.unit_price.currency)
-        {
-            return Err(ApiError::refused(
-                RefusalKind::CurrencyMismatch,
-                "all products of one order must be priced in one currency",
-            ));
-        }
-    }
-
     let order_id = Uuid::now_v7();
-    let id = order_id.to_string();
-    let command = OrderCommand::Place {
+    let placement = Placement {
         order_id,
         user_id,
-        lines,
+        requested,
         payment_token: body.payment_token,
+        cart_id: None,
+        shipping_address,
     };
-    let done = state
-        .aggregates
-        .orders
-        .execute_new(&id, command, &metadata)
-        .await?;
-    Ok(written(
+    place_order(&state, placement, &metadata).await?;
+    let order = state.aggregates.orders.load_id(order_id).await?;
+    Ok(answer(
         StatusCode::CREATED,
-        Some(format!("/orders/{id}")),
-        done.version,
-        view(&id, &done.aggregate, done.version),
+        order_id,
+        &order.aggregate,
+        order.version,
     ))
 }
 
@@ -187,18 +205,25 @@ pub async fn cancel(
     Path(id): Path<String>,
     IfMatch(expected): IfMatch,
     Context(metadata): Context,
-    JsonBody(body): JsonBody<CancelOrder>,
+    MaybeJson(body): MaybeJson<CancelOrder>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     authorize_order(&state, &caller, id).await?;
     let id = id.to_string();
-    if body.reason != "customer_request" {
+    let note = body.reason.filter(|note| !note.is_empty());
+    if let Some(note) = &note {
         let mut fields = Fields::default();
-        fields.fail("reason", "must be \"customer_request\"");
+        if note.chars().count() > MAX_NOTE_LEN {
+            fields.fail("reason", format!("must be at most {MAX_NOTE_LEN} characters"));
+        } else if note.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            // Stored in the event's JSON, where Postgres refuses NUL outright.
+            fields.fail("reason", "must not contain control characters but line breaks and tabs");
+        }
         fields.finish()?;
     }
     let command = OrderCommand::Cancel {
         reason: CancelReason::CustomerRequest,
+        note,
     };
     let done = state
         .aggregates

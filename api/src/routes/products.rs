@@ -2,9 +2,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use domain::product::{Product, ProductCommand};
-use domain::values::{Currency, Description, Money, Name, Sku};
+use domain::values::{Attributes, Currency, Description, Money, Name, Sku};
 use schemars::JsonSchema;
-use schemas::commands::{AdjustStock, ChangePrice, CreateProduct, MoneyBody, UpdateProduct};
+use schemas::commands::{
+    AdjustStock, ChangePrice, CreateProduct, MoneyBody, SetProductCategories, UpdateProduct,
+};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -24,6 +26,8 @@ pub(crate) struct ProductView<'a> {
     price: Option<&'a Money>,
     stock: Stock,
     status: domain::product::ProductStatus,
+    categories: &'a [Uuid],
+    attributes: &'a Attributes,
     version: usize,
 }
 
@@ -45,6 +49,8 @@ fn view<'a>(id: &str, product: &'a Product, version: usize) -> ProductView<'a> {
             reserved: product.reserved(),
         },
         status: product.status(),
+        categories: product.categories(),
+        attributes: product.attributes(),
         version,
     }
 }
@@ -149,11 +155,78 @@ pub async fn update(
     let description = body
         .description
         .and_then(|d| fields.check("description", Description::parse(&d)));
+    let attributes = body.attributes.and_then(|map| match Attributes::parse(map) {
+        Ok(attributes) => Some(attributes),
+        Err(problems) => {
+            for (key, message) in problems {
+                let field = if key.is_empty() {
+                    "attributes".to_owned()
+                } else {
+                    format!("attributes.{key}")
+                };
+                fields.fail(field, message);
+            }
+            None
+        }
+    });
     fields.finish()?;
     run(
         &state,
         &id,
-        ProductCommand::UpdateDetails { name, description },
+        ProductCommand::UpdateDetails {
+            name,
+            description,
+            attributes,
+        },
+        expected,
+        &metadata,
+    )
+    .await
+}
+
+/// Policy: an admin or a `catalog` API key. Every id must name a live
+/// category (read from the category streams).
+pub async fn set_categories(
+    State(state): State<AppState>,
+    _manager: CatalogManager,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    Context(metadata): Context,
+    JsonBody(body): JsonBody<SetProductCategories>,
+) -> Result<Response, ApiError> {
+    parse_id(&id)?;
+    let mut fields = Fields::default();
+    if body.category_ids.len() > domain::product::MAX_CATEGORIES {
+        fields.fail(
+            "category_ids",
+            format!("at most {} categories", domain::product::MAX_CATEGORIES),
+        );
+    }
+    fields.finish()?;
+    let mut fields = Fields::default();
+    let mut category_ids = Vec::with_capacity(body.category_ids.len());
+    for (i, raw) in body.category_ids.iter().enumerate() {
+        let field = format!("category_ids[{i}]");
+        let Ok(category) = Uuid::parse_str(raw) else {
+            fields.fail(field, "must be a category id (a UUID)");
+            continue;
+        };
+        if category_ids.contains(&category) {
+            fields.fail(field, "is listed twice");
+            continue;
+        }
+        let loaded = state.aggregates.categories.load_id(category).await?;
+        if !loaded.aggregate.exists() {
+            fields.fail(field, "no category has this id");
+            continue;
+        }
+        category_ids.push(category);
+    }
+    fields.finish()?;
+    run(
+        &state,
+        &id,
+        ProductCommand::SetCategories { category_ids },
         expected,
         &metadata,
     )

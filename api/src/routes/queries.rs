@@ -15,8 +15,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use projections::queries::{
-    self, NotificationView, OrderView, Page, PageRequest, PaymentView, ProductFilter,
-    ProductStatus, ProductView, QueryError, UserView,
+    self, CategoryTree, CategoryView, Facet, NotificationView, OrderView, Page, PageRequest,
+    PaymentView, ProductFilter, ProductStatus, ProductView, QueryError, SearchPage, Sort, UserView,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -101,7 +101,7 @@ pub struct PageParams {
 }
 
 impl PageParams {
-    fn page(&self) -> Result<PageRequest, ApiError> {
+    pub(crate) fn page(&self) -> Result<PageRequest, ApiError> {
         Ok(PageRequest::parse(
             self.limit.as_deref(),
             self.cursor.as_deref(),
@@ -117,13 +117,94 @@ pub struct UsersParams {
     cursor: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProductsParams {
-    q: Option<String>,
-    status: Option<String>,
-    limit: Option<String>,
-    cursor: Option<String>,
+/// `GET /products`'s parameters, read as pairs: `attr.<key>` names are
+/// open-ended, so a struct cannot list them.
+/// The category is given back as given (an id or a slug), for the caller to
+/// resolve.
+fn search_params(
+    pairs: Vec<(String, String)>,
+) -> Result<(ProductFilter, PageRequest, Option<String>), ApiError> {
+    let mut filter = ProductFilter::default();
+    let (mut limit, mut cursor) = (None, None);
+    let mut seen = std::collections::HashSet::new();
+    let int = |name: &str, raw: &str| {
+        raw.parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer, not {raw:?}")))
+    };
+    let mut category = None;
+    for (name, value) in pairs {
+        if !name.starts_with("attr.") && !seen.insert(name.clone()) {
+            return Err(ApiError::bad_request(format!("{name} is given more than once")));
+        }
+        match name.as_str() {
+            "q" => filter.q = Some(value),
+            "status" => filter.status = Some(ProductStatus::parse(&value)?),
+            "category" => category = Some(value),
+            "min_price" => filter.min_price = Some(int("min_price", &value)?),
+            "max_price" => filter.max_price = Some(int("max_price", &value)?),
+            "currency" => {
+                if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(ApiError::bad_request(format!(
+                        "currency must be an ISO 4217 code such as EUR, not {value:?}"
+                    )));
+                }
+                filter.currency = Some(value);
+            }
+            "in_stock" => {
+                filter.in_stock = Some(match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "in_stock must be true or false, not {other:?}"
+                        )))
+                    }
+                })
+            }
+            "sort" => filter.sort = Some(Sort::parse(&value)?),
+            "facets" => {
+                for facet in value.split(',') {
+                    filter.facets.push(match facet {
+                        "category" => Facet::Category,
+                        other => match other.strip_prefix("attr.") {
+                            Some(key) if (1..=64).contains(&key.chars().count()) => {
+                                Facet::Attribute(key.to_owned())
+                            }
+                            _ => {
+                                return Err(ApiError::bad_request(format!(
+                                    "facets lists category and attr.<key>, not {other:?}"
+                                )))
+                            }
+                        },
+                    });
+                }
+            }
+            "limit" => limit = Some(value),
+            "cursor" => cursor = Some(value),
+            other => match other.strip_prefix("attr.") {
+                Some(key) if (1..=64).contains(&key.chars().count()) => {
+                    filter.attributes.push((key.to_owned(), value))
+                }
+                _ => return Err(ApiError::bad_request(format!("unknown parameter {other:?}"))),
+            },
+        }
+    }
+    if (filter.min_price.is_some() || filter.max_price.is_some()) && filter.currency.is_none() {
+        return Err(ApiError::bad_request(
+            "min_price and max_price need currency",
+        ));
+    }
+    if let Some(raw) = &category {
+        if Uuid::parse_str(raw).is_err() && domain::Slug::parse(raw.as_str()).is_err() {
+            return Err(ApiError::bad_request(
+                "category must be a category id or slug",
+            ));
+        }
+    }
+    let page = PageRequest::parse(limit.as_deref(), cursor.as_deref())?;
+    Ok((filter, page, category))
 }
 
 /// A view that knows the version of its row.
@@ -140,7 +221,7 @@ macro_rules! versioned {
         }
     )*};
 }
-versioned!(UserView, ProductView, OrderView, PaymentView);
+versioned!(UserView, ProductView, OrderView, PaymentView, CategoryView, queries::CartView);
 
 /// Policy: the user itself, or an admin.
 pub async fn user(
@@ -219,18 +300,44 @@ pub async fn users(
 /// Policy: open to all.
 pub async fn products(
     State(state): State<AppState>,
-    QueryParams(params): QueryParams<ProductsParams>,
-) -> Result<Json<Page<ProductView>>, ApiError> {
-    let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
-    let filter = ProductFilter {
-        q: params.q,
-        status: params
-            .status
-            .as_deref()
-            .map(ProductStatus::parse)
-            .transpose()?,
-    };
+    QueryParams(pairs): QueryParams<Vec<(String, String)>>,
+) -> Result<Json<SearchPage>, ApiError> {
+    let (mut filter, page, category) = search_params(pairs)?;
+    if let Some(raw) = category {
+        // A slug no category has matches no product.
+        filter.category = Some(
+            queries::category_id(&state.pool, &raw)
+                .await?
+                .unwrap_or(Uuid::nil()),
+        );
+    }
     Ok(Json(queries::products(&state.pool, &filter, &page).await?))
+}
+
+/// Policy: open to all.
+pub async fn categories(
+    State(state): State<AppState>,
+    QueryParams(_): QueryParams<NoParams>,
+) -> Result<Json<CategoryTree>, ApiError> {
+    Ok(Json(queries::category_tree(&state.pool).await?))
+}
+
+/// Policy: open to all. `{id}` is a category's id or its slug.
+pub async fn category(
+    State(state): State<AppState>,
+    Path(id_or_slug): Path<String>,
+    QueryParams(params): QueryParams<OneParams>,
+) -> Result<Response, ApiError> {
+    let min_version = params.min_version()?;
+    let Some(id) = queries::category_id(&state.pool, &id_or_slug).await? else {
+        return Err(ApiError::not_found(format!(
+            "no category has the id or slug {id_or_slug:?}"
+        )));
+    };
+    one(&state, "categories", id, min_version, || {
+        queries::category(&state.pool, id)
+    })
+    .await
 }
 
 /// Policy: the user itself, or an admin.
@@ -261,6 +368,21 @@ pub async fn notifications_of_user(
     Ok(Json(
         queries::notifications_of_user(&state.pool, user_id, &page).await?,
     ))
+}
+
+/// A cart from the read model, after the caller was let in
+/// (`carts::get`); `ttl` gives open carts their `expires_at`.
+pub(crate) async fn one_cart(
+    state: &AppState,
+    id: Uuid,
+    params: OneParams,
+    ttl: std::time::Duration,
+) -> Result<Response, ApiError> {
+    let min_version = params.min_version()?;
+    one(state, "carts", id, min_version, || async move {
+        Ok(queries::cart(&state.pool, id, ttl).await?.map(|found| found.view))
+    })
+    .await
 }
 
 /// The id of a user the read model knows, else 404.
@@ -363,5 +485,8 @@ fn behind(model: &str, id: Uuid, wanted: i64) -> ApiError {
 }
 
 fn singular(model: &str) -> &str {
-    model.strip_suffix('s').unwrap_or(model)
+    match model {
+        "categories" => "category",
+        _ => model.strip_suffix('s').unwrap_or(model),
+    }
 }

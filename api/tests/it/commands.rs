@@ -299,7 +299,7 @@ async fn order_transitions() {
     let answer = app
         .post(
             &format!("/orders/{order}/cancel"),
-            json!({ "reason": "because" }),
+            json!({ "reason": "x".repeat(501) }),
         )
         .await;
     assert_eq!(

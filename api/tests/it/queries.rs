@@ -36,7 +36,7 @@ async fn insert_user(pool: &PgPool, id: Uuid, email: &str, version: i64) {
     .expect("insert rm_users");
 }
 
-async fn insert_product(
+pub(crate) async fn insert_product(
     pool: &PgPool,
     id: Uuid,
     sku: &str,

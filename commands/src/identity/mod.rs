@@ -180,12 +180,12 @@ impl LookupKey {
     }
 }
 
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
 /// `prefix` and 256 random bits as base64url, with the SHA-256 of the whole.
-pub(crate) fn random_token(prefix: &str) -> Result<(String, [u8; 32]), StoreError> {
+pub fn random_token(prefix: &str) -> Result<(String, [u8; 32]), StoreError> {
     let mut bits = [0u8; 32];
     getrandom::getrandom(&mut bits)
         .map_err(|err| StoreError::Corrupt(format!("no randomness from the system: {err}")))?;

@@ -73,6 +73,7 @@ fn next_command(rng: &mut Lcg, orders: &mut Vec<Uuid>, order_counter: &mut u128)
                 name: (rng.below(3) != 0).then(|| name(NAMES[rng.below(4) as usize])),
                 description: (rng.below(2) == 0)
                     .then(|| description(DESCRIPTIONS[rng.below(3) as usize])),
+                attributes: None,
             }
         }
     }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{OrderCommand, OrderError, OrderEvent};
+use crate::address::ShippingAddress;
 use crate::values::{Money, Quantity};
 
 /// Most lines one order may have.
@@ -103,9 +104,27 @@ pub struct Order {
     payment_id: Option<Uuid>,
     status: OrderStatus,
     cancel_reason: Option<CancelReason>,
+    #[serde(default)]
+    cancel_note: Option<String>,
+    #[serde(default)]
+    cart_id: Option<Uuid>,
+    #[serde(default)]
+    shipping_address: Option<ShippingAddress>,
 }
 
 impl Order {
+    pub fn cancel_note(&self) -> Option<&str> {
+        self.cancel_note.as_deref()
+    }
+
+    pub fn cart_id(&self) -> Option<Uuid> {
+        self.cart_id
+    }
+
+    pub fn shipping_address(&self) -> Option<&ShippingAddress> {
+        self.shipping_address.as_ref()
+    }
+
     pub fn id(&self) -> Option<Uuid> {
         self.id
     }
@@ -217,6 +236,8 @@ impl Aggregate for Order {
                 user_id,
                 lines,
                 payment_token,
+                cart_id,
+                shipping_address,
             } => {
                 if self.exists() {
                     return Err(OrderError::AlreadyExists);
@@ -228,6 +249,8 @@ impl Aggregate for Order {
                     lines,
                     total,
                     payment_token,
+                    cart_id,
+                    shipping_address,
                 };
                 sink.write(event, self).await;
             }
@@ -253,11 +276,12 @@ impl Aggregate for Order {
                 self.transition(self.status == OrderStatus::Confirmed, OrderStatus::Shipped)?;
                 sink.write(OrderEvent::OrderShipped {}, self).await;
             }
-            OrderCommand::Cancel { reason } => {
+            OrderCommand::Cancel { reason, note } => {
                 self.transition(reason.allowed_from(self.status), OrderStatus::Cancelled)?;
                 let event = OrderEvent::OrderCancelled {
                     reason,
                     previous_status: self.status,
+                    note,
                 };
                 sink.write(event, self).await;
             }
@@ -266,6 +290,7 @@ impl Aggregate for Order {
                     OrderStatus::Confirmed => OrderEvent::OrderCancelled {
                         reason: CancelReason::Refunded,
                         previous_status: OrderStatus::Confirmed,
+                        note: None,
                     },
                     OrderStatus::Shipped => OrderEvent::OrderRefunded {},
                     from => {
@@ -289,8 +314,12 @@ impl Aggregate for Order {
                 lines,
                 total,
                 payment_token,
+                cart_id,
+                shipping_address,
             } => {
                 self.id = Some(order_id);
+                self.cart_id = cart_id;
+                self.shipping_address = shipping_address;
                 self.user_id = Some(user_id);
                 self.lines = lines;
                 self.total = Some(total);
@@ -305,10 +334,12 @@ impl Aggregate for Order {
             OrderEvent::OrderCancelled {
                 reason: CancelReason::Refunded,
                 previous_status: OrderStatus::Shipped,
+                ..
             } => self.status = OrderStatus::Refunded,
-            OrderEvent::OrderCancelled { reason, .. } => {
+            OrderEvent::OrderCancelled { reason, note, .. } => {
                 self.status = OrderStatus::Cancelled;
                 self.cancel_reason = Some(reason);
+                self.cancel_note = note;
             }
             OrderEvent::OrderRefunded {} => self.status = OrderStatus::Refunded,
         }
@@ -364,6 +395,8 @@ mod tests {
             user_id: user_id(),
             lines,
             payment_token: "tok_visa".to_string(),
+            cart_id: None,
+            shipping_address: None,
         }
     }
 
@@ -374,6 +407,8 @@ mod tests {
             lines: vec![line(1, 2, 1999), line(2, 1, 500)],
             total: money(4498, "EUR"),
             payment_token: "tok_visa".to_string(),
+            cart_id: None,
+            shipping_address: None,
         }
     }
 
@@ -395,6 +430,7 @@ mod tests {
         OrderEvent::OrderCancelled {
             reason,
             previous_status,
+            note: None,
         }
     }
 
@@ -545,9 +581,7 @@ mod tests {
             },
             OrderCommand::Confirm,
             OrderCommand::Ship,
-            OrderCommand::Cancel {
-                reason: CancelReason::CustomerRequest,
-            },
+            OrderCommand::Cancel { reason: CancelReason::CustomerRequest, note: None },
         ];
         for command in commands {
             OrderTest::with(())
@@ -674,7 +708,7 @@ mod tests {
             for status in ALL_STATUSES {
                 let result = OrderTest::with(())
                     .given(history(status))
-                    .when(OrderCommand::Cancel { reason: *reason });
+                    .when(OrderCommand::Cancel { reason: *reason, note: None });
                 if from.contains(&status) {
                     result.then_expect_events(vec![cancelled(*reason, status)]);
                 } else {
@@ -730,9 +764,7 @@ mod tests {
         for command in [
             OrderCommand::Confirm,
             OrderCommand::Ship,
-            OrderCommand::Cancel {
-                reason: CancelReason::CustomerRequest,
-            },
+            OrderCommand::Cancel { reason: CancelReason::CustomerRequest, note: None },
         ] {
             let result = OrderTest::with(())
                 .given(history(OrderStatus::Refunded))
@@ -766,9 +798,7 @@ mod tests {
     fn cancel_twice_is_refused() {
         OrderTest::with(())
             .given(history(OrderStatus::Cancelled))
-            .when(OrderCommand::Cancel {
-                reason: CancelReason::CustomerRequest,
-            })
+            .when(OrderCommand::Cancel { reason: CancelReason::CustomerRequest, note: None })
             .then_expect_error(invalid(OrderStatus::Cancelled, OrderStatus::Cancelled));
     }
 

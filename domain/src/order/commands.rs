@@ -1,6 +1,7 @@
 use uuid::Uuid;
 
 use super::{CancelReason, OrderLine};
+use crate::address::ShippingAddress;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrderCommand {
@@ -10,6 +11,9 @@ pub enum OrderCommand {
         user_id: Uuid,
         lines: Vec<OrderLine>,
         payment_token: String,
+        /// The cart it is placed from, if any.
+        cart_id: Option<Uuid>,
+        shipping_address: Option<ShippingAddress>,
     },
     AssignPayment {
         payment_id: Uuid,
@@ -18,6 +22,8 @@ pub enum OrderCommand {
     Ship,
     Cancel {
         reason: CancelReason,
+        /// The customer's words (0..500 characters), kept as `cancel_note`.
+        note: Option<String>,
     },
     /// Its payment was refunded: a confirmed order is cancelled (`refunded`,
     /// its stock returns), a shipped one becomes `refunded` (no stock returns).

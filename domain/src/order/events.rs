@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{CancelReason, OrderLine, OrderStatus};
+use crate::address::ShippingAddress;
 use crate::values::Money;
 use crate::EVENT_VERSION;
 
@@ -15,6 +16,12 @@ pub enum OrderEvent {
         lines: Vec<OrderLine>,
         total: Money,
         payment_token: String,
+        /// Absent from orders placed before carts existed, and from orders
+        /// not placed from a cart.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cart_id: Option<Uuid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shipping_address: Option<ShippingAddress>,
     },
     OrderPaymentAssigned {
         payment_id: Uuid,
@@ -28,6 +35,9 @@ pub enum OrderEvent {
     OrderCancelled {
         reason: CancelReason,
         previous_status: OrderStatus,
+        /// The customer's note of a `customer_request` cancellation.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
 }
 

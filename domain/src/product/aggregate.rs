@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ProductCommand, ProductError, ProductEvent};
-use crate::values::{Description, Money, Name, Sku};
+use crate::values::{Attributes, Description, Money, Name, Sku};
 
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,7 +47,15 @@ pub struct Product {
     reserved: i64,
     status: ProductStatus,
     reservations: BTreeMap<Uuid, Reservation>,
+    // Defaults: snapshots written before categories and attributes existed.
+    #[serde(default)]
+    categories: Vec<Uuid>,
+    #[serde(default)]
+    attributes: Attributes,
 }
+
+/// A product is listed in at most this many categories.
+pub const MAX_CATEGORIES: usize = 20;
 
 impl Product {
     pub fn id(&self) -> Option<Uuid> {
@@ -91,6 +99,15 @@ impl Product {
 
     pub fn status(&self) -> ProductStatus {
         self.status
+    }
+
+    /// The categories it is listed in, in the order last given.
+    pub fn categories(&self) -> &[Uuid] {
+        &self.categories
+    }
+
+    pub fn attributes(&self) -> &Attributes {
+        &self.attributes
     }
 
     pub fn reservation(&self, order_id: Uuid) -> Option<&Reservation> {
@@ -185,13 +202,37 @@ impl Aggregate for Product {
                 };
                 sink.write(event, self).await;
             }
-            ProductCommand::UpdateDetails { name, description } => {
+            ProductCommand::UpdateDetails {
+                name,
+                description,
+                attributes,
+            } => {
                 self.ensure_active()?;
                 let name = name.filter(|n| self.name.as_ref() != Some(n));
                 let description = description.filter(|d| d.as_str() != self.description_text());
+                let attributes = attributes.filter(|a| *a != self.attributes);
                 if name.is_some() || description.is_some() {
                     let event = ProductEvent::ProductDetailsUpdated { name, description };
                     sink.write(event, self).await;
+                }
+                if let Some(attributes) = attributes {
+                    sink.write(ProductEvent::ProductAttributesSet { attributes }, self)
+                        .await;
+                }
+            }
+            ProductCommand::SetCategories { category_ids } => {
+                self.ensure_active()?;
+                let mut seen = std::collections::HashSet::new();
+                if category_ids.len() > MAX_CATEGORIES
+                    || !category_ids.iter().all(|id| seen.insert(*id))
+                {
+                    return Err(ProductError::InvalidCategories {
+                        max: MAX_CATEGORIES,
+                    });
+                }
+                if category_ids != self.categories {
+                    sink.write(ProductEvent::ProductCategoriesSet { category_ids }, self)
+                        .await;
                 }
             }
             ProductCommand::ChangePrice { price } => {
@@ -340,6 +381,8 @@ impl Aggregate for Product {
                 self.available = self.available.saturating_add(i64::from(quantity));
                 self.set_reservation(order_id, quantity, ReservationState::Returned);
             }
+            ProductEvent::ProductCategoriesSet { category_ids } => self.categories = category_ids,
+            ProductEvent::ProductAttributesSet { attributes } => self.attributes = attributes,
         }
     }
 }
@@ -526,6 +569,7 @@ mod tests {
             ProductCommand::UpdateDetails {
                 name: Some(name("X")),
                 description: None,
+                attributes: None,
             },
             ProductCommand::ChangePrice { price: eur(100) },
             ProductCommand::AdjustStock { delta: 1 },
@@ -565,6 +609,7 @@ mod tests {
             ProductCommand::UpdateDetails {
                 name: Some(name("X")),
                 description: None,
+                attributes: None,
             },
             ProductCommand::ChangePrice { price: eur(100) },
             ProductCommand::AdjustStock { delta: 1 },
@@ -618,6 +663,7 @@ mod tests {
             .when(ProductCommand::UpdateDetails {
                 name: Some(name("Shirt")),
                 description: Some(description("Organic cotton")),
+                attributes: None,
             })
             .then_expect_events(vec![ProductEvent::ProductDetailsUpdated {
                 name: Some(name("Shirt")),
@@ -632,6 +678,7 @@ mod tests {
             .when(ProductCommand::UpdateDetails {
                 name: Some(name("T-shirt")),
                 description: Some(description("Linen")),
+                attributes: None,
             })
             .then_expect_events(vec![ProductEvent::ProductDetailsUpdated {
                 name: None,
@@ -646,6 +693,7 @@ mod tests {
             .when(ProductCommand::UpdateDetails {
                 name: Some(name("T-shirt")),
                 description: Some(description("Cotton")),
+                attributes: None,
             })
             .then_expect_events(vec![]);
         ProductTest::with(())
@@ -653,6 +701,7 @@ mod tests {
             .when(ProductCommand::UpdateDetails {
                 name: None,
                 description: None,
+                attributes: None,
             })
             .then_expect_events(vec![]);
     }
@@ -668,6 +717,7 @@ mod tests {
             .when(ProductCommand::UpdateDetails {
                 name: None,
                 description: Some(description("")),
+                attributes: None,
             })
             .then_expect_events(vec![clear.clone()]);
         ProductTest::with(())
@@ -675,6 +725,7 @@ mod tests {
             .when(ProductCommand::UpdateDetails {
                 name: None,
                 description: Some(description("")),
+                attributes: None,
             })
             .then_expect_events(vec![]);
         assert_eq!(state_after(vec![created(), clear]).description(), None);
@@ -975,6 +1026,140 @@ mod tests {
                 order_id: order_id(),
             })
             .then_expect_error(ProductError::StockOverflow);
+    }
+
+    // --- Categories and attributes ---
+
+    fn attributes(pairs: &[(&str, &str)]) -> Attributes {
+        Attributes::parse(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn category(n: u128) -> Uuid {
+        Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0c00 + n)
+    }
+
+    #[test]
+    fn set_categories_records_the_list() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::SetCategories {
+                category_ids: vec![category(2), category(1)],
+            })
+            .then_expect_events(vec![ProductEvent::ProductCategoriesSet {
+                category_ids: vec![category(2), category(1)],
+            }]);
+    }
+
+    #[test]
+    fn set_categories_to_the_same_list_records_nothing_and_an_empty_one_clears() {
+        let listed = ProductEvent::ProductCategoriesSet {
+            category_ids: vec![category(1)],
+        };
+        ProductTest::with(())
+            .given(vec![created(), listed.clone()])
+            .when(ProductCommand::SetCategories {
+                category_ids: vec![category(1)],
+            })
+            .then_expect_events(vec![]);
+        ProductTest::with(())
+            .given(vec![created(), listed])
+            .when(ProductCommand::SetCategories {
+                category_ids: vec![],
+            })
+            .then_expect_events(vec![ProductEvent::ProductCategoriesSet {
+                category_ids: vec![],
+            }]);
+    }
+
+    #[test]
+    fn set_categories_takes_twenty_and_refuses_more_or_repeats() {
+        let twenty: Vec<Uuid> = (0..20).map(category).collect();
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::SetCategories {
+                category_ids: twenty.clone(),
+            })
+            .then_expect_events(vec![ProductEvent::ProductCategoriesSet {
+                category_ids: twenty,
+            }]);
+        for category_ids in [(0..21).map(category).collect(), vec![category(1), category(1)]] {
+            ProductTest::with(())
+                .given(vec![created()])
+                .when(ProductCommand::SetCategories { category_ids })
+                .then_expect_error(ProductError::InvalidCategories { max: 20 });
+        }
+    }
+
+    #[test]
+    fn set_categories_of_a_discontinued_or_missing_product_is_refused() {
+        ProductTest::with(())
+            .given(vec![created(), discontinued()])
+            .when(ProductCommand::SetCategories {
+                category_ids: vec![category(1)],
+            })
+            .then_expect_error(ProductError::Discontinued);
+        ProductTest::with(())
+            .given_no_previous_events()
+            .when(ProductCommand::SetCategories {
+                category_ids: vec![],
+            })
+            .then_expect_error(ProductError::NotFound);
+    }
+
+    #[test]
+    fn update_with_attributes_replaces_them_after_the_details() {
+        ProductTest::with(())
+            .given(vec![created()])
+            .when(ProductCommand::UpdateDetails {
+                name: Some(name("Pen")),
+                description: None,
+                attributes: Some(attributes(&[("colour", "blue")])),
+            })
+            .then_expect_events(vec![
+                ProductEvent::ProductDetailsUpdated {
+                    name: Some(name("Pen")),
+                    description: None,
+                },
+                ProductEvent::ProductAttributesSet {
+                    attributes: attributes(&[("colour", "blue")]),
+                },
+            ]);
+    }
+
+    #[test]
+    fn update_with_the_same_attributes_records_nothing() {
+        let set = ProductEvent::ProductAttributesSet {
+            attributes: attributes(&[("colour", "blue")]),
+        };
+        ProductTest::with(())
+            .given(vec![created(), set])
+            .when(ProductCommand::UpdateDetails {
+                name: None,
+                description: None,
+                attributes: Some(attributes(&[("colour", "blue")])),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn categories_and_attributes_are_part_of_the_state() {
+        let product = state_after(vec![
+            created(),
+            ProductEvent::ProductCategoriesSet {
+                category_ids: vec![category(3)],
+            },
+            ProductEvent::ProductAttributesSet {
+                attributes: attributes(&[("ink", "gel")]),
+            },
+        ]);
+        assert_eq!(product.categories(), &[category(3)]);
+        assert_eq!(product.attributes(), &attributes(&[("ink", "gel")]));
     }
 
     // --- State ---

@@ -1,6 +1,6 @@
 use uuid::Uuid;
 
-use crate::values::{Description, Money, Name, Sku};
+use crate::values::{Attributes, Description, Money, Name, Sku};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProductCommand {
@@ -12,10 +12,17 @@ pub enum ProductCommand {
         price: Money,
         stock: i64,
     },
-    /// `None` leaves a field as it is; an empty description clears it.
+    /// `None` leaves a field as it is; an empty description clears it;
+    /// `attributes` replaces the whole set.
     UpdateDetails {
         name: Option<Name>,
         description: Option<Description>,
+        attributes: Option<Attributes>,
+    },
+    /// Replaces the categories the product is listed in. The caller has
+    /// checked that each exists (another aggregate's state).
+    SetCategories {
+        category_ids: Vec<Uuid>,
     },
     ChangePrice {
         price: Money,

@@ -29,6 +29,9 @@ pub enum ProductError {
     #[error("stock level would exceed the supported maximum")]
     StockOverflow,
     /// 422 Unprocessable Content.
+    #[error("a product is listed in at most {max} categories, each once")]
+    InvalidCategories { max: usize },
+    /// 422 Unprocessable Content.
     #[error("no matching reservation for order {order_id}")]
     UnknownReservation { order_id: Uuid },
 }
@@ -40,7 +43,11 @@ impl Refusal for ProductError {
             Self::NotFound => RefusalKind::NotFound,
             Self::Discontinued => RefusalKind::ProductDiscontinued,
             Self::InsufficientStock { .. } => RefusalKind::InsufficientStock,
-            Self::InvalidPrice | Self::InvalidStock | Self::ZeroDelta | Self::StockOverflow => {
+            Self::InvalidPrice
+            | Self::InvalidStock
+            | Self::ZeroDelta
+            | Self::StockOverflow
+            | Self::InvalidCategories { .. } => {
                 RefusalKind::Invalid
             }
             Self::UnknownReservation { .. } => RefusalKind::InvalidTransition,

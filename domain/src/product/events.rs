@@ -2,7 +2,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{Description, Money, Name, Sku};
+use crate::values::{Attributes, Description, Money, Name, Sku};
 use crate::{EVENT_VERSION, PRODUCT_STOCK_ADJUSTED_VERSION};
 
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -47,6 +47,14 @@ pub enum ProductEvent {
         order_id: Uuid,
         quantity: u32,
     },
+    /// The whole list, in the order given.
+    ProductCategoriesSet {
+        category_ids: Vec<Uuid>,
+    },
+    /// The whole set of attributes.
+    ProductAttributesSet {
+        attributes: Attributes,
+    },
 }
 
 impl DomainEvent for ProductEvent {
@@ -61,6 +69,8 @@ impl DomainEvent for ProductEvent {
             Self::StockReservationReleased { .. } => "StockReservationReleased",
             Self::StockReservationCommitted { .. } => "StockReservationCommitted",
             Self::StockReturned { .. } => "StockReturned",
+            Self::ProductCategoriesSet { .. } => "ProductCategoriesSet",
+            Self::ProductAttributesSet { .. } => "ProductAttributesSet",
         }
         .to_string()
     }

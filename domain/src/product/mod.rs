@@ -5,7 +5,7 @@ mod commands;
 mod error;
 mod events;
 
-pub use aggregate::{Product, ProductStatus, Reservation, ReservationState};
+pub use aggregate::{Product, ProductStatus, Reservation, ReservationState, MAX_CATEGORIES};
 pub use commands::ProductCommand;
 pub use error::ProductError;
 pub use events::ProductEvent;

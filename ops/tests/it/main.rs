@@ -13,4 +13,5 @@ mod postgres_restart;
 mod replay;
 mod shutdown;
 mod startup;
+mod webhooks;
 mod support;

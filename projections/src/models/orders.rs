@@ -1,7 +1,7 @@
 //! `rm_orders`: one row per order, lines as placed (with their unit prices).
 
 use chrono::{DateTime, Utc};
-use schemas::events::{Event, OrderEvent, OrderLine};
+use schemas::events::{Event, OrderEvent, OrderLine, ShippingAddress};
 use schemas::Recorded;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -24,7 +24,11 @@ pub(crate) struct OrderRow {
     pub total_currency: String,
     pub status: String,
     pub cancel_reason: Option<String>,
+    pub cancel_note: Option<String>,
     pub payment_id: Option<Uuid>,
+    pub cart_id: Option<Uuid>,
+    /// `jsonb`.
+    pub shipping_address: Option<ShippingAddress>,
     pub version: i64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -73,6 +77,8 @@ impl Model for Orders {
                 user_id,
                 lines,
                 total,
+                cart_id,
+                shipping_address,
             } => self.orders.put(OrderRow {
                 id: event.id,
                 user_id: *user_id,
@@ -81,7 +87,10 @@ impl Model for Orders {
                 total_currency: total.currency.clone(),
                 status: "pending".into(),
                 cancel_reason: None,
+                cancel_note: None,
                 payment_id: None,
+                cart_id: *cart_id,
+                shipping_address: shipping_address.clone(),
                 version: event.sequence,
                 placed_at: event.time,
                 updated_at: event.time,
@@ -96,13 +105,15 @@ impl Model for Orders {
             OrderEvent::OrderCancelled {
                 reason,
                 previous_status,
+                ..
             } if reason == "refunded" && previous_status.as_deref() == Some("shipped") => {
                 self.update(event)?.status = "refunded".into();
             }
-            OrderEvent::OrderCancelled { reason, .. } => {
+            OrderEvent::OrderCancelled { reason, note, .. } => {
                 let row = self.update(event)?;
                 row.status = "cancelled".into();
                 row.cancel_reason = Some(reason.clone());
+                row.cancel_note = note.clone();
             }
             OrderEvent::OrderRefunded {} => self.update(event)?.status = "refunded".into(),
         }

@@ -26,6 +26,10 @@ pub(crate) struct ProductRow {
     pub available: i64,
     pub reserved: i64,
     pub status: String,
+    /// A JSON array of category ids, in the order given.
+    pub category_ids: Vec<Uuid>,
+    /// A JSON object of attribute strings.
+    pub attributes: std::collections::BTreeMap<String, String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -86,6 +90,8 @@ impl Model for Products {
                 available: *stock,
                 reserved: 0,
                 status: "active".into(),
+                category_ids: Vec::new(),
+                attributes: Default::default(),
                 version: event.sequence,
                 created_at: event.time,
                 updated_at: event.time,
@@ -123,6 +129,12 @@ impl Model for Products {
             }
             ProductEvent::StockReturned { quantity, .. } => {
                 self.move_stock(event, i64::from(*quantity), 0)?;
+            }
+            ProductEvent::ProductCategoriesSet { category_ids } => {
+                self.update(event)?.category_ids = category_ids.clone();
+            }
+            ProductEvent::ProductAttributesSet { attributes } => {
+                self.update(event)?.attributes = attributes.clone();
             }
         }
         Ok(vec![change(MODEL, event.id, event.sequence)])

@@ -5,6 +5,8 @@
 //! base64url text of the last row's sort key, so a page is one index range
 //! scan however deep it is, and rows written meanwhile never shift a page.
 
+mod categories;
+mod carts;
 mod notifications;
 mod orders;
 mod payments;
@@ -17,10 +19,22 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use notifications::{notifications_of_user, NotificationView};
-pub use orders::{order, orders_by_status, orders_of_user, OrderLineView, OrderView};
+pub use carts::{
+    cart, carts_of_user, due_carts, open_cart_of_user, CartLineView, CartView, FoundCart,
+};
+pub use categories::{
+    category, category_id, category_tree, subtree, CategoryCrumb, CategoryNode, CategoryTree,
+    CategoryView, Subtree,
+};
+pub use notifications::{notifications_after, notifications_of_user, NotificationView};
+pub use orders::{
+    order, orders_by_status, orders_of_user, OrderLineView, OrderView, ShippingAddressView,
+};
 pub use payments::{payment, PaymentView};
-pub use products::{product, products, ProductFilter, ProductStatus, ProductView, StockView};
+pub use products::{
+    product, products, Facet, FacetCount, ProductFilter, ProductStatus, ProductView, SearchPage,
+    Sort, StockView,
+};
 pub use users::{user, user_exists, users, UserView};
 
 /// Page sizes: `limit` is 1..=MAX_LIMIT, DEFAULT_LIMIT when absent.

@@ -52,6 +52,36 @@ pub async fn notifications_of_user(
     )
 }
 
+/// A user's notifications after the `after`-th (oldest first, 1-based),
+/// each with its ordinal: the ids of the live-update stream. At most `limit`,
+/// the newest of them.
+pub async fn notifications_after(
+    pool: &PgPool,
+    user_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, NotificationView)>, QueryError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        n: i64,
+        #[sqlx(flatten)]
+        view: NotificationView,
+    }
+    let mut rows = sqlx::query_as::<_, Row>(
+        "SELECT * FROM (SELECT id, kind, order_id, created_at, \
+                row_number() OVER (ORDER BY created_at, id) AS n \
+             FROM rm_notifications WHERE user_id = $1) numbered \
+         WHERE n > $2 ORDER BY n DESC LIMIT $3",
+    )
+    .bind(user_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.reverse();
+    Ok(rows.into_iter().map(|r| (r.n, r.view)).collect())
+}
+
 fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let (micros, id) = text.split_once('.')?;
     let time = DateTime::from_timestamp_micros(micros.parse().ok()?)?;

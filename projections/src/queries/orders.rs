@@ -19,10 +19,30 @@ pub struct OrderView {
     pub status: String,
     #[schemars(extend("enum" = ["out_of_stock", "payment_declined", "payment_unavailable", "customer_request", "refunded", null]))]
     pub cancel_reason: Option<String>,
+    /// The customer's words when it cancelled, if any.
+    pub cancel_note: Option<String>,
     pub payment_id: Option<Uuid>,
+    pub shipping_address: Option<ShippingAddressView>,
+    /// The cart the order was placed from, if any.
+    pub cart_id: Option<Uuid>,
     pub version: i64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// `{name, line1, line2, city, region, postal_code, country}` (ISO 3166-1 alpha-2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "ShippingAddress")]
+pub struct ShippingAddressView {
+    pub name: String,
+    pub line1: String,
+    #[serde(default)]
+    pub line2: Option<String>,
+    pub city: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub postal_code: String,
+    pub country: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -41,7 +61,10 @@ struct Row {
     total_currency: String,
     status: String,
     cancel_reason: Option<String>,
+    cancel_note: Option<String>,
     payment_id: Option<Uuid>,
+    shipping_address: Option<serde_json::Value>,
+    cart_id: Option<Uuid>,
     version: i64,
     placed_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -56,6 +79,15 @@ impl TryFrom<Row> for OrderView {
             id: r.id,
             reason: format!("lines: {err}"),
         })?;
+        let shipping_address = r
+            .shipping_address
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|err| QueryError::Malformed {
+                model: "orders",
+                id: r.id,
+                reason: format!("shipping_address: {err}"),
+            })?;
         Ok(Self {
             id: r.id,
             user_id: r.user_id,
@@ -66,7 +98,10 @@ impl TryFrom<Row> for OrderView {
             },
             status: r.status,
             cancel_reason: r.cancel_reason,
+            cancel_note: r.cancel_note,
             payment_id: r.payment_id,
+            shipping_address,
+            cart_id: r.cart_id,
             version: r.version,
             placed_at: r.placed_at,
             updated_at: r.updated_at,
@@ -75,7 +110,8 @@ impl TryFrom<Row> for OrderView {
 }
 
 const COLUMNS: &str = "id, user_id, lines, total_amount, total_currency, status, cancel_reason, \
-                       payment_id, version, placed_at, updated_at";
+                       cancel_note, payment_id, shipping_address, cart_id, version, placed_at, \
+                       updated_at";
 
 pub async fn order(pool: &PgPool, id: Uuid) -> Result<Option<OrderView>, QueryError> {
     let sql = format!("SELECT {COLUMNS} FROM rm_orders WHERE id = $1");

@@ -1,12 +1,13 @@
-//! `rm_products`: one product, and the catalogue searched by name or sku.
+//! `rm_products`: one product, and the catalogue's search (full text,
+//! typos, filters, sorts with keyset cursors, facets), all in Postgres.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{MoneyView, Page, PageRequest, QueryError};
+use super::{bad_cursor, MoneyView, PageRequest, QueryError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ProductView {
@@ -19,6 +20,10 @@ pub struct ProductView {
     /// `active` or `discontinued`.
     #[schemars(extend("enum" = ["active", "discontinued"]))]
     pub status: String,
+    /// The categories it is listed in, in the order given.
+    pub categories: Vec<Uuid>,
+    /// Its `{key: value}` strings.
+    pub attributes: std::collections::BTreeMap<String, String>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -56,11 +61,112 @@ impl ProductStatus {
     }
 }
 
-/// `q` matches a substring of the name or the sku, case-insensitive.
+/// How a search is ordered. Every order ends with the id, so ties are
+/// broken the same way on every page.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sort {
+    Relevance,
+    #[default]
+    Newest,
+    PriceAsc,
+    PriceDesc,
+    Name,
+}
+
+impl Sort {
+    pub fn parse(raw: &str) -> Result<Self, QueryError> {
+        Ok(match raw {
+            "relevance" => Self::Relevance,
+            "newest" => Self::Newest,
+            "price_asc" => Self::PriceAsc,
+            "price_desc" => Self::PriceDesc,
+            "name" => Self::Name,
+            other => {
+                return Err(QueryError::BadRequest(format!(
+                    "sort must be relevance, newest, price_asc, price_desc or name, not {other:?}"
+                )))
+            }
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Relevance => "relevance",
+            Self::Newest => "newest",
+            Self::PriceAsc => "price_asc",
+            Self::PriceDesc => "price_desc",
+            Self::Name => "name",
+        }
+    }
+}
+
+/// A facet to count over every match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Facet {
+    Category,
+    Attribute(String),
+}
+
+/// What `GET /products` searches for; every part is optional and they are
+/// combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProductFilter {
+    /// Full text over name, sku, description and attribute values.
     pub q: Option<String>,
     pub status: Option<ProductStatus>,
+    /// A category's id: products listed in it or in any descendant.
+    pub category: Option<Uuid>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub currency: Option<String>,
+    /// `Some(true)`: available > 0; `Some(false)`: none available.
+    pub in_stock: Option<bool>,
+    /// `attr.<key>=<value>`, all of them.
+    pub attributes: Vec<(String, String)>,
+    /// `None`: relevance with `q`, else newest.
+    pub sort: Option<Sort>,
+    pub facets: Vec<Facet>,
+}
+
+impl ProductFilter {
+    fn sort(&self) -> Sort {
+        self.sort.unwrap_or(if self.words().is_empty() {
+            Sort::Newest
+        } else {
+            Sort::Relevance
+        })
+    }
+
+    /// The words of `q`, lower-cased: runs of letters and digits.
+    fn words(&self) -> Vec<String> {
+        self.q
+            .as_deref()
+            .unwrap_or("")
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .take(16)
+            .map(str::to_lowercase)
+            .collect()
+    }
+}
+
+/// A count of one facet value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FacetCount {
+    Category { id: Uuid, slug: String, count: i64 },
+    Value { value: String, count: i64 },
+}
+
+/// A page of search results, with the facets asked for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SearchPage {
+    pub items: Vec<ProductView>,
+    pub next_cursor: Option<String>,
+    /// Only with `facets=`: per facet (`category`, `attr.<key>`), its values
+    /// and how many of all matches (not only this page) have each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facets: Option<std::collections::BTreeMap<String, Vec<FacetCount>>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -74,9 +180,19 @@ struct Row {
     available: i64,
     reserved: i64,
     status: String,
+    category_ids: sqlx::types::Json<Vec<Uuid>>,
+    attributes: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
     version: i64,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Ranked {
+    #[sqlx(flatten)]
+    row: Row,
+    exact: i32,
+    rank: f64,
 }
 
 impl From<Row> for ProductView {
@@ -95,6 +211,8 @@ impl From<Row> for ProductView {
                 reserved: r.reserved,
             },
             status: r.status,
+            categories: r.category_ids.0,
+            attributes: r.attributes.0,
             version: r.version,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -103,7 +221,7 @@ impl From<Row> for ProductView {
 }
 
 const COLUMNS: &str = "id, sku, name, description, price_amount, price_currency, available, \
-                       reserved, status, version, created_at, updated_at";
+                       reserved, status, category_ids, attributes, version, created_at, updated_at";
 
 pub async fn product(pool: &PgPool, id: Uuid) -> Result<Option<ProductView>, QueryError> {
     let sql = format!("SELECT {COLUMNS} FROM rm_products WHERE id = $1");
@@ -114,41 +232,260 @@ pub async fn product(pool: &PgPool, id: Uuid) -> Result<Option<ProductView>, Que
     Ok(row.map(ProductView::from))
 }
 
-/// Products in id order, filtered.
+/// The last row of a page, in the sort it was read in: where the next starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Cursor {
+    sort: String,
+    id: Uuid,
+    #[serde(default)]
+    exact: Option<i32>,
+    #[serde(default)]
+    rank: Option<f64>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    price: Option<i64>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Words of `q` up to here must all match; a word matches by a word form
+/// or an unaccented spelling (`simple` and `english` configurations), the
+/// last one also as a prefix, and a word of 5 letters or more also by a
+/// trigram neighbour (one typo).
+fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
+    sql.push(" WHERE TRUE");
+    let words = filter.words();
+    let last = words.len().saturating_sub(1);
+    for (i, word) in words.iter().enumerate() {
+        let prefix = if i == last { ":*" } else { "" };
+        sql.push(" AND (search @@ (to_tsquery('simple', public.agora_unaccent(")
+            .push_bind(word.clone())
+            .push(format!(") || '{prefix}') || to_tsquery('english', public.agora_unaccent("))
+            .push_bind(word.clone())
+            .push(")))");
+        if word.chars().count() >= 5 {
+            sql.push(" OR public.agora_unaccent(")
+                .push_bind(word.clone())
+                .push(") <% search_text");
+        }
+        sql.push(")");
+    }
+    if let Some(status) = filter.status {
+        sql.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(category) = filter.category {
+        sql.push(
+            " AND category_ids ?| ARRAY(SELECT d.id::text FROM rm_categories c \
+               JOIN rm_categories d ON d.tree_path LIKE c.tree_path || '%' WHERE c.id = ",
+        )
+        .push_bind(category)
+        .push(")");
+    }
+    if let Some(currency) = &filter.currency {
+        sql.push(" AND price_currency = ").push_bind(currency.clone());
+    }
+    if let Some(min) = filter.min_price {
+        sql.push(" AND price_amount >= ").push_bind(min);
+    }
+    if let Some(max) = filter.max_price {
+        sql.push(" AND price_amount <= ").push_bind(max);
+    }
+    match filter.in_stock {
+        Some(true) => {
+            sql.push(" AND available > 0");
+        }
+        Some(false) => {
+            sql.push(" AND available <= 0");
+        }
+        None => {}
+    }
+    for (key, value) in &filter.attributes {
+        let wanted = serde_json::json!({ key: value }).to_string();
+        sql.push(" AND attributes @> ")
+            .push_bind(wanted)
+            .push("::jsonb");
+    }
+}
+
+/// The ranking columns: 2 for the exact sku, 1 for the exact name, else 0;
+/// then how well the text matches.
+fn push_ranking(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
+    let words = filter.words();
+    if words.is_empty() {
+        sql.push(", 0 AS exact, 0::float8 AS rank");
+        return;
+    }
+    let q = filter.q.clone().unwrap_or_default().trim().to_owned();
+    let joined = words.join(" ");
+    sql.push(", CASE WHEN lower(sku) = lower(")
+        .push_bind(q.clone())
+        .push(") THEN 2 WHEN lower(public.agora_unaccent(name)) = lower(public.agora_unaccent(")
+        .push_bind(q)
+        .push(")) THEN 1 ELSE 0 END AS exact, (ts_rank(search, to_tsquery('simple', ")
+        .push_bind(
+            words
+                .iter()
+                .map(|w| w.as_str())
+                .collect::<Vec<_>>()
+                .join(" | "),
+        )
+        .push(")) + word_similarity(public.agora_unaccent(")
+        .push_bind(joined)
+        .push("), search_text))::float8 AS rank");
+}
+
+/// The search: one page in the asked order, and the facets over every match.
 pub async fn products(
     pool: &PgPool,
     filter: &ProductFilter,
     page: &PageRequest,
-) -> Result<Page<ProductView>, QueryError> {
-    let after = page.id_cursor()?;
-    let pattern = filter.q.as_deref().map(|q| format!("%{}%", escape_like(q)));
-    let sql = format!(
-        "SELECT {COLUMNS} FROM rm_products \
-         WHERE ($1::text IS NULL OR name ILIKE $1 ESCAPE '\\' OR sku ILIKE $1 ESCAPE '\\') \
-           AND ($2::text IS NULL OR status = $2) \
-           AND ($3::uuid IS NULL OR id > $3) \
-         ORDER BY id LIMIT $4"
-    );
-    let rows = sqlx::query_as::<_, Row>(&sql)
-        .bind(pattern)
-        .bind(filter.status.map(ProductStatus::as_str))
-        .bind(after)
-        .bind(page.fetch())
-        .fetch_all(pool)
-        .await?;
-    page.page(rows, |r| r.id.to_string(), |r| Ok(r.into()))
+) -> Result<SearchPage, QueryError> {
+    let sort = filter.sort();
+    let after = match page.cursor_text()? {
+        None => None,
+        Some(text) => {
+            let cursor: Cursor = serde_json::from_str(&text).map_err(|_| bad_cursor())?;
+            if cursor.sort != sort.as_str() {
+                return Err(bad_cursor());
+            }
+            Some(cursor)
+        }
+    };
+    let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT * FROM (SELECT {COLUMNS}"));
+    push_ranking(&mut sql, filter);
+    sql.push(" FROM rm_products");
+    push_filters(&mut sql, filter);
+    sql.push(") m WHERE TRUE");
+    if let Some(c) = &after {
+        let missing = bad_cursor;
+        match sort {
+            Sort::Relevance => {
+                let exact = c.exact.ok_or_else(missing)?;
+                let rank = c.rank.ok_or_else(missing)?;
+                sql.push(" AND (exact < ")
+                    .push_bind(exact)
+                    .push(" OR (exact = ")
+                    .push_bind(exact)
+                    .push(" AND rank < ")
+                    .push_bind(rank)
+                    .push(") OR (exact = ")
+                    .push_bind(exact)
+                    .push(" AND rank = ")
+                    .push_bind(rank)
+                    .push(" AND id > ")
+                    .push_bind(c.id)
+                    .push("))");
+            }
+            Sort::Newest => {
+                sql.push(" AND (created_at, id) < (")
+                    .push_bind(c.created_at.ok_or_else(missing)?)
+                    .push(", ")
+                    .push_bind(c.id)
+                    .push(")");
+            }
+            Sort::PriceAsc | Sort::PriceDesc => {
+                let op = if sort == Sort::PriceAsc { ">" } else { "<" };
+                sql.push(format!(" AND (price_amount, id) {op} ("))
+                    .push_bind(c.price.ok_or_else(missing)?)
+                    .push(", ")
+                    .push_bind(c.id)
+                    .push(")");
+            }
+            Sort::Name => {
+                sql.push(" AND (name, id) > (")
+                    .push_bind(c.name.clone().ok_or_else(missing)?)
+                    .push(", ")
+                    .push_bind(c.id)
+                    .push(")");
+            }
+        }
+    }
+    sql.push(match sort {
+        Sort::Relevance => " ORDER BY exact DESC, rank DESC, id",
+        Sort::Newest => " ORDER BY created_at DESC, id DESC",
+        Sort::PriceAsc => " ORDER BY price_amount, id",
+        Sort::PriceDesc => " ORDER BY price_amount DESC, id DESC",
+        Sort::Name => " ORDER BY name, id",
+    });
+    sql.push(" LIMIT ").push_bind(page.fetch());
+    let rows: Vec<Ranked> = sql.build_query_as().fetch_all(pool).await?;
+    let cursor_of = |r: &Ranked| {
+        let mut cursor = Cursor {
+            sort: sort.as_str().to_owned(),
+            id: r.row.id,
+            exact: None,
+            rank: None,
+            created_at: None,
+            price: None,
+            name: None,
+        };
+        match sort {
+            Sort::Relevance => {
+                cursor.exact = Some(r.exact);
+                cursor.rank = Some(r.rank);
+            }
+            Sort::Newest => cursor.created_at = Some(r.row.created_at),
+            Sort::PriceAsc | Sort::PriceDesc => cursor.price = Some(r.row.price_amount),
+            Sort::Name => cursor.name = Some(r.row.name.clone()),
+        }
+        serde_json::to_string(&cursor).unwrap_or_default()
+    };
+    let found = page.page(rows, cursor_of, |r| Ok(r.row.into()))?;
+    let facets = if filter.facets.is_empty() {
+        None
+    } else {
+        Some(facets(pool, filter).await?)
+    };
+    Ok(SearchPage {
+        items: found.items,
+        next_cursor: found.next_cursor,
+        facets,
+    })
 }
 
-/// `text` as a LIKE pattern matching itself: `\`, `%` and `_` are escaped.
-fn escape_like(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
+/// Each facet counted over every match of the filter.
+async fn facets(
+    pool: &PgPool,
+    filter: &ProductFilter,
+) -> Result<std::collections::BTreeMap<String, Vec<FacetCount>>, QueryError> {
+    let mut all = std::collections::BTreeMap::new();
+    for facet in &filter.facets {
+        let mut sql = QueryBuilder::<Postgres>::new("WITH m AS (SELECT category_ids, attributes FROM rm_products");
+        push_filters(&mut sql, filter);
+        sql.push(") ");
+        let (name, counts) = match facet {
+            Facet::Category => {
+                sql.push(
+                    "SELECT c.id, c.slug, count(*) FROM m \
+                     CROSS JOIN LATERAL jsonb_array_elements_text(m.category_ids) e(id) \
+                     JOIN rm_categories c ON c.id::text = e.id \
+                     GROUP BY c.id, c.slug ORDER BY count(*) DESC, c.slug",
+                );
+                let rows: Vec<(Uuid, String, i64)> = sql.build_query_as().fetch_all(pool).await?;
+                let counts = rows
+                    .into_iter()
+                    .map(|(id, slug, count)| FacetCount::Category { id, slug, count })
+                    .collect();
+                ("category".to_owned(), counts)
+            }
+            Facet::Attribute(key) => {
+                sql.push("SELECT m.attributes ->> ")
+                    .push_bind(key.clone())
+                    .push(" AS value, count(*) FROM m WHERE m.attributes ? ")
+                    .push_bind(key.clone())
+                    .push(" GROUP BY 1 ORDER BY 2 DESC, 1");
+                let rows: Vec<(String, i64)> = sql.build_query_as().fetch_all(pool).await?;
+                let counts = rows
+                    .into_iter()
+                    .map(|(value, count)| FacetCount::Value { value, count })
+                    .collect();
+                (format!("attr.{key}"), counts)
+            }
+        };
+        all.insert(name, counts);
     }
-    escaped
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -156,9 +493,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn like_metacharacters_are_escaped() {
-        assert_eq!(escape_like("50%_off\\"), "50\\%\\_off\\\\");
-        assert_eq!(escape_like("plain"), "plain");
+    fn words_split_on_anything_but_letters_and_digits() {
+        let filter = ProductFilter {
+            q: Some("  Café, fountain-PEN  ".into()),
+            ..Default::default()
+        };
+        assert_eq!(filter.words(), ["café", "fountain", "pen"]);
+        assert_eq!(filter.sort(), Sort::Relevance);
+        assert_eq!(ProductFilter::default().sort(), Sort::Newest);
+        assert!(Sort::parse("cheapest").is_err());
     }
 
     #[test]

@@ -302,6 +302,8 @@ impl System {
                 })
                 .collect(),
             payment_token: token.to_owned(),
+            cart_id: None,
+            shipping_address: None,
         };
         self.aggregates
             .orders
@@ -315,6 +317,7 @@ impl System {
     pub async fn cancel(&self, order_id: Uuid) {
         let command = OrderCommand::Cancel {
             reason: CancelReason::CustomerRequest,
+            note: None,
         };
         self.aggregates
             .orders
