@@ -130,7 +130,7 @@ impl Aggregates {
             products: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             orders: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             payments: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            categories: AggregateStore::with_upcasters(pool, options, upcasters()),
+            categories: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
             carts: AggregateStore::with_upcasters(pool, options, upcasters()),
         }
     }

@@ -558,6 +558,10 @@ mod tests {
         assert_eq!(config.http.idempotency_sweep.batch, 1000);
         assert!(config.gateway.token.is_none());
         assert_eq!(config.projections, projections::Projection::ALL.to_vec());
+    }
+
+    #[test]
+    fn a_projector_runs_the_projections_named() {
         let some = config(&[("AGORA_PROJECTIONS", " orders, products,orders")]).unwrap();
         assert_eq!(
             some.projections,
