@@ -293,7 +293,10 @@ fn components() -> Map<String, Value> {
         "WebhookCreated",
         of::<crate::routes::webhooks::WebhookCreated>(),
     );
-    add("WebhookSecret", of::<crate::routes::webhooks::WebhookSecret>());
+    add(
+        "WebhookSecret",
+        of::<crate::routes::webhooks::WebhookSecret>(),
+    );
     add(
         "WebhookPage",
         of::<Page<crate::routes::webhooks::WebhookView>>(),

@@ -81,7 +81,8 @@ fn kind(ip: IpAddr) -> Kind {
                 || (segments[0] & 0xfe00) == 0xfc00 // unique local
                 || (segments[0] & 0xffc0) == 0xfe80 // link-local
                 || (segments[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-                || (segments[0] == 0x2001 && segments[1] == 0xdb8) // documentation
+                || (segments[0] == 0x2001 && segments[1] == 0xdb8)
+            // documentation
             {
                 Kind::Internal
             } else {

@@ -232,6 +232,10 @@ struct Worker {
     options: DeliveryOptions,
 }
 
+/// A delivery's URL and its event: body (once built), aggregate type, id,
+/// sequence and time.
+type Target = (String, Option<Vec<u8>>, String, Uuid, i64, DateTime<Utc>);
+
 /// What one attempt came to.
 enum Outcome {
     Delivered(u16),
@@ -259,17 +263,16 @@ impl Worker {
     }
 
     async fn send(&self, row: &Claimed) -> Result<Outcome, String> {
-        let target: Option<(String, Option<Vec<u8>>, String, Uuid, i64, DateTime<Utc>)> =
-            sqlx::query_as(
-                "SELECT ep.url, e.body, e.aggregate_type, e.aggregate_id, e.sequence, e.occurred_at \
+        let target: Option<Target> = sqlx::query_as(
+            "SELECT ep.url, e.body, e.aggregate_type, e.aggregate_id, e.sequence, e.occurred_at \
                  FROM webhook_events e, webhook_endpoints ep \
                  WHERE e.event_id = $1 AND ep.id = $2",
-            )
-            .bind(&row.event_id)
-            .bind(row.endpoint_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|err| format!("reading the delivery: {err}"))?;
+        )
+        .bind(&row.event_id)
+        .bind(row.endpoint_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|err| format!("reading the delivery: {err}"))?;
         let Some((url, body, aggregate_type, aggregate_id, sequence, occurred_at)) = target else {
             return Err("the endpoint or the event is gone".to_owned());
         };
@@ -459,7 +462,11 @@ async fn resource(
     id: Uuid,
     sequence: i64,
 ) -> Result<Option<Value>, queries::QueryError> {
-    fn at<T: serde::Serialize>(view: Option<T>, version: impl Fn(&T) -> i64, sequence: i64) -> Option<Value> {
+    fn at<T: serde::Serialize>(
+        view: Option<T>,
+        version: impl Fn(&T) -> i64,
+        sequence: i64,
+    ) -> Option<Value> {
         view.filter(|v| version(v) >= sequence)
             .and_then(|v| serde_json::to_value(v).ok())
     }

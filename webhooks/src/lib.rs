@@ -135,7 +135,10 @@ mod tests {
         ];
         for event in &events {
             let name = event_name(event).expect("a name");
-            assert!(schemas::webhooks::EVENTS.iter().any(|e| e.name == name), "{name}");
+            assert!(
+                schemas::webhooks::EVENTS.iter().any(|e| e.name == name),
+                "{name}"
+            );
         }
     }
 }

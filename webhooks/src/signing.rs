@@ -125,17 +125,16 @@ mod tests {
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
     fn sealed_secrets_open_only_for_their_endpoint() {
         let secrets = SecretBox::new(Some(b"a deployment secret"));
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
-        let sealed = secrets.seal(a, b"0123456789abcdef0123456789abcdef").expect("seal");
+        let sealed = secrets
+            .seal(a, b"0123456789abcdef0123456789abcdef")
+            .expect("seal");
         assert_eq!(
             secrets.open(a, &sealed).expect("open"),
             b"0123456789abcdef0123456789abcdef"

@@ -232,7 +232,8 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<Uuid>, ApiError> {
 fn page<T, V: From<T>>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Page<V> {
     let next_cursor = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
-        rows.last().map(|last| URL_SAFE_NO_PAD.encode(id(last).as_bytes()))
+        rows.last()
+            .map(|last| URL_SAFE_NO_PAD.encode(id(last).as_bytes()))
     } else {
         None
     };
@@ -250,10 +251,7 @@ pub async fn list(
 ) -> Result<Json<Page<WebhookView>>, ApiError> {
     let limit = PageRequest::parse(params.limit.as_deref(), None)?.limit;
     let after = decode_cursor(params.cursor.as_deref())?;
-    let rows = state
-        .webhooks
-        .list(after, i64::from(limit) + 1)
-        .await?;
+    let rows = state.webhooks.list(after, i64::from(limit) + 1).await?;
     Ok(Json(page(rows, limit, |e: &Endpoint| e.id)))
 }
 
@@ -329,7 +327,11 @@ pub async fn rotate_secret(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let secret = state.webhooks.rotate(id).await?.ok_or_else(|| not_found(id))?;
+    let secret = state
+        .webhooks
+        .rotate(id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     tracing::info!(webhook = %id, "webhook secret rotated");
     let mut response = Json(WebhookSecret { secret }).into_response();
     super::auth::no_store(&mut response);

@@ -46,9 +46,13 @@ impl Reader {
                     if let Some(id) = line.strip_prefix("id: ").or(line.strip_prefix("id:")) {
                         message.id = id.to_owned();
                         any = true;
-                    } else if let Some(event) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
+                    } else if let Some(event) =
+                        line.strip_prefix("event: ").or(line.strip_prefix("event:"))
+                    {
                         message.event = event.to_owned();
-                    } else if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+                    } else if let Some(data) =
+                        line.strip_prefix("data: ").or(line.strip_prefix("data:"))
+                    {
                         message.data = serde_json::from_str(data).expect("data is JSON");
                     }
                 }
@@ -78,7 +82,10 @@ async fn reader(app: &TestApp, path: &str, last_event_id: Option<&str>) -> Reade
     let response = open(app, path, last_event_id).await;
     assert_eq!(response.status().as_u16(), 200);
     assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
     Reader {
@@ -104,7 +111,9 @@ async fn app(max_streams: usize) -> (TestApp, String) {
 
 /// A product in the store, and its read-model row at version 1.
 async fn product(app: &TestApp) -> Uuid {
-    let created = app.create_product(&format!("SSE-{}", Uuid::now_v7()), 1999, "EUR", 7).await;
+    let created = app
+        .create_product(&format!("SSE-{}", Uuid::now_v7()), 1999, "EUR", 7)
+        .await;
     let id = Uuid::parse_str(&created.id()).expect("uuid");
     insert_product(&app.db.pool, id, "SSE-1", "Lamp", "active", 1).await;
     id

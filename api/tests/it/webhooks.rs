@@ -3,7 +3,6 @@
 //! and URLs refused when they point inside (SSRF), with nothing written.
 //! Deliveries themselves are tested through the binary (ops/tests/it/webhooks.rs).
 
-
 use api::auth::Role;
 use api::HttpOptions;
 use base64::engine::general_purpose::STANDARD;
@@ -58,20 +57,32 @@ async fn every_route_of_the_table_answers_its_status() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.id();
-    let secret = created.body["secret"].as_str().expect("a secret").to_owned();
+    let secret = created.body["secret"]
+        .as_str()
+        .expect("a secret")
+        .to_owned();
     let raw = secret.strip_prefix("whsec_").expect("whsec_ prefix");
     assert_eq!(STANDARD.decode(raw).expect("base64").len(), 32);
     assert_eq!(created.body["url"], "http://127.0.0.1:9/hook");
-    assert_eq!(created.body["events"], json!(["order.*", "user.registered"]));
+    assert_eq!(
+        created.body["events"],
+        json!(["order.*", "user.registered"])
+    );
     assert_eq!(created.body["description"], "ERP");
     assert_eq!(created.body["status"], "enabled");
     assert!(created.body["created_at"].is_string());
     assert_eq!(
-        created.headers.get("location").and_then(|v| v.to_str().ok()),
+        created
+            .headers
+            .get("location")
+            .and_then(|v| v.to_str().ok()),
         Some(format!("/webhooks/{id}").as_str())
     );
     assert_eq!(
-        created.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        created
+            .headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
         Some("no-store")
     );
     // Sealed at rest: the secret's bytes are nowhere in the table.
@@ -89,7 +100,9 @@ async fn every_route_of_the_table_answers_its_status() {
     assert_eq!(list.body["items"].as_array().map(Vec::len), Some(1));
     assert!(list.body["items"][0].get("secret").is_none());
     assert!(list.body["next_cursor"].is_null());
-    let one = app.admin(Method::GET, &format!("/webhooks/{id}"), None).await;
+    let one = app
+        .admin(Method::GET, &format!("/webhooks/{id}"), None)
+        .await;
     assert_eq!(one.status, 200, "{}", one.body);
     assert!(one.body.get("secret").is_none());
     assert_eq!(one.body["id"], id.as_str());
@@ -107,7 +120,11 @@ async fn every_route_of_the_table_answers_its_status() {
     assert_eq!(patched.body["events"], json!(["*"]));
     assert_eq!(patched.body["description"], "ERP");
     let bad = app
-        .admin(Method::PATCH, &format!("/webhooks/{id}"), Some(json!({ "status": "paused" })))
+        .admin(
+            Method::PATCH,
+            &format!("/webhooks/{id}"),
+            Some(json!({ "status": "paused" })),
+        )
         .await;
     assert_problem(&bad, 422, "/problems/validation");
     assert_eq!(bad.body["errors"][0]["field"], "status");
@@ -131,42 +148,73 @@ async fn every_route_of_the_table_answers_its_status() {
 
     // GET /webhooks/{id}/deliveries: a list; ?status= one of three.
     let deliveries = app
-        .admin(Method::GET, &format!("/webhooks/{id}/deliveries?status=failed"), None)
+        .admin(
+            Method::GET,
+            &format!("/webhooks/{id}/deliveries?status=failed"),
+            None,
+        )
         .await;
     assert_eq!(deliveries.status, 200, "{}", deliveries.body);
     assert_eq!(deliveries.body, json!({ "items": [], "next_cursor": null }));
     let bad = app
-        .admin(Method::GET, &format!("/webhooks/{id}/deliveries?status=lost"), None)
+        .admin(
+            Method::GET,
+            &format!("/webhooks/{id}/deliveries?status=lost"),
+            None,
+        )
         .await;
     assert_problem(&bad, 400, "/problems/bad-request");
 
     // POST .../deliveries/{delivery_id}/retry: 202, the failed delivery is pending again.
     let delivery = failed_delivery(&app, &id).await;
     let retried = app
-        .admin(Method::POST, &format!("/webhooks/{id}/deliveries/{delivery}/retry"), None)
+        .admin(
+            Method::POST,
+            &format!("/webhooks/{id}/deliveries/{delivery}/retry"),
+            None,
+        )
         .await;
     assert_eq!(retried.status, 202, "{}", retried.body);
     assert_eq!(retried.body["status"], "pending");
     assert_eq!(retried.body["id"], delivery.to_string());
     let listed = app
-        .admin(Method::GET, &format!("/webhooks/{id}/deliveries?status=pending"), None)
+        .admin(
+            Method::GET,
+            &format!("/webhooks/{id}/deliveries?status=pending"),
+            None,
+        )
         .await;
     let item = &listed.body["items"][0];
     for field in [
-        "id", "event_id", "event_type", "aggregate_id", "status", "attempts", "last_status_code",
-        "last_error", "next_attempt_at", "created_at", "delivered_at",
+        "id",
+        "event_id",
+        "event_type",
+        "aggregate_id",
+        "status",
+        "attempts",
+        "last_status_code",
+        "last_error",
+        "next_attempt_at",
+        "created_at",
+        "delivered_at",
     ] {
         assert!(item.get(field).is_some(), "{field} in {item}");
     }
     assert_eq!(item["event_type"], "order.placed");
     assert_eq!(item["last_status_code"], 500);
     let unknown = app
-        .admin(Method::POST, &format!("/webhooks/{id}/deliveries/{}/retry", Uuid::now_v7()), None)
+        .admin(
+            Method::POST,
+            &format!("/webhooks/{id}/deliveries/{}/retry", Uuid::now_v7()),
+            None,
+        )
         .await;
     assert_problem(&unknown, 404, "/problems/not-found");
 
     // DELETE /webhooks/{id}: 204, then it is gone.
-    let deleted = app.admin(Method::DELETE, &format!("/webhooks/{id}"), None).await;
+    let deleted = app
+        .admin(Method::DELETE, &format!("/webhooks/{id}"), None)
+        .await;
     assert_eq!(deleted.status, 204);
     for (method, path) in [
         (Method::GET, format!("/webhooks/{id}")),
@@ -178,7 +226,11 @@ async fn every_route_of_the_table_answers_its_status() {
         assert_problem(&gone, 404, "/problems/not-found");
     }
     let gone = app
-        .admin(Method::PATCH, &format!("/webhooks/{id}"), Some(json!({ "description": "x" })))
+        .admin(
+            Method::PATCH,
+            &format!("/webhooks/{id}"),
+            Some(json!({ "description": "x" })),
+        )
         .await;
     assert_problem(&gone, 404, "/problems/not-found");
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries")
@@ -227,7 +279,9 @@ async fn only_an_admin_manages_webhooks() {
     assert_eq!(refused.status, 403, "{}", refused.body);
     let anonymous = app.post("/webhooks", body).await;
     assert_eq!(anonymous.status, 401, "{}", anonymous.body);
-    let listed = app.send(app.bearer(Method::GET, "/webhooks", &customer)).await;
+    let listed = app
+        .send(app.bearer(Method::GET, "/webhooks", &customer))
+        .await;
     assert_eq!(listed.status, 403);
     assert_eq!(endpoints(&app).await, 0);
 }
@@ -256,10 +310,18 @@ async fn urls_that_point_inside_are_refused_and_nothing_is_written() {
         "https://no-such-host.invalid/hook",
     ] {
         let refused = strict
-            .admin(Method::POST, "/webhooks", Some(json!({ "url": url, "events": ["*"] })))
+            .admin(
+                Method::POST,
+                "/webhooks",
+                Some(json!({ "url": url, "events": ["*"] })),
+            )
             .await;
         assert_problem(&refused, 422, "/problems/validation");
-        assert_eq!(refused.body["errors"][0]["field"], "url", "{url}: {}", refused.body);
+        assert_eq!(
+            refused.body["errors"][0]["field"], "url",
+            "{url}: {}",
+            refused.body
+        );
     }
     // Loopback allowed is loopback only: inside addresses stay refused,
     // and http only to loopback.
@@ -271,13 +333,21 @@ async fn urls_that_point_inside_are_refused_and_nothing_is_written() {
         "http://93.184.215.14/hook",
     ] {
         let refused = loopback
-            .admin(Method::POST, "/webhooks", Some(json!({ "url": url, "events": ["*"] })))
+            .admin(
+                Method::POST,
+                "/webhooks",
+                Some(json!({ "url": url, "events": ["*"] })),
+            )
             .await;
         assert_problem(&refused, 422, "/problems/validation");
     }
     // PATCH is held to the same rules.
     let created = loopback
-        .admin(Method::POST, "/webhooks", Some(json!({ "url": "http://localhost:9/hook", "events": ["*"] })))
+        .admin(
+            Method::POST,
+            "/webhooks",
+            Some(json!({ "url": "http://localhost:9/hook", "events": ["*"] })),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let moved = loopback
@@ -295,23 +365,49 @@ async fn urls_that_point_inside_are_refused_and_nothing_is_written() {
     assert_eq!(url, "http://localhost:9/hook");
     // A public address literal is fine (no DNS needed).
     let public = strict
-        .admin(Method::POST, "/webhooks", Some(json!({ "url": "https://93.184.215.14/hook", "events": ["*"] })))
+        .admin(
+            Method::POST,
+            "/webhooks",
+            Some(json!({ "url": "https://93.184.215.14/hook", "events": ["*"] })),
+        )
         .await;
     assert_eq!(public.status, 201, "{}", public.body);
-    assert_eq!(endpoints(&strict).await, 1, "only the public one was written");
+    assert_eq!(
+        endpoints(&strict).await,
+        1,
+        "only the public one was written"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_are_refused_and_nothing_is_written() {
     let app = app(true).await;
     let cases = [
-        (json!({ "url": "http://127.0.0.1:9/", "events": [] }), 422, "events"),
-        (json!({ "url": "http://127.0.0.1:9/", "events": ["order.nope"] }), 422, "events[0]"),
-        (json!({ "url": "http://127.0.0.1:9/", "events": ["*", "nope.*"] }), 422, "events[1]"),
-        (json!({ "url": "http://127.0.0.1:9/", "events": ["*"], "description": "x".repeat(501) }), 422, "description"),
+        (
+            json!({ "url": "http://127.0.0.1:9/", "events": [] }),
+            422,
+            "events",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/", "events": ["order.nope"] }),
+            422,
+            "events[0]",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/", "events": ["*", "nope.*"] }),
+            422,
+            "events[1]",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/", "events": ["*"], "description": "x".repeat(501) }),
+            422,
+            "description",
+        ),
     ];
     for (body, status, field) in cases {
-        let refused = app.admin(Method::POST, "/webhooks", Some(body.clone())).await;
+        let refused = app
+            .admin(Method::POST, "/webhooks", Some(body.clone()))
+            .await;
         assert_problem(&refused, status, "/problems/validation");
         assert_eq!(refused.body["errors"][0]["field"], field, "{body}");
     }
@@ -320,7 +416,9 @@ async fn bad_bodies_are_refused_and_nothing_is_written() {
         json!({ "url": "http://127.0.0.1:9/" }),
         json!({ "url": 5, "events": ["*"] }),
     ] {
-        let refused = app.admin(Method::POST, "/webhooks", Some(body.clone())).await;
+        let refused = app
+            .admin(Method::POST, "/webhooks", Some(body.clone()))
+            .await;
         assert_eq!(refused.status, 400, "{body}: {}", refused.body);
     }
     let not_uuid = app.admin(Method::GET, "/webhooks/nope", None).await;

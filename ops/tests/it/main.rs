@@ -13,5 +13,5 @@ mod postgres_restart;
 mod replay;
 mod shutdown;
 mod startup;
-mod webhooks;
 mod support;
+mod webhooks;

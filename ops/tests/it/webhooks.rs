@@ -76,7 +76,12 @@ async fn start_receiver(fail_first: usize) -> (SocketAddr, Receiver) {
     (addr, receiver)
 }
 
-async fn call(http: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut request = http.request(method, url);
     if let Some(body) = body {
         request = request.json(&body);
@@ -115,17 +120,26 @@ async fn verify(secret: &str, requests: &[Received]) {
     )
     .await;
     let _ = std::fs::remove_file(&file);
-    assert!(output.status.success(), "standardwebhooks refused a delivery:\n{}", tools::said(&output));
+    assert!(
+        output.status.success(),
+        "standardwebhooks refused a delivery:\n{}",
+        tools::said(&output)
+    );
 }
 
 async fn bodies_built(db: &TestDatabase, n: i64) {
-    eventually_within("the event's body is built", Duration::from_secs(30), || async {
-        let built: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE body IS NOT NULL")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap_or(0);
-        built >= n
-    })
+    eventually_within(
+        "the event's body is built",
+        Duration::from_secs(30),
+        || async {
+            let built: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM webhook_events WHERE body IS NOT NULL")
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap_or(0);
+            built >= n
+        },
+    )
     .await;
 }
 
@@ -192,13 +206,21 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     }
 
     let got = Arc::clone(&receiver.got);
-    eventually_within("four events delivered, each on its third attempt", Duration::from_secs(60), || {
-        let got = Arc::clone(&got);
-        async move { got.lock().expect("lock").len() >= 12 }
-    })
+    eventually_within(
+        "four events delivered, each on its third attempt",
+        Duration::from_secs(60),
+        || {
+            let got = Arc::clone(&got);
+            async move { got.lock().expect("lock").len() >= 12 }
+        },
+    )
     .await;
     let requests = receiver.got.lock().expect("lock").clone();
-    assert_eq!(requests.len(), 12, "no attempt after a success: {requests:#?}");
+    assert_eq!(
+        requests.len(),
+        12,
+        "no attempt after a success: {requests:#?}"
+    );
 
     // One webhook-id per event, the same on each of its three attempts,
     // with the same body.
@@ -210,7 +232,10 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     for (id, tries) in &attempts {
         assert!(id.starts_with("msg_"), "{id}");
         assert_eq!(tries.len(), 3, "{id}");
-        assert!(tries.iter().all(|t| t.body == tries[0].body), "{id}: one body");
+        assert!(
+            tries.iter().all(|t| t.body == tries[0].body),
+            "{id}: one body"
+        );
     }
 
     // In event order: each event's first attempt comes after the previous
@@ -221,18 +246,37 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
             order.push(&request.id);
         }
     }
-    assert_eq!(order.len(), 4, "attempts of different events never interleave: {order:?}");
+    assert_eq!(
+        order.len(),
+        4,
+        "attempts of different events never interleave: {order:?}"
+    );
     let bodies: Vec<Value> = order
         .iter()
         .map(|id| serde_json::from_str(&attempts[id][0].body).expect("a JSON body"))
         .collect();
-    let types: Vec<&str> = bodies.iter().map(|b| b["type"].as_str().unwrap_or("")).collect();
+    let types: Vec<&str> = bodies
+        .iter()
+        .map(|b| b["type"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(
         types,
-        ["product.created", "product.stock_changed", "product.stock_changed", "product.stock_changed"]
+        [
+            "product.created",
+            "product.stock_changed",
+            "product.stock_changed",
+            "product.stock_changed"
+        ]
     );
-    let versions: Vec<i64> = bodies.iter().map(|b| b["data"]["version"].as_i64().unwrap_or(0)).collect();
-    assert_eq!(versions, [1, 2, 3, 4], "each body is the product after its event");
+    let versions: Vec<i64> = bodies
+        .iter()
+        .map(|b| b["data"]["version"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(
+        versions,
+        [1, 2, 3, 4],
+        "each body is the product after its event"
+    );
     assert_eq!(bodies[3]["data"]["stock"]["available"], 11);
     assert_eq!(bodies[0]["data"]["id"], product.as_str());
     assert!(bodies[0]["timestamp"].is_string());
@@ -240,7 +284,13 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     verify(&secret, &requests).await;
 
     // The log says so.
-    let (status, log) = call(&http, reqwest::Method::GET, format!("{base}/webhooks/{webhook}/deliveries?status=delivered"), None).await;
+    let (status, log) = call(
+        &http,
+        reqwest::Method::GET,
+        format!("{base}/webhooks/{webhook}/deliveries?status=delivered"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{log}");
     let items = log["items"].as_array().expect("items");
     assert_eq!(items.len(), 4, "{log}");
@@ -254,7 +304,13 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
 
     // After a rotation, deliveries carry both signatures: a receiver with
     // either secret accepts them.
-    let (status, rotated) = call(&http, reqwest::Method::POST, format!("{base}/webhooks/{webhook}/rotate-secret"), None).await;
+    let (status, rotated) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/webhooks/{webhook}/rotate-secret"),
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{rotated}");
     let new_secret = rotated["secret"].as_str().expect("a secret").to_owned();
     assert_ne!(new_secret, secret);
@@ -266,13 +322,20 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    eventually_within("the price change delivered", Duration::from_secs(60), || {
-        let got = Arc::clone(&got);
-        async move { got.lock().expect("lock").len() >= 15 }
-    })
+    eventually_within(
+        "the price change delivered",
+        Duration::from_secs(60),
+        || {
+            let got = Arc::clone(&got);
+            async move { got.lock().expect("lock").len() >= 15 }
+        },
+    )
     .await;
     let after: Vec<Received> = receiver.got.lock().expect("lock")[12..].to_vec();
-    assert!(after.iter().all(|r| r.signature.split(' ').count() == 2), "{after:#?}");
+    assert!(
+        after.iter().all(|r| r.signature.split(' ').count() == 2),
+        "{after:#?}"
+    );
     verify(&secret, &after).await;
     verify(&new_secret, &after).await;
     let price: Value = serde_json::from_str(&after[0].body).expect("json");
