@@ -5,6 +5,7 @@ mod api_keys;
 mod asyncapi;
 mod auth;
 mod bad_input;
+mod catalog;
 mod commands;
 mod concurrency;
 mod docs;
