@@ -513,8 +513,9 @@ fn path_parameters(path: &str) -> Vec<&str> {
 
 fn responses(route: &Route) -> Value {
     let doc = &route.doc;
-    let write =
-        route.method == Method::POST || route.method == Method::PATCH || route.method == Method::PUT;
+    let write = route.method == Method::POST
+        || route.method == Method::PATCH
+        || route.method == Method::PUT;
     let has_id = !path_parameters(route.path).is_empty();
     let mut responses = Map::new();
 

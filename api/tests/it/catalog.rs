@@ -37,7 +37,14 @@ async fn delete(app: &TestApp, path: &str) -> Answer {
     app.send(app.request(Method::DELETE, path)).await
 }
 
-async fn product(app: &TestApp, sku: &str, name: &str, description: &str, amount: i64, stock: i64) -> String {
+async fn product(
+    app: &TestApp,
+    sku: &str,
+    name: &str,
+    description: &str,
+    amount: i64,
+    stock: i64,
+) -> String {
     let answer = app
         .post(
             "/products",
@@ -66,10 +73,20 @@ async fn categories_form_a_tree_with_counts_and_paths() {
     let pens = category(&app, "pens", Some(&writing)).await;
     let p1 = product(&app, "PEN-1", "Fountain pen", "", 1999, 3).await;
     let p2 = product(&app, "PEN-2", "Ballpoint pen", "", 299, 0).await;
-    let listed = put(&app, &format!("/products/{p1}/categories"), json!({"category_ids": [pens]})).await;
+    let listed = put(
+        &app,
+        &format!("/products/{p1}/categories"),
+        json!({"category_ids": [pens]}),
+    )
+    .await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     assert_eq!(listed.body["categories"], json!([pens]));
-    let listed = put(&app, &format!("/products/{p2}/categories"), json!({"category_ids": [pens, writing]})).await;
+    let listed = put(
+        &app,
+        &format!("/products/{p2}/categories"),
+        json!({"category_ids": [pens, writing]}),
+    )
+    .await;
     assert_eq!(listed.status, 200, "{}", listed.body);
     project(&app).await;
 
@@ -91,19 +108,34 @@ async fn categories_form_a_tree_with_counts_and_paths() {
         .map(|c| c["slug"].as_str().unwrap())
         .collect();
     assert_eq!(path, ["office", "writing"]);
-    assert_eq!(app.get(&format!("/categories/{pens}")).await.body["slug"], "pens");
+    assert_eq!(
+        app.get(&format!("/categories/{pens}")).await.body["slug"],
+        "pens"
+    );
     assert_eq!(app.get("/categories/no-such").await.status, 404);
 
     // pens to the top: counts and paths follow.
-    let moved = app.post(&format!("/categories/{pens}/move"), json!({"parent_id": null})).await;
+    let moved = app
+        .post(
+            &format!("/categories/{pens}/move"),
+            json!({"parent_id": null}),
+        )
+        .await;
     assert_eq!(moved.status, 200, "{}", moved.body);
     assert_eq!(moved.body["parent_id"], Value::Null);
     project(&app).await;
-    let one = app.get("/categories/pens").await;
+    // The cached copy is older than the move: ask for the move's version.
+    let one = app.get("/categories/pens?min_version=2").await;
     assert_eq!(one.body["path"], json!([]));
     assert_eq!(one.body["product_count"], 2);
-    let office_now = app.get("/categories/office").await;
-    assert_eq!(office_now.body["product_count"], 1);
+    let tree = app.get("/categories").await;
+    let office_now = tree.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["slug"] == "office")
+        .unwrap();
+    assert_eq!(office_now["product_count"], 1);
 
     let product = app.get(&format!("/products/{p2}")).await;
     assert_eq!(product.body["categories"], json!([pens, writing]));
@@ -117,27 +149,65 @@ async fn category_rules_answer_their_statuses_and_write_nothing() {
     project(&app).await;
 
     let before = app.event_count().await;
-    let taken = app.post("/categories", json!({"slug": "top", "name": "Again"})).await;
+    let taken = app
+        .post("/categories", json!({"slug": "top", "name": "Again"}))
+        .await;
     assert_eq!(taken.status, 409, "{}", taken.body);
-    for bad in [json!({"slug": "Bad Slug", "name": "x"}), json!({"slug": "ok", "name": ""}),
-                json!({"slug": "ok", "name": "x", "position": -1}),
-                json!({"slug": "ok", "name": "x", "parent_id": "not-a-uuid"}),
-                json!({"slug": "ok", "name": "x", "parent_id": uuid::Uuid::now_v7()})] {
+    for bad in [
+        json!({"slug": "Bad Slug", "name": "x"}),
+        json!({"slug": "ok", "name": ""}),
+        json!({"slug": "ok", "name": "x", "position": -1}),
+        json!({"slug": "ok", "name": "x", "parent_id": "not-a-uuid"}),
+        json!({"slug": "ok", "name": "x", "parent_id": uuid::Uuid::now_v7()}),
+    ] {
         let refused = app.post("/categories", bad.clone()).await;
-        assert_eq!((refused.status, refused.problem_type()), (422, "/problems/validation"), "{bad}: {}", refused.body);
+        assert_eq!(
+            (refused.status, refused.problem_type()),
+            (422, "/problems/validation"),
+            "{bad}: {}",
+            refused.body
+        );
     }
-    let unknown = app.post("/categories", json!({"slug": "ok", "name": "x", "colour": 1})).await;
+    let unknown = app
+        .post(
+            "/categories",
+            json!({"slug": "ok", "name": "x", "colour": 1}),
+        )
+        .await;
     assert_eq!(unknown.status, 400);
 
-    let cycle = app.post(&format!("/categories/{top}/move"), json!({"parent_id": child})).await;
-    assert_eq!((cycle.status, cycle.problem_type()), (422, "/problems/category-cycle"), "{}", cycle.body);
-    let itself = app.post(&format!("/categories/{top}/move"), json!({"parent_id": top})).await;
-    assert_eq!((itself.status, itself.problem_type()), (422, "/problems/category-cycle"));
-    let missing_field = app.post(&format!("/categories/{top}/move"), json!({})).await;
+    let cycle = app
+        .post(
+            &format!("/categories/{top}/move"),
+            json!({"parent_id": child}),
+        )
+        .await;
+    assert_eq!(
+        (cycle.status, cycle.problem_type()),
+        (422, "/problems/category-cycle"),
+        "{}",
+        cycle.body
+    );
+    let itself = app
+        .post(
+            &format!("/categories/{top}/move"),
+            json!({"parent_id": top}),
+        )
+        .await;
+    assert_eq!(
+        (itself.status, itself.problem_type()),
+        (422, "/problems/category-cycle")
+    );
+    let missing_field = app
+        .post(&format!("/categories/{top}/move"), json!({}))
+        .await;
     assert_eq!(missing_field.status, 400, "{}", missing_field.body);
 
     let not_empty = delete(&app, &format!("/categories/{top}")).await;
-    assert_eq!((not_empty.status, not_empty.problem_type()), (422, "/problems/category-not-empty"));
+    assert_eq!(
+        (not_empty.status, not_empty.problem_type()),
+        (422, "/problems/category-not-empty")
+    );
     assert_eq!(app.event_count().await, before);
 
     // Eight levels are allowed, a ninth is not.
@@ -146,31 +216,83 @@ async fn category_rules_answer_their_statuses_and_write_nothing() {
         parent = category(&app, &format!("level-{level}"), Some(&parent)).await;
     }
     let before = app.event_count().await;
-    let deep = app.post("/categories", json!({"slug": "level-9", "name": "x", "parent_id": parent})).await;
-    assert_eq!((deep.status, deep.problem_type()), (422, "/problems/validation"), "{}", deep.body);
+    let deep = app
+        .post(
+            "/categories",
+            json!({"slug": "level-9", "name": "x", "parent_id": parent}),
+        )
+        .await;
+    assert_eq!(
+        (deep.status, deep.problem_type()),
+        (422, "/problems/validation"),
+        "{}",
+        deep.body
+    );
     project(&app).await;
     let other = category(&app, "other", None).await;
     let second = category(&app, "second", Some(&other)).await;
-    let too_deep = app.post(&format!("/categories/{second}/move"), json!({"parent_id": parent})).await;
-    assert_eq!((too_deep.status, too_deep.problem_type()), (422, "/problems/validation"));
+    let too_deep = app
+        .post(
+            &format!("/categories/{second}/move"),
+            json!({"parent_id": parent}),
+        )
+        .await;
+    assert_eq!(
+        (too_deep.status, too_deep.problem_type()),
+        (422, "/problems/validation")
+    );
     assert_eq!(app.event_count().await, before + 2);
 
     // A product in a category keeps it from being deleted.
     let p = product(&app, "P-1", "Thing", "", 100, 1).await;
-    assert_eq!(put(&app, &format!("/products/{p}/categories"), json!({"category_ids": [second]})).await.status, 200);
+    assert_eq!(
+        put(
+            &app,
+            &format!("/products/{p}/categories"),
+            json!({"category_ids": [second]})
+        )
+        .await
+        .status,
+        200
+    );
     project(&app).await;
     let listed = delete(&app, &format!("/categories/{second}")).await;
-    assert_eq!((listed.status, listed.problem_type()), (422, "/problems/category-not-empty"));
-    assert_eq!(put(&app, &format!("/products/{p}/categories"), json!({"category_ids": []})).await.status, 200);
+    assert_eq!(
+        (listed.status, listed.problem_type()),
+        (422, "/problems/category-not-empty")
+    );
+    assert_eq!(
+        put(
+            &app,
+            &format!("/products/{p}/categories"),
+            json!({"category_ids": []})
+        )
+        .await
+        .status,
+        200
+    );
     project(&app).await;
-    assert_eq!(delete(&app, &format!("/categories/{second}")).await.status, 204);
-    assert_eq!(delete(&app, &format!("/categories/{second}")).await.status, 404);
+    assert_eq!(
+        delete(&app, &format!("/categories/{second}")).await.status,
+        204
+    );
+    assert_eq!(
+        delete(&app, &format!("/categories/{second}")).await.status,
+        404
+    );
     // Its slug is free again.
     category(&app, "second", None).await;
 
-    let renamed = app.patch(&format!("/categories/{other}"), json!({"slug": "top"})).await;
+    let renamed = app
+        .patch(&format!("/categories/{other}"), json!({"slug": "top"}))
+        .await;
     assert_eq!(renamed.status, 409);
-    let renamed = app.patch(&format!("/categories/{other}"), json!({"slug": "others", "position": 4})).await;
+    let renamed = app
+        .patch(
+            &format!("/categories/{other}"),
+            json!({"slug": "others", "position": 4}),
+        )
+        .await;
     assert_eq!(renamed.status, 200, "{}", renamed.body);
     assert_eq!(renamed.body["slug"], "others");
 }
@@ -181,37 +303,102 @@ async fn product_categories_and_attributes_are_validated() {
     let c = category(&app, "c", None).await;
     let p = product(&app, "P-1", "Thing", "", 100, 1).await;
     let before = app.event_count().await;
-    let unknown = put(&app, &format!("/products/{p}/categories"), json!({"category_ids": [uuid::Uuid::now_v7()]})).await;
-    assert_eq!((unknown.status, unknown.problem_type()), (422, "/problems/validation"));
+    let unknown = put(
+        &app,
+        &format!("/products/{p}/categories"),
+        json!({"category_ids": [uuid::Uuid::now_v7()]}),
+    )
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.problem_type()),
+        (422, "/problems/validation")
+    );
     assert_eq!(unknown.body["errors"][0]["field"], "category_ids[0]");
-    let twice = put(&app, &format!("/products/{p}/categories"), json!({"category_ids": [c, c]})).await;
+    let twice = put(
+        &app,
+        &format!("/products/{p}/categories"),
+        json!({"category_ids": [c, c]}),
+    )
+    .await;
     assert_eq!(twice.status, 422);
     let many: Vec<String> = (0..21).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    let too_many = put(&app, &format!("/products/{p}/categories"), json!({"category_ids": many})).await;
-    assert_eq!((too_many.status, too_many.problem_type()), (422, "/problems/validation"));
-    let malformed = put(&app, &format!("/products/{p}/categories"), json!({"category_ids": ["x"]})).await;
+    let too_many = put(
+        &app,
+        &format!("/products/{p}/categories"),
+        json!({"category_ids": many}),
+    )
+    .await;
+    assert_eq!(
+        (too_many.status, too_many.problem_type()),
+        (422, "/problems/validation")
+    );
+    let malformed = put(
+        &app,
+        &format!("/products/{p}/categories"),
+        json!({"category_ids": ["x"]}),
+    )
+    .await;
     assert_eq!(malformed.status, 422);
-    assert_eq!(put(&app, &format!("/products/{p}/categories"), json!({"ids": []})).await.status, 400);
-    let nobody = put(&app, &format!("/products/{}/categories", uuid::Uuid::now_v7()), json!({"category_ids": []})).await;
+    assert_eq!(
+        put(
+            &app,
+            &format!("/products/{p}/categories"),
+            json!({"ids": []})
+        )
+        .await
+        .status,
+        400
+    );
+    let nobody = put(
+        &app,
+        &format!("/products/{}/categories", uuid::Uuid::now_v7()),
+        json!({"category_ids": []}),
+    )
+    .await;
     assert_eq!(nobody.status, 404);
 
-    let fifty_one: serde_json::Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
-    for bad in [json!({"attributes": fifty_one}), json!({"attributes": {"": "v"}}),
-                json!({"attributes": {"k".repeat(65): "v"}}), json!({"attributes": {"k": ""}}),
-                json!({"attributes": {"k": "v".repeat(257)}})] {
+    let fifty_one: serde_json::Map<String, Value> =
+        (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+    for bad in [
+        json!({"attributes": fifty_one}),
+        json!({"attributes": {"": "v"}}),
+        json!({"attributes": {"k".repeat(65): "v"}}),
+        json!({"attributes": {"k": ""}}),
+        json!({"attributes": {"k": "v".repeat(257)}}),
+    ] {
         let refused = app.patch(&format!("/products/{p}"), bad.clone()).await;
-        assert_eq!((refused.status, refused.problem_type()), (422, "/problems/validation"), "{bad}");
+        assert_eq!(
+            (refused.status, refused.problem_type()),
+            (422, "/problems/validation"),
+            "{bad}"
+        );
     }
-    assert_eq!(app.patch(&format!("/products/{p}"), json!({"attributes": {"k": 1}})).await.status, 400);
+    assert_eq!(
+        app.patch(&format!("/products/{p}"), json!({"attributes": {"k": 1}}))
+            .await
+            .status,
+        400
+    );
     assert_eq!(app.event_count().await, before);
 
-    let fifty: serde_json::Map<String, Value> = (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
-    let ok = app.patch(&format!("/products/{p}"), json!({"attributes": fifty})).await;
+    let fifty: serde_json::Map<String, Value> =
+        (0..50).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let ok = app
+        .patch(&format!("/products/{p}"), json!({"attributes": fifty}))
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    let ok = app.patch(&format!("/products/{p}"), json!({"attributes": {"colour": "blue"}})).await;
+    let ok = app
+        .patch(
+            &format!("/products/{p}"),
+            json!({"attributes": {"colour": "blue"}}),
+        )
+        .await;
     assert_eq!(ok.body["attributes"], json!({"colour": "blue"}));
     project(&app).await;
-    assert_eq!(app.get(&format!("/products/{p}")).await.body["attributes"], json!({"colour": "blue"}));
+    assert_eq!(
+        app.get(&format!("/products/{p}")).await.body["attributes"],
+        json!({"colour": "blue"})
+    );
 }
 
 /// The catalogue of the search examples.
@@ -223,9 +410,30 @@ async fn catalogue(app: &TestApp) -> (String, String) {
     let ballpoint = product(app, "PEN-2", "Ballpoint pen", "Cheap and cheerful", 300, 0).await;
     let mug = product(app, "MUG-1", "Café mug", "Holds a latte", 900, 5).await;
     let _pencil = product(app, "PCL-1", "Pencil", "Graphite", 150, 9).await;
-    for (id, cats, colour) in [(&fountain, vec![&pens], "blue"), (&ballpoint, vec![&pens], "red"), (&mug, vec![&mugs], "blue")] {
-        assert_eq!(put(app, &format!("/products/{id}/categories"), json!({"category_ids": cats})).await.status, 200);
-        assert_eq!(app.patch(&format!("/products/{id}"), json!({"attributes": {"colour": colour}})).await.status, 200);
+    for (id, cats, colour) in [
+        (&fountain, vec![&pens], "blue"),
+        (&ballpoint, vec![&pens], "red"),
+        (&mug, vec![&mugs], "blue"),
+    ] {
+        assert_eq!(
+            put(
+                app,
+                &format!("/products/{id}/categories"),
+                json!({"category_ids": cats})
+            )
+            .await
+            .status,
+            200
+        );
+        assert_eq!(
+            app.patch(
+                &format!("/products/{id}"),
+                json!({"attributes": {"colour": colour}})
+            )
+            .await
+            .status,
+            200
+        );
     }
     project(app).await;
     (office, mugs)
@@ -270,15 +478,36 @@ async fn filters_facets_and_bad_parameters() {
     let mut under_office = skus(&search(&app, "category=office").await);
     under_office.sort();
     assert_eq!(under_office, ["PEN-1", "PEN-2"]);
-    assert_eq!(skus(&search(&app, &format!("category={office}&min_price=1000&max_price=3000&currency=EUR")).await), ["PEN-1"]);
-    assert_eq!(skus(&search(&app, "category=office&in_stock=true").await), ["PEN-1"]);
+    assert_eq!(
+        skus(
+            &search(
+                &app,
+                &format!("category={office}&min_price=1000&max_price=3000&currency=EUR")
+            )
+            .await
+        ),
+        ["PEN-1"]
+    );
+    assert_eq!(
+        skus(&search(&app, "category=office&in_stock=true").await),
+        ["PEN-1"]
+    );
     let mut blue = skus(&search(&app, "attr.colour=blue").await);
     blue.sort();
     assert_eq!(blue, ["MUG-1", "PEN-1"]);
     assert!(skus(&search(&app, "category=no-such-slug").await).is_empty());
-    assert_eq!(skus(&search(&app, "sort=price_asc").await), ["PCL-1", "PEN-2", "MUG-1", "PEN-1"]);
-    assert_eq!(skus(&search(&app, "sort=price_desc&limit=1").await), ["PEN-1"]);
-    assert_eq!(skus(&search(&app, "sort=name").await), ["PEN-2", "MUG-1", "PEN-1", "PCL-1"]);
+    assert_eq!(
+        skus(&search(&app, "sort=price_asc").await),
+        ["PCL-1", "PEN-2", "MUG-1", "PEN-1"]
+    );
+    assert_eq!(
+        skus(&search(&app, "sort=price_desc&limit=1").await),
+        ["PEN-1"]
+    );
+    assert_eq!(
+        skus(&search(&app, "sort=name").await),
+        ["PEN-2", "MUG-1", "PEN-1", "PCL-1"]
+    );
 
     // Facets count every match, not only the page: equal to counting rows.
     let faceted = search(&app, "facets=category,attr.colour&limit=1").await;
@@ -290,26 +519,42 @@ async fn filters_facets_and_bad_parameters() {
     }
     for entry in faceted.body["facets"]["category"].as_array().unwrap() {
         let id = entry["id"].as_str().unwrap();
-        let direct: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_products WHERE category_ids ? $1")
-            .bind(id)
-            .fetch_one(&app.db.pool)
-            .await
-            .unwrap();
+        let direct: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM rm_products WHERE category_ids ? $1")
+                .bind(id)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap();
         assert_eq!(entry["count"], json!(direct));
     }
     assert!(search(&app, "q=pen").await.body.get("facets").is_none());
 
     let before = app.event_count().await;
-    for bad in ["sort=cheapest", "min_price=5", "min_price=-1&currency=EUR", "currency=eur",
-                "in_stock=maybe", "facets=colour", "colour=blue", "cursor=%21%21", "limit=0",
-                "q=a&q=b", "category=Not%20A%20Slug"] {
+    for bad in [
+        "sort=cheapest",
+        "min_price=5",
+        "min_price=-1&currency=EUR",
+        "currency=eur",
+        "in_stock=maybe",
+        "facets=colour",
+        "colour=blue",
+        "cursor=%21%21",
+        "limit=0",
+        "q=a&q=b",
+        "category=Not%20A%20Slug",
+    ] {
         let answer = app.get(&format!("/products?{bad}")).await;
         assert_eq!(answer.status, 400, "{bad}: {}", answer.body);
     }
     // A cursor of one sort is refused by another.
     let page = search(&app, "sort=name&limit=1").await;
     let cursor = page.body["next_cursor"].as_str().unwrap().to_owned();
-    assert_eq!(app.get(&format!("/products?sort=price_asc&cursor={cursor}")).await.status, 400);
+    assert_eq!(
+        app.get(&format!("/products?sort=price_asc&cursor={cursor}"))
+            .await
+            .status,
+        400
+    );
     assert_eq!(app.event_count().await, before);
 }
 
@@ -348,7 +593,12 @@ async fn paging_through_ties_returns_every_product_once_in_every_sort() {
 async fn a_replay_rebuilds_the_same_search_results() {
     let app = spawn_app().await;
     catalogue(&app).await;
-    let queries = ["q=pen&facets=category,attr.colour", "category=office&sort=price_desc", "q=cafe", "sort=newest"];
+    let queries = [
+        "q=pen&facets=category,attr.colour",
+        "category=office&sort=price_desc",
+        "q=cafe",
+        "sort=newest",
+    ];
     let mut before = Vec::new();
     for q in queries {
         before.push(search(&app, q).await.body);

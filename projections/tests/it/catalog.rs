@@ -9,14 +9,22 @@ use crate::support::{assert_all_applied, database, eur, Recorder};
 
 /// Both models, each given the events it follows, as their consumers would.
 async fn apply(pool: &sqlx::PgPool, events: &[schemas::EventEnvelope]) {
-    assert_all_applied(&apply_batch(pool, &Projection::Categories, events).await.unwrap());
+    assert_all_applied(
+        &apply_batch(pool, &Projection::Categories, events)
+            .await
+            .unwrap(),
+    );
     let products: Vec<_> = events
         .iter()
         .filter(|e| e.aggregate_type == "product")
         .cloned()
         .collect();
     if !products.is_empty() {
-        assert_all_applied(&apply_batch(pool, &Projection::Products, &products).await.unwrap());
+        assert_all_applied(
+            &apply_batch(pool, &Projection::Products, &products)
+                .await
+                .unwrap(),
+        );
     }
 }
 
@@ -47,16 +55,46 @@ async fn counts_include_descendants_once_and_follow_a_move() {
     let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let (p1, p2, p3) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let mut events = vec![
-        r.record("category", a, "CategoryCreated", created("a", a, None)).await,
-        r.record("category", b, "CategoryCreated", created("b", b, Some(a))).await,
-        r.record("category", c, "CategoryCreated", created("c", c, Some(b))).await,
+        r.record("category", a, "CategoryCreated", created("a", a, None))
+            .await,
+        r.record("category", b, "CategoryCreated", created("b", b, Some(a)))
+            .await,
+        r.record("category", c, "CategoryCreated", created("c", c, Some(b)))
+            .await,
     ];
     for (sku, id) in [("P1", p1), ("P2", p2), ("P3", p3)] {
-        events.push(r.record("product", id, "ProductCreated", product(sku, id)).await);
+        events.push(
+            r.record("product", id, "ProductCreated", product(sku, id))
+                .await,
+        );
     }
-    events.push(r.record("product", p1, "ProductCategoriesSet", json!({"category_ids": [c]})).await);
-    events.push(r.record("product", p2, "ProductCategoriesSet", json!({"category_ids": [b, c]})).await);
-    events.push(r.record("product", p3, "ProductCategoriesSet", json!({"category_ids": [a]})).await);
+    events.push(
+        r.record(
+            "product",
+            p1,
+            "ProductCategoriesSet",
+            json!({"category_ids": [c]}),
+        )
+        .await,
+    );
+    events.push(
+        r.record(
+            "product",
+            p2,
+            "ProductCategoriesSet",
+            json!({"category_ids": [b, c]}),
+        )
+        .await,
+    );
+    events.push(
+        r.record(
+            "product",
+            p3,
+            "ProductCategoriesSet",
+            json!({"category_ids": [a]}),
+        )
+        .await,
+    );
     apply(&db.pool, &events).await;
     assert_eq!(category_row(&db.pool, a).await, (json!([]), 1, 1, 3));
     assert_eq!(category_row(&db.pool, b).await, (json!([a]), 2, 1, 2));
@@ -64,8 +102,15 @@ async fn counts_include_descendants_once_and_follow_a_move() {
 
     // c to the top, then p2 leaves b: a batch of its own, as live.
     let moved = vec![
-        r.record("category", c, "CategoryMoved", json!({"parent_id": null})).await,
-        r.record("product", p2, "ProductCategoriesSet", json!({"category_ids": [c]})).await,
+        r.record("category", c, "CategoryMoved", json!({"parent_id": null}))
+            .await,
+        r.record(
+            "product",
+            p2,
+            "ProductCategoriesSet",
+            json!({"category_ids": [c]}),
+        )
+        .await,
     ];
     apply(&db.pool, &moved).await;
     assert_eq!(category_row(&db.pool, a).await, (json!([]), 1, 1, 1));
@@ -97,9 +142,20 @@ async fn a_listing_before_its_category_counts_once_it_exists() {
     let db = database().await;
     let mut r = Recorder::new(&db.pool);
     let (a, p) = (Uuid::now_v7(), Uuid::now_v7());
-    let early = r.record("product", p, "ProductCreated", product("P", p)).await;
-    let listed = r.record("product", p, "ProductCategoriesSet", json!({"category_ids": [a]})).await;
-    let create = r.record("category", a, "CategoryCreated", created("a", a, None)).await;
+    let early = r
+        .record("product", p, "ProductCreated", product("P", p))
+        .await;
+    let listed = r
+        .record(
+            "product",
+            p,
+            "ProductCategoriesSet",
+            json!({"category_ids": [a]}),
+        )
+        .await;
+    let create = r
+        .record("category", a, "CategoryCreated", created("a", a, None))
+        .await;
     apply(&db.pool, &[early, listed]).await;
     apply(&db.pool, &[create]).await;
     assert_eq!(category_row(&db.pool, a).await, (json!([]), 1, 1, 1));
@@ -115,8 +171,10 @@ async fn updates_deletes_and_attributes_fold_like_a_replay() {
     let mut r = Recorder::new(&db.pool);
     let (a, b, p) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let events = vec![
-        r.record("category", a, "CategoryCreated", created("a", a, None)).await,
-        r.record("category", b, "CategoryCreated", created("b", b, Some(a))).await,
+        r.record("category", a, "CategoryCreated", created("a", a, None))
+            .await,
+        r.record("category", b, "CategoryCreated", created("b", b, Some(a)))
+            .await,
         r.record(
             "category",
             a,
@@ -124,8 +182,10 @@ async fn updates_deletes_and_attributes_fold_like_a_replay() {
             json!({"slug": "pens", "previous_slug": "a", "name": "Pens", "position": 3}),
         )
         .await,
-        r.record("category", b, "CategoryDeleted", json!({"slug": "b"})).await,
-        r.record("product", p, "ProductCreated", product("P", p)).await,
+        r.record("category", b, "CategoryDeleted", json!({"slug": "b"}))
+            .await,
+        r.record("product", p, "ProductCreated", product("P", p))
+            .await,
         r.record(
             "product",
             p,
