@@ -693,7 +693,16 @@ mod tests {
             assert_eq!(Slug::parse(ok).unwrap().as_str(), ok);
         }
         let long = "a".repeat(101);
-        for bad in ["", "Pens", "-pens", "pens-", "fountain--pens", "café", "a b", long.as_str()] {
+        for bad in [
+            "",
+            "Pens",
+            "-pens",
+            "pens-",
+            "fountain--pens",
+            "café",
+            "a b",
+            long.as_str(),
+        ] {
             assert_eq!(Slug::parse(bad).unwrap_err().field, "slug", "{bad:?}");
         }
         assert!(Slug::parse("a".repeat(100)).is_ok());
@@ -713,10 +722,25 @@ mod tests {
         let long_value = "v".repeat(257);
         assert!(Attributes::parse(map(&[(&"k".repeat(64), &"v".repeat(256))])).is_ok());
         assert_eq!(Attributes::parse(map(&[("", "x")])).unwrap_err().len(), 1);
-        assert_eq!(Attributes::parse(map(&[(&long_key, "x")])).unwrap_err().len(), 1);
+        assert_eq!(
+            Attributes::parse(map(&[(&long_key, "x")]))
+                .unwrap_err()
+                .len(),
+            1
+        );
         assert_eq!(Attributes::parse(map(&[("k", "")])).unwrap_err().len(), 1);
-        assert_eq!(Attributes::parse(map(&[("k", &long_value)])).unwrap_err().len(), 1);
-        assert_eq!(Attributes::parse(map(&[("k", "a\u{7}")])).unwrap_err().len(), 1);
+        assert_eq!(
+            Attributes::parse(map(&[("k", &long_value)]))
+                .unwrap_err()
+                .len(),
+            1
+        );
+        assert_eq!(
+            Attributes::parse(map(&[("k", "a\u{7}")]))
+                .unwrap_err()
+                .len(),
+            1
+        );
         let many: std::collections::BTreeMap<String, String> =
             (0..51).map(|i| (format!("k{i}"), "v".to_owned())).collect();
         assert_eq!(Attributes::parse(many).unwrap_err()[0].0, "");

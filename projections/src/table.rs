@@ -197,12 +197,10 @@ impl<R: Record> AnyTable for Table<R> {
     ) -> BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
             if loads.whole.contains(R::TABLE) {
-                let rows: Vec<String> = sqlx::query_scalar(&format!(
-                    "SELECT to_json(t)::text FROM {} t",
-                    R::TABLE
-                ))
-                .fetch_all(&mut *conn)
-                .await?;
+                let rows: Vec<String> =
+                    sqlx::query_scalar(&format!("SELECT to_json(t)::text FROM {} t", R::TABLE))
+                        .fetch_all(&mut *conn)
+                        .await?;
                 for text in rows {
                     let row: R = serde_json::from_str(&text).map_err(|err| {
                         sqlx::Error::Decode(format!("a {} row: {err}", R::TABLE).into())

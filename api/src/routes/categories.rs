@@ -65,7 +65,10 @@ fn parse_category_id(fields: &mut Fields, field: &str, raw: &str) -> Option<Uuid
 }
 
 fn no_parent() -> ApiError {
-    ApiError::validation(vec![FieldError::new("parent_id", "no category has this id")])
+    ApiError::validation(vec![FieldError::new(
+        "parent_id",
+        "no category has this id",
+    )])
 }
 
 /// The ancestors of `parent` from the top, then `parent`, read from the

@@ -155,20 +155,22 @@ pub async fn update(
     let description = body
         .description
         .and_then(|d| fields.check("description", Description::parse(&d)));
-    let attributes = body.attributes.and_then(|map| match Attributes::parse(map) {
-        Ok(attributes) => Some(attributes),
-        Err(problems) => {
-            for (key, message) in problems {
-                let field = if key.is_empty() {
-                    "attributes".to_owned()
-                } else {
-                    format!("attributes.{key}")
-                };
-                fields.fail(field, message);
+    let attributes = body
+        .attributes
+        .and_then(|map| match Attributes::parse(map) {
+            Ok(attributes) => Some(attributes),
+            Err(problems) => {
+                for (key, message) in problems {
+                    let field = if key.is_empty() {
+                        "attributes".to_owned()
+                    } else {
+                        format!("attributes.{key}")
+                    };
+                    fields.fail(field, message);
+                }
+                None
             }
-            None
-        }
-    });
+        });
     fields.finish()?;
     run(
         &state,

@@ -128,15 +128,18 @@ fn search_params(
     let (mut limit, mut cursor) = (None, None);
     let mut seen = std::collections::HashSet::new();
     let int = |name: &str, raw: &str| {
-        raw.parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer, not {raw:?}")))
+        raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} must be a non-negative integer, not {raw:?}"
+            ))
+        })
     };
     let mut category = None;
     for (name, value) in pairs {
         if !name.starts_with("attr.") && !seen.insert(name.clone()) {
-            return Err(ApiError::bad_request(format!("{name} is given more than once")));
+            return Err(ApiError::bad_request(format!(
+                "{name} is given more than once"
+            )));
         }
         match name.as_str() {
             "q" => filter.q = Some(value),
@@ -187,7 +190,11 @@ fn search_params(
                 Some(key) if (1..=64).contains(&key.chars().count()) => {
                     filter.attributes.push((key.to_owned(), value))
                 }
-                _ => return Err(ApiError::bad_request(format!("unknown parameter {other:?}"))),
+                _ => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown parameter {other:?}"
+                    )))
+                }
             },
         }
     }

@@ -6,6 +6,7 @@ mod asyncapi;
 mod auth;
 mod bad_input;
 mod carts;
+mod catalog;
 mod commands;
 mod concurrency;
 mod docs;

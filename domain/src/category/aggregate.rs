@@ -368,7 +368,12 @@ mod tests {
     #[test]
     fn move_to_the_top_records_no_parent() {
         CategoryTest::with(())
-            .given(vec![created(), CategoryEvent::CategoryMoved { parent_id: Some(id(2)) }])
+            .given(vec![
+                created(),
+                CategoryEvent::CategoryMoved {
+                    parent_id: Some(id(2)),
+                },
+            ])
             .when(move_under(Vec::new(), 3))
             .then_expect_events(vec![CategoryEvent::CategoryMoved { parent_id: None }]);
     }

@@ -1088,7 +1088,10 @@ mod tests {
             .then_expect_events(vec![ProductEvent::ProductCategoriesSet {
                 category_ids: twenty,
             }]);
-        for category_ids in [(0..21).map(category).collect(), vec![category(1), category(1)]] {
+        for category_ids in [
+            (0..21).map(category).collect(),
+            vec![category(1), category(1)],
+        ] {
             ProductTest::with(())
                 .given(vec![created()])
                 .when(ProductCommand::SetCategories { category_ids })

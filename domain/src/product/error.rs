@@ -47,9 +47,7 @@ impl Refusal for ProductError {
             | Self::InvalidStock
             | Self::ZeroDelta
             | Self::StockOverflow
-            | Self::InvalidCategories { .. } => {
-                RefusalKind::Invalid
-            }
+            | Self::InvalidCategories { .. } => RefusalKind::Invalid,
             Self::UnknownReservation { .. } => RefusalKind::InvalidTransition,
         }
     }

@@ -215,11 +215,7 @@ impl Categories {
         self.announce(changed, Some((event.id, event.sequence)))
     }
 
-    fn announce(
-        &self,
-        ids: BTreeSet<Uuid>,
-        event: Option<(Uuid, i64)>,
-    ) -> Vec<Change> {
+    fn announce(&self, ids: BTreeSet<Uuid>, event: Option<(Uuid, i64)>) -> Vec<Change> {
         ids.into_iter()
             .map(|id| {
                 let version = match (self.categories.get(id), event) {
@@ -267,10 +263,9 @@ impl Categories {
                 tree_path.push('/');
             }
             let depth = i32::try_from(path.len() + 1).unwrap_or(i32::MAX);
-            let same = self
-                .categories
-                .get(id)
-                .is_some_and(|row| row.path == path && row.tree_path == tree_path && row.depth == depth);
+            let same = self.categories.get(id).is_some_and(|row| {
+                row.path == path && row.tree_path == tree_path && row.depth == depth
+            });
             if !same {
                 if let Some(row) = self.categories.get_mut(id) {
                     row.path = path;

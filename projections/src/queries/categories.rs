@@ -80,7 +80,11 @@ pub async fn category_tree(pool: &PgPool) -> Result<CategoryTree, QueryError> {
         let parent = row.parent_id.filter(|p| known.contains(p));
         children.entry(parent).or_default().push(row);
     }
-    fn build(parent: Option<Uuid>, children: &mut HashMap<Option<Uuid>, Vec<Row>>, depth: usize) -> Vec<CategoryNode> {
+    fn build(
+        parent: Option<Uuid>,
+        children: &mut HashMap<Option<Uuid>, Vec<Row>>,
+        depth: usize,
+    ) -> Vec<CategoryNode> {
         let Some(rows) = children.remove(&parent) else {
             return Vec::new();
         };

@@ -257,11 +257,21 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
     sql.push(" WHERE TRUE");
     let words = filter.words();
     let last = words.len().saturating_sub(1);
+    if !words.is_empty() {
+        // The exact sku matches whatever its words tokenize to (`PEN-2`
+        // holds the number `-2`).
+        let q = filter.q.clone().unwrap_or_default().trim().to_owned();
+        sql.push(" AND (lower(sku) = lower(")
+            .push_bind(q)
+            .push(") OR (TRUE");
+    }
     for (i, word) in words.iter().enumerate() {
         let prefix = if i == last { ":*" } else { "" };
         sql.push(" AND (search @@ (to_tsquery('simple', public.agora_unaccent(")
             .push_bind(word.clone())
-            .push(format!(") || '{prefix}') || to_tsquery('english', public.agora_unaccent("))
+            .push(format!(
+                ") || '{prefix}') || to_tsquery('english', public.agora_unaccent("
+            ))
             .push_bind(word.clone())
             .push(")))");
         if word.chars().count() >= 5 {
@@ -270,6 +280,9 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
                 .push(") <% search_text");
         }
         sql.push(")");
+    }
+    if !words.is_empty() {
+        sql.push("))");
     }
     if let Some(status) = filter.status {
         sql.push(" AND status = ").push_bind(status.as_str());
@@ -283,7 +296,8 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
         .push(")");
     }
     if let Some(currency) = &filter.currency {
-        sql.push(" AND price_currency = ").push_bind(currency.clone());
+        sql.push(" AND price_currency = ")
+            .push_bind(currency.clone());
     }
     if let Some(min) = filter.min_price {
         sql.push(" AND price_amount >= ").push_bind(min);
@@ -451,7 +465,9 @@ async fn facets(
 ) -> Result<std::collections::BTreeMap<String, Vec<FacetCount>>, QueryError> {
     let mut all = std::collections::BTreeMap::new();
     for facet in &filter.facets {
-        let mut sql = QueryBuilder::<Postgres>::new("WITH m AS (SELECT category_ids, attributes FROM rm_products");
+        let mut sql = QueryBuilder::<Postgres>::new(
+            "WITH m AS (SELECT category_ids, attributes FROM rm_products",
+        );
         push_filters(&mut sql, filter);
         sql.push(") ");
         let (name, counts) = match facet {
