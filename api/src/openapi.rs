@@ -219,6 +219,7 @@ pub(crate) fn add_resources(components: &mut Components) {
     components.add("Product", of::<ProductView>());
     components.add("Order", of::<OrderView>());
     components.add("Payment", of::<PaymentView>());
+    components.add("Cart", of::<projections::queries::CartView>());
 }
 
 /// The components every document has: the command bodies of
@@ -249,7 +250,6 @@ fn components() -> Map<String, Value> {
     add("ProductPage", of::<Page<ProductView>>());
     add("OrderPage", of::<Page<OrderView>>());
     add("NotificationPage", of::<Page<NotificationView>>());
-    add("Cart", of::<projections::queries::CartView>());
     add("CartWritten", of::<crate::routes::carts::CartWritten>());
     add("CartPage", of::<Page<projections::queries::CartView>>());
     add("EventStream", of::<Vec<commands::stream::StoredEvent>>());

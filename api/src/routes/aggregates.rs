@@ -17,7 +17,10 @@ pub async fn events(
     Path((kind, id)): Path<(String, String)>,
     _no_params: QueryParams<NoParams>,
 ) -> Result<Json<Vec<StoredEvent>>, ApiError> {
-    if !matches!(kind.as_str(), "user" | "product" | "order" | "payment" | "cart") {
+    if !matches!(
+        kind.as_str(),
+        "user" | "product" | "order" | "payment" | "cart"
+    ) {
         return Err(ApiError::not_found(format!(
             "no aggregate type {kind:?}; it is one of user, product, order, payment, cart"
         )));
