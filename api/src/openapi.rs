@@ -239,6 +239,7 @@ pub(crate) fn add_resources(components: &mut Components) {
     components.add("Order", of::<OrderView>());
     components.add("Payment", of::<PaymentView>());
     components.add("Category", of::<projections::queries::CategoryView>());
+    components.add("Cart", of::<projections::queries::CartView>());
 }
 
 /// The components every document has: the command bodies of
@@ -274,7 +275,6 @@ fn components() -> Map<String, Value> {
     add("CategoryTree", of::<projections::queries::CategoryTree>());
     add("OrderPage", of::<Page<OrderView>>());
     add("NotificationPage", of::<Page<NotificationView>>());
-    add("Cart", of::<projections::queries::CartView>());
     add("CartWritten", of::<crate::routes::carts::CartWritten>());
     add("CartPage", of::<Page<projections::queries::CartView>>());
     add("EventStream", of::<Vec<commands::stream::StoredEvent>>());

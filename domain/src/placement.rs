@@ -190,14 +190,21 @@ mod tests {
         let lines = place(&user(&[]), &[wanted(1, 3), wanted(2, 1)], &[&pen, &ink]).unwrap();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].quantity, 3);
-        assert_eq!(lines[0].unit_price, Money::new(250, Currency::parse("EUR").unwrap()));
+        assert_eq!(
+            lines[0].unit_price,
+            Money::new(250, Currency::parse("EUR").unwrap())
+        );
     }
 
     #[test]
     fn given_a_deactivated_or_unknown_user_when_placing_then_refused() {
         let pen = product(1, "EUR", false);
         assert_eq!(
-            place(&user(&[UserEvent::UserDeactivated {}]), &[wanted(1, 1)], &[&pen]),
+            place(
+                &user(&[UserEvent::UserDeactivated {}]),
+                &[wanted(1, 1)],
+                &[&pen]
+            ),
             Err(PlacementError::UserDeactivated)
         );
         assert_eq!(
@@ -211,7 +218,9 @@ mod tests {
         let gone = product(1, "EUR", true);
         assert_eq!(
             place(&user(&[]), &[wanted(1, 1)], &[&gone]),
-            Err(PlacementError::ProductDiscontinued { product_id: Uuid::from_u128(101) })
+            Err(PlacementError::ProductDiscontinued {
+                product_id: Uuid::from_u128(101)
+            })
         );
         let err = place(&user(&[]), &[wanted(1, 1)], &[&Product::default()]).unwrap_err();
         assert_eq!(err.field().as_deref(), Some("lines[0].product_id"));
@@ -234,7 +243,10 @@ mod tests {
         assert_eq!(check_lines(&many), vec![PlacementError::LineCount]);
         assert_eq!(
             check_lines(&[wanted(1, 1), wanted(1, 2)]),
-            vec![PlacementError::DuplicateLine { index: 1, product_id: Uuid::from_u128(101) }]
+            vec![PlacementError::DuplicateLine {
+                index: 1,
+                product_id: Uuid::from_u128(101)
+            }]
         );
         let pen = product(1, "EUR", false);
         assert!(matches!(

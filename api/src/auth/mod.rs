@@ -637,7 +637,13 @@ mod tests {
         ] {
             assert!(carries_secrets(path), "{path}");
         }
-        for path in ["/users", "/users/0190", "/api-keys/x", "/orders", "/carts/0190/claim"] {
+        for path in [
+            "/users",
+            "/users/0190",
+            "/api-keys/x",
+            "/orders",
+            "/carts/0190/claim",
+        ] {
             assert!(!carries_secrets(path), "{path}");
         }
     }

@@ -258,7 +258,10 @@ pub async fn set_line(
         }
     };
     let product = state.aggregates.products.load_id(product_id).await?;
-    let price = product.aggregate.price().filter(|_| product.aggregate.exists());
+    let price = product
+        .aggregate
+        .price()
+        .filter(|_| product.aggregate.exists());
     if price.is_none() {
         fields.fail("product_id", "no such product");
     }
@@ -351,7 +354,14 @@ pub async fn claim(
             .filter(|target| *target != id),
     };
     let Some(target) = target else {
-        return run(&state, id, CartCommand::Claim { user_id: me }, None, &metadata).await;
+        return run(
+            &state,
+            id,
+            CartCommand::Claim { user_id: me },
+            None,
+            &metadata,
+        )
+        .await;
     };
     let merged = state
         .aggregates
@@ -458,7 +468,12 @@ pub async fn checkout(
     } else {
         StatusCode::OK
     };
-    Ok(orders::answer(status, order_id, &order.aggregate, order.version))
+    Ok(orders::answer(
+        status,
+        order_id,
+        &order.aggregate,
+        order.version,
+    ))
 }
 
 /// Policy: the user itself, or an admin.

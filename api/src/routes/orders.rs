@@ -214,10 +214,19 @@ pub async fn cancel(
     if let Some(note) = &note {
         let mut fields = Fields::default();
         if note.chars().count() > MAX_NOTE_LEN {
-            fields.fail("reason", format!("must be at most {MAX_NOTE_LEN} characters"));
-        } else if note.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+            fields.fail(
+                "reason",
+                format!("must be at most {MAX_NOTE_LEN} characters"),
+            );
+        } else if note
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
             // Stored in the event's JSON, where Postgres refuses NUL outright.
-            fields.fail("reason", "must not contain control characters but line breaks and tabs");
+            fields.fail(
+                "reason",
+                "must not contain control characters but line breaks and tabs",
+            );
         }
         fields.finish()?;
     }

@@ -386,8 +386,10 @@ pub(crate) async fn one_cart(
     ttl: std::time::Duration,
 ) -> Result<Response, ApiError> {
     let min_version = params.min_version()?;
-    one(state, "carts", id, min_version, || async move {
-        Ok(queries::cart(&state.pool, id, ttl).await?.map(|found| found.view))
+    one_of(state, "carts", id, min_version, false, || async move {
+        Ok(queries::cart(&state.pool, id, ttl)
+            .await?
+            .map(|found| found.view))
     })
     .await
 }
@@ -415,18 +417,37 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<T>, QueryError>>,
 {
+    one_of(state, model, id, min_version, true, read).await
+}
+
+/// [`one`], through the cache only when `cached`: a view that joins other
+/// models' rows (a cart's live prices) changes without its own version
+/// moving, so no announcement of its row would drop a stale copy.
+async fn one_of<T, F, Fut>(
+    state: &AppState,
+    model: &'static str,
+    id: Uuid,
+    min_version: Option<i64>,
+    cached: bool,
+    read: F,
+) -> Result<Response, ApiError>
+where
+    T: Versioned,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<T>, QueryError>>,
+{
     // Every row is at version 0 or later: nothing to wait for.
     let min_version = min_version.filter(|v| *v > 0);
     let id_text = id.to_string();
     let key = cache::key(model, &id_text);
-    if let Some(hit) = state.reads.get(model, &key) {
+    if let Some(hit) = state.reads.get(model, &key).filter(|_| cached) {
         if hit.version >= min_version.unwrap_or(0) {
             return Ok(answer(hit.body.clone(), hit.etag.clone()));
         }
     }
     let Some(wanted) = min_version else {
         return match read().await? {
-            Some(view) => fresh(state, key, &view),
+            Some(view) => fresh(state, cached, key, &view),
             None => Err(ApiError::not_found(format!(
                 "no {} has the id {id}",
                 singular(model)
@@ -441,7 +462,7 @@ where
     loop {
         if let Some(view) = read().await? {
             if view.version() >= wanted {
-                return fresh(state, key, &view);
+                return fresh(state, cached, key, &view);
             }
         }
         loop {
@@ -464,8 +485,18 @@ where
 }
 
 /// Serializes a row just read, caches it, and answers it.
-fn fresh<T: Versioned>(state: &AppState, key: String, view: &T) -> Result<Response, ApiError> {
+fn fresh<T: Versioned>(
+    state: &AppState,
+    cache: bool,
+    key: String,
+    view: &T,
+) -> Result<Response, ApiError> {
     let body = Bytes::from(serde_json::to_vec(view).map_err(|err| ApiError::internal(&err))?);
+    if !cache {
+        let etag = HeaderValue::from_str(&format!("\"{}\"", view.version()))
+            .map_err(|err| ApiError::internal(&err))?;
+        return Ok(answer(body, etag));
+    }
     let cached = state.reads.fill(key, view.version(), body);
     Ok(answer(cached.body.clone(), cached.etag.clone()))
 }

@@ -24,16 +24,29 @@ pub enum CartCommand {
         quantity: u32,
         offer: Offer,
     },
-    RemoveLine { product_id: Uuid },
+    RemoveLine {
+        product_id: Uuid,
+    },
     /// A guest cart becomes the customer's.
-    Claim { user_id: Uuid },
+    Claim {
+        user_id: Uuid,
+    },
     /// A guest cart gives its lines to the customer's open cart `into`.
-    MergeInto { into: Uuid, user_id: Uuid },
+    MergeInto {
+        into: Uuid,
+        user_id: Uuid,
+    },
     /// The customer's cart takes the lines of the guest cart `from`; once
     /// per guest cart, so a retried claim adds nothing twice.
-    Absorb { from: Uuid, lines: Vec<CartLine>, currency: Option<Currency> },
+    Absorb {
+        from: Uuid,
+        lines: Vec<CartLine>,
+        currency: Option<Currency>,
+    },
     /// The order `order_id` was placed from this cart.
-    CheckOut { order_id: Uuid },
+    CheckOut {
+        order_id: Uuid,
+    },
     /// Unchanged for the configured time; a closed cart stays as it is.
     Expire,
 }

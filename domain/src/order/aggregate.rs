@@ -581,7 +581,10 @@ mod tests {
             },
             OrderCommand::Confirm,
             OrderCommand::Ship,
-            OrderCommand::Cancel { reason: CancelReason::CustomerRequest, note: None },
+            OrderCommand::Cancel {
+                reason: CancelReason::CustomerRequest,
+                note: None,
+            },
         ];
         for command in commands {
             OrderTest::with(())
@@ -706,9 +709,13 @@ mod tests {
         ];
         for (reason, from) in allowed {
             for status in ALL_STATUSES {
-                let result = OrderTest::with(())
-                    .given(history(status))
-                    .when(OrderCommand::Cancel { reason: *reason, note: None });
+                let result =
+                    OrderTest::with(())
+                        .given(history(status))
+                        .when(OrderCommand::Cancel {
+                            reason: *reason,
+                            note: None,
+                        });
                 if from.contains(&status) {
                     result.then_expect_events(vec![cancelled(*reason, status)]);
                 } else {
@@ -764,7 +771,10 @@ mod tests {
         for command in [
             OrderCommand::Confirm,
             OrderCommand::Ship,
-            OrderCommand::Cancel { reason: CancelReason::CustomerRequest, note: None },
+            OrderCommand::Cancel {
+                reason: CancelReason::CustomerRequest,
+                note: None,
+            },
         ] {
             let result = OrderTest::with(())
                 .given(history(OrderStatus::Refunded))
@@ -798,7 +808,10 @@ mod tests {
     fn cancel_twice_is_refused() {
         OrderTest::with(())
             .given(history(OrderStatus::Cancelled))
-            .when(OrderCommand::Cancel { reason: CancelReason::CustomerRequest, note: None })
+            .when(OrderCommand::Cancel {
+                reason: CancelReason::CustomerRequest,
+                note: None,
+            })
             .then_expect_error(invalid(OrderStatus::Cancelled, OrderStatus::Cancelled));
     }
 

@@ -7,6 +7,9 @@ use crate::address::ShippingAddress;
 use crate::values::Money;
 use crate::EVENT_VERSION;
 
+// One value per command, never stored in bulk: the placed variant's
+// address costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OrderEvent {

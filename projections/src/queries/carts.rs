@@ -229,10 +229,13 @@ fn line_view(line: StoredLine, product: Option<&ProductRow>) -> CartLineView {
         currency: p.price_currency.clone(),
     });
     let line_total = unit_price.as_ref().and_then(|price| {
-        price.amount.checked_mul(line.quantity).map(|amount| MoneyView {
-            amount,
-            currency: price.currency.clone(),
-        })
+        price
+            .amount
+            .checked_mul(line.quantity)
+            .map(|amount| MoneyView {
+                amount,
+                currency: price.currency.clone(),
+            })
     });
     CartLineView {
         product_id: line.product_id,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cart_expiry;
 mod compensation;
 mod concurrency;
 mod faults;
