@@ -2,8 +2,8 @@
 //! and the bundle of the four stores the API and saga share.
 
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
-use domain::category::{Category, CategoryEvent};
 use domain::cart::Cart;
+use domain::category::{Category, CategoryEvent};
 use domain::order::Order;
 use domain::payment::Payment;
 use domain::product::{Product, ProductEvent};

@@ -8,9 +8,9 @@
 //! writing any event, so a refused command records nothing. `apply` only folds
 //! already-accepted events into state and never fails.
 
-pub mod category;
 pub mod address;
 pub mod cart;
+pub mod category;
 pub mod order;
 pub mod payment;
 pub mod placement;
@@ -19,9 +19,9 @@ pub mod refusal;
 pub mod user;
 pub mod values;
 
-pub use category::{Category, CategoryCommand, CategoryError, CategoryEvent, MAX_DEPTH};
 pub use address::ShippingAddress;
 pub use cart::{Cart, CartCommand, CartError, CartEvent, CartLine, CartStatus};
+pub use category::{Category, CategoryCommand, CategoryError, CategoryEvent, MAX_DEPTH};
 pub use order::{
     CancelReason, Order, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
 };

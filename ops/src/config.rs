@@ -463,18 +463,22 @@ impl Env<'_> {
             .map_err(|err| self.invalid(name, &text, &err.to_string()))
     }
 
-    fn projections(
-        &self,
-        name: &'static str,
-    ) -> Result<Vec<projections::Projection>, ConfigError> {
+    fn projections(&self, name: &'static str) -> Result<Vec<projections::Projection>, ConfigError> {
         let Some(text) = self.raw(name).filter(|t| !t.trim().is_empty()) else {
             return Ok(projections::Projection::ALL.to_vec());
         };
         let mut chosen = Vec::new();
         for part in text.split(',').map(str::trim) {
             let projection = projections::Projection::parse(part).ok_or_else(|| {
-                let known: Vec<&str> = projections::Projection::ALL.iter().map(|p| p.name()).collect();
-                self.invalid(name, &text, &format!("{part:?} is not one of {}", known.join(", ")))
+                let known: Vec<&str> = projections::Projection::ALL
+                    .iter()
+                    .map(|p| p.name())
+                    .collect();
+                self.invalid(
+                    name,
+                    &text,
+                    &format!("{part:?} is not one of {}", known.join(", ")),
+                )
             })?;
             if !chosen.contains(&projection) {
                 chosen.push(projection);
@@ -565,7 +569,10 @@ mod tests {
         let some = config(&[("AGORA_PROJECTIONS", " orders, products,orders")]).unwrap();
         assert_eq!(
             some.projections,
-            [projections::Projection::Orders, projections::Projection::Products]
+            [
+                projections::Projection::Orders,
+                projections::Projection::Products
+            ]
         );
     }
 

@@ -8,8 +8,8 @@
 mod aggregates;
 pub(crate) mod api_keys;
 pub(crate) mod auth;
-pub(crate) mod categories;
 pub(crate) mod carts;
+pub(crate) mod categories;
 mod documents;
 pub(crate) mod operations;
 pub(crate) mod orders;

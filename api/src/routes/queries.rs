@@ -228,7 +228,14 @@ macro_rules! versioned {
         }
     )*};
 }
-versioned!(UserView, ProductView, OrderView, PaymentView, CategoryView, queries::CartView);
+versioned!(
+    UserView,
+    ProductView,
+    OrderView,
+    PaymentView,
+    CategoryView,
+    queries::CartView
+);
 
 /// Policy: the user itself, or an admin.
 pub async fn user(

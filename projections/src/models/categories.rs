@@ -255,7 +255,7 @@ impl Categories {
     fn repath(&mut self) -> BTreeSet<Uuid> {
         let parents = self.parents();
         let mut changed = BTreeSet::new();
-        for (&id, _) in &parents {
+        for &id in parents.keys() {
             let path = Self::ancestors(&parents, id);
             let mut tree_path = String::from("/");
             for step in path.iter().chain([&id]) {
@@ -311,7 +311,7 @@ impl Categories {
             }
         }
         let mut changed = BTreeSet::new();
-        for (&id, _) in &parents {
+        for &id in parents.keys() {
             let d = direct.get(&id).copied().unwrap_or(0);
             let t = total.get(&id).copied().unwrap_or(0);
             let same = self

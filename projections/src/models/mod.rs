@@ -1,8 +1,8 @@
 //! One module per read model: its rows, and its fold, the one function that
 //! says what each event does to them (see [`crate::model::Model`]).
 
-pub(crate) mod categories;
 pub(crate) mod carts;
+pub(crate) mod categories;
 pub(crate) mod notifications;
 pub(crate) mod orders;
 pub(crate) mod payments;

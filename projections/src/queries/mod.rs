@@ -5,8 +5,8 @@
 //! base64url text of the last row's sort key, so a page is one index range
 //! scan however deep it is, and rows written meanwhile never shift a page.
 
-mod categories;
 mod carts;
+mod categories;
 mod notifications;
 mod orders;
 mod payments;

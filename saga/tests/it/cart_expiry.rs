@@ -102,12 +102,9 @@ async fn idle_carts_expire_once_across_processes_and_restarts() {
     let processes: Vec<Aggregates> = (0..3)
         .map(|_| Aggregates::new(db.pool.clone(), StoreOptions::default()))
         .collect();
-    let rounds = futures::future::join_all(
-        processes
-            .iter()
-            .map(|p| expire_due(&db.pool, p, &options(Duration::from_millis(10)))),
-    )
-    .await;
+    let quick = options(Duration::from_millis(10));
+    let rounds =
+        futures::future::join_all(processes.iter().map(|p| expire_due(&db.pool, p, &quick))).await;
     let total: usize = rounds.into_iter().map(|r| r.expect("a round")).sum();
     assert_eq!(total, 2, "each idle cart once, the changed one not");
     assert_eq!(expired_events(&db).await, 2);
@@ -116,7 +113,6 @@ async fn idle_carts_expire_once_across_processes_and_restarts() {
     // expired carts are refused by their versions; after, the changed cart,
     // idle by then, expires, and nothing else does.
     let restarted = Aggregates::new(db.pool.clone(), StoreOptions::default());
-    let quick = options(Duration::from_millis(10));
     assert_eq!(
         expire_due(&db.pool, &restarted, &quick)
             .await

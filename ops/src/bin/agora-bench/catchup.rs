@@ -107,7 +107,11 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
             targets.push((projection, last.unwrap_or(0), count));
         }
         let started = Instant::now();
-        let only: &[(&str, &str)] = if alone { &[("AGORA_PROJECTIONS", "products")] } else { &[] };
+        let only: &[(&str, &str)] = if alone {
+            &[("AGORA_PROJECTIONS", "products")]
+        } else {
+            &[]
+        };
         let projector = Serve::start(&db, &nats.prefix, "projector", only)?;
         let mut pending = targets.clone();
         while !pending.is_empty() {
@@ -126,7 +130,10 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
                     .any(|(name, position)| name == projection.name() && position >= last);
                 if done {
                     let rate = *count as f64 / started.elapsed().as_secs_f64();
-                    rates.entry((alone, projection.name())).or_default().push(rate);
+                    rates
+                        .entry((alone, projection.name()))
+                        .or_default()
+                        .push(rate);
                 }
                 !done
             });

@@ -25,7 +25,10 @@ impl LoadArgs {
             products: Vec::new(),
         };
         while let Some(arg) = args.next() {
-            let mut value = || args.next().ok_or_else(|| anyhow::anyhow!("{arg} needs a value"));
+            let mut value = || {
+                args.next()
+                    .ok_or_else(|| anyhow::anyhow!("{arg} needs a value"))
+            };
             match arg.as_str() {
                 "--base" => load.base = value()?,
                 "--connections" => load.connections = value()?.parse()?,
@@ -86,13 +89,16 @@ pub async fn client(load: LoadArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let tasks: Vec<_> = (0..load.connections)
         .map(|n| {
-            let (client, base, products) = (client.clone(), load.base.clone(), load.products.clone());
+            let (client, base, products) =
+                (client.clone(), load.base.clone(), load.products.clone());
             tokio::spawn(async move {
                 let (mut latencies, mut failed) = (Vec::new(), 0u64);
                 // A cheap spread over the products without a shared RNG.
                 let mut pick = n.wrapping_mul(2_654_435_761);
                 while started.elapsed() < period {
-                    pick = pick.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                    pick = pick
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
                     let product = &products[(pick >> 33) % products.len()];
                     let sent = Instant::now();
                     let answer = client

@@ -10,13 +10,13 @@
 
 mod catchup;
 mod load;
-mod processes;
-mod system;
 mod orders;
 mod pipeline;
+mod processes;
 mod replay;
 mod report;
 mod stock;
+mod system;
 mod throughput;
 
 use report::Table;

@@ -335,7 +335,9 @@ pub async fn cached_reads(settings: &Settings, table: &mut Table) -> anyhow::Res
         }
         let (figure, baseline) = (median(&cached), median(&raw));
         table.push(Row {
-            workload: format!("API alone: cached `GET /products/{{id}}`, {connections} connections"),
+            workload: format!(
+                "API alone: cached `GET /products/{{id}}`, {connections} connections"
+            ),
             figure: format!("{figure:.0} req/s"),
             baseline: format!("{baseline:.0} req/s from an axum handler returning the same bytes"),
             ratio: Some(figure / baseline),

@@ -130,6 +130,9 @@ pub fn quantile_ms(latencies: &mut [Duration], q: f64) -> f64 {
     latencies[index].as_secs_f64() * 1e3
 }
 
+/// What a panel plots of a point: (connections, rate, p50, p99) → values.
+type Values = Box<dyn Fn(&(usize, f64, f64, f64)) -> Vec<f64>>;
+
 const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
 /// Two panels: throughput by connections (every series), and p50/p99
@@ -137,10 +140,14 @@ const COLOURS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 /// counts are spaced evenly, as the levels are.
 fn svg(series: &[Series]) -> String {
     use std::fmt::Write;
-    let mut levels: Vec<usize> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let mut levels: Vec<usize> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
     levels.sort_unstable();
     levels.dedup();
-    let (width, height, top, bottom, left, gap, panel) = (980.0, 430.0, 40.0, 330.0, 70.0, 90.0, 380.0);
+    let (width, height, top, bottom, left, gap, panel) =
+        (980.0, 430.0, 40.0, 330.0, 70.0, 90.0, 380.0);
     let x = |origin: f64, c: usize| {
         let i = levels.iter().position(|&l| l == c).unwrap_or(0) as f64;
         let n = (levels.len().max(2) - 1) as f64;
@@ -153,19 +160,28 @@ fn svg(series: &[Series]) -> String {
 <rect width="100%" height="100%" fill="white"/>
 "#
     );
-    let panels: [(&str, f64, Box<dyn Fn(&(usize, f64, f64, f64)) -> Vec<f64>>); 2] = [
+    let panels: [(&str, f64, Values); 2] = [
         ("per second", left, Box::new(|p| vec![p.1])),
-        ("latency, ms (p50 solid, p99 dashed)", left + panel + gap, Box::new(|p| vec![p.2, p.3])),
+        (
+            "latency, ms (p50 solid, p99 dashed)",
+            left + panel + gap,
+            Box::new(|p| vec![p.2, p.3]),
+        ),
     ];
     for (title, origin, values) in panels {
         let max = series
             .iter()
-            .flat_map(|s| s.points.iter().flat_map(|p| values(p)))
+            .flat_map(|s| s.points.iter().flat_map(&values))
             .fold(0.0, f64::max)
             .max(1.0)
             * 1.1;
         let y = |v: f64| bottom - (v / max) * (bottom - top);
-        let _ = writeln!(out, r#"<text x="{}" y="{}" font-weight="bold">{title}</text>"#, origin, top - 14.0);
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-weight="bold">{title}</text>"#,
+            origin,
+            top - 14.0
+        );
         for tick in 0..=4 {
             let v = max * f64::from(tick) / 4.0;
             let _ = writeln!(
@@ -197,19 +213,31 @@ fn svg(series: &[Series]) -> String {
                 let points: Vec<(f64, f64)> = s
                     .points
                     .iter()
-                    .filter_map(|p| values(p).get(k).copied().filter(|v| *v > 0.0).map(|v| (x(origin, p.0), y(v))))
+                    .filter_map(|p| {
+                        values(p)
+                            .get(k)
+                            .copied()
+                            .filter(|v| *v > 0.0)
+                            .map(|v| (x(origin, p.0), y(v)))
+                    })
                     .collect();
                 if points.is_empty() {
                     continue;
                 }
-                let line: Vec<String> = points.iter().map(|(a, b)| format!("{a:.1},{b:.1}")).collect();
+                let line: Vec<String> = points
+                    .iter()
+                    .map(|(a, b)| format!("{a:.1},{b:.1}"))
+                    .collect();
                 let _ = writeln!(
                     out,
                     r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
                     line.join(" ")
                 );
                 for (a, b) in points {
-                    let _ = writeln!(out, r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{colour}"/>"#);
+                    let _ = writeln!(
+                        out,
+                        r#"<circle cx="{a:.1}" cy="{b:.1}" r="3" fill="{colour}"/>"#
+                    );
                 }
             }
         }
@@ -222,7 +250,10 @@ fn svg(series: &[Series]) -> String {
             r#"<rect x="{left}" y="{}" width="12" height="4" fill="{colour}"/><text x="{}" y="{row}">{}</text>"#,
             row - 4.0,
             left + 18.0,
-            s.label.replace('`', "").replace('&', "&amp;").replace('<', "&lt;")
+            s.label
+                .replace('`', "")
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
         );
     }
     out.push_str("</svg>\n");

@@ -128,9 +128,15 @@ async fn pgbench(connections: usize, seconds: f64) -> anyhow::Result<f64> {
         .output()
         .await;
     let _ = std::fs::remove_file(&script);
-    let output = output.map_err(|e| anyhow::anyhow!("pgbench (from Postgres's client package) did not run: {e}"))?;
+    let output = output.map_err(|e| {
+        anyhow::anyhow!("pgbench (from Postgres's client package) did not run: {e}")
+    })?;
     let text = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(output.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "pgbench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     text.lines()
         .find_map(|line| {
             let rest = line.strip_prefix("tps = ")?;
@@ -206,4 +212,3 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     table.plot(plotted);
     Ok(())
 }
-
