@@ -128,6 +128,19 @@ pub async fn category_id(pool: &PgPool, id_or_slug: &str) -> Result<Option<Uuid>
     if let Ok(id) = Uuid::parse_str(id_or_slug) {
         return Ok(Some(id));
     }
+    // Not a slug's shape (a NUL, say, which Postgres text cannot hold):
+    // names nothing, without asking the database.
+    let slug_shaped = !id_or_slug.is_empty()
+        && id_or_slug.len() <= 100
+        && id_or_slug.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if !slug_shaped {
+        return Ok(None);
+    }
     Ok(
         sqlx::query_scalar("SELECT id FROM rm_categories WHERE slug = $1")
             .bind(id_or_slug)
