@@ -104,7 +104,10 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
             .bind(projection.aggregate_types())
             .fetch_one(&db.pool)
             .await?;
-            targets.push((projection, last.unwrap_or(0), count));
+            // A projection that follows none of these events has nothing to catch up.
+            if count > 0 {
+                targets.push((projection, last.unwrap_or(0), count));
+            }
         }
         let started = Instant::now();
         let only: &[(&str, &str)] = if alone {
