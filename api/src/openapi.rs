@@ -62,8 +62,12 @@ pub enum Answer {
     Text,
     /// A script for the browser (the API reference's).
     Script,
-    /// Server-Sent Events (`text/event-stream`), from `Last-Event-ID` on.
-    EventStream,
+    /// Server-Sent Events (`text/event-stream`), from `Last-Event-ID` on:
+    /// messages `event: <kind>` whose data is the named component.
+    EventStream {
+        kind: &'static str,
+        schema: &'static str,
+    },
     /// No body (204).
     Empty,
 }
@@ -93,6 +97,8 @@ pub struct Operation {
     pub problems: &'static [(u16, &'static str)],
     /// The body may be left out entirely (`POST /auth/logout`).
     pub optional_body: bool,
+    /// A second success with the same body (a repeated checkout's 200).
+    pub also: Option<u16>,
 }
 
 impl Operation {
@@ -115,6 +121,15 @@ impl Operation {
             readiness: false,
             problems: &[],
             optional_body: false,
+            also: None,
+        }
+    }
+
+    /// Also answers `status` with the same body (a repeat of a create).
+    pub fn also(self, status: u16) -> Self {
+        Self {
+            also: Some(status),
+            ..self
         }
     }
 
@@ -200,9 +215,10 @@ impl Operation {
         }
     }
 
-    pub fn event_stream(self) -> Self {
+    /// Live updates: `event: <kind>` messages carrying `schema` as JSON.
+    pub fn event_stream(self, kind: &'static str, schema: &'static str) -> Self {
         Self {
-            answer: Answer::EventStream,
+            answer: Answer::EventStream { kind, schema },
             ..self
         }
     }
@@ -309,14 +325,29 @@ fn components() -> Map<String, Value> {
         "WebhookDeliveryPage",
         of::<Page<crate::routes::webhooks::WebhookDelivery>>(),
     );
-    add(
-        "ServerSentEvents",
-        json!({
-            "type": "string",
-            "description": "text/event-stream: messages `id: <version>`, `event: <order|product|notification>`, \
-                `data: <the resource as its GET shows it>`; a `: keep-alive` comment every 15 s.",
-        }),
-    );
+    // One message of a live-update stream, as OpenAPI 3.1 describes a
+    // `text/event-stream` answer: its fields, `data` being the resource's
+    // JSON (a `: keep-alive` comment every 15 s is not a message).
+    for (kind, schema) in SSE_KINDS {
+        add(
+            &format!("{schema}Update"),
+            json!({
+                "type": "object",
+                "description": format!("A Server-Sent Events message: `id` the {kind}'s version \
+                    (a notification's ordinal), `event: {kind}`, `data` the {kind} as its GET shows it."),
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": { "type": "string", "pattern": "^[0-9]{1,18}$" },
+                    "event": { "type": "string", "const": kind },
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": component(schema),
+                    },
+                },
+            }),
+        );
+    }
     add("Problem", of::<crate::error::Problem>());
     add("Health", of::<crate::routes::operations::Health>());
     add("Readiness", of::<crate::routes::operations::Readiness>());
@@ -349,6 +380,14 @@ fn components() -> Map<String, Value> {
 fn of<T: JsonSchema>() -> Value {
     schemas::json::serialized_schema_of::<T>()
 }
+
+/// The kinds of live-update messages and the component each carries.
+const SSE_KINDS: [(&str, &str); 4] = [
+    ("order", "Order"),
+    ("product", "Product"),
+    ("cart", "Cart"),
+    ("notification", "Notification"),
+];
 
 /// The whole document for `routes`.
 pub fn document(routes: &[Route]) -> Value {
@@ -534,7 +573,7 @@ fn parameters(route: &Route) -> Vec<Value> {
             cursor,
         ]),
     }
-    if doc.answer == Answer::EventStream {
+    if matches!(doc.answer, Answer::EventStream { .. }) {
         list.push(json!({
             "name": "Last-Event-ID", "in": "header", "required": false,
             "description": "The id of the last message received: the stream starts after that version.",
@@ -604,9 +643,11 @@ fn responses(route: &Route) -> Value {
         Answer::Script => {
             success["content"] = json!({ "text/javascript": { "schema": component("Script") } });
         }
-        Answer::EventStream => {
-            success["content"] =
-                json!({ "text/event-stream": { "schema": component("ServerSentEvents") } });
+        Answer::EventStream { kind, schema } => {
+            debug_assert!(SSE_KINDS.contains(&(kind, schema)));
+            success["content"] = json!({
+                "text/event-stream": { "schema": component(&format!("{schema}Update")) }
+            });
         }
         Answer::Empty => {}
     }
@@ -634,6 +675,14 @@ fn responses(route: &Route) -> Value {
             .collect();
         success["links"] = Value::Object(links);
     }
+    if let Some(status) = doc.also {
+        let mut again = success.clone();
+        again["description"] = json!("Done before: the same resource.");
+        if let Some(headers) = again.get_mut("headers").and_then(Value::as_object_mut) {
+            headers.remove("Location");
+        }
+        responses.insert(status.to_string(), again);
+    }
     responses.insert(doc.status.to_string(), success);
 
     let mut problem = |status: u16, description: &str| {
@@ -649,7 +698,8 @@ fn responses(route: &Route) -> Value {
         }
         responses.insert(status.to_string(), response);
     };
-    if doc.query != Query::None || write {
+    let stream = matches!(doc.answer, Answer::EventStream { .. });
+    if doc.query != Query::None || write || stream {
         problem(
             400,
             "Malformed: bad JSON, wrong types, unknown fields or query parameters, a bad header.",
