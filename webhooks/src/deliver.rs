@@ -475,6 +475,15 @@ async fn resource(
         "product" => at(queries::product(pool, id).await?, |v| v.version, sequence),
         "order" => at(queries::order(pool, id).await?, |v| v.version, sequence),
         "payment" => at(queries::payment(pool, id).await?, |v| v.version, sequence),
+        // Only a checkout is delivered, and a checked-out cart has no
+        // expiry, so the TTL (which dates open carts) does not show.
+        "cart" => at(
+            queries::cart(pool, id, Duration::ZERO)
+                .await?
+                .map(|found| found.view),
+            |v| v.version,
+            sequence,
+        ),
         _ => None,
     })
 }

@@ -48,6 +48,7 @@ impl Subscriber for Intake {
             aggregate::PRODUCT,
             aggregate::ORDER,
             aggregate::PAYMENT,
+            aggregate::CART,
         ]
     }
 

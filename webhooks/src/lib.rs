@@ -18,7 +18,7 @@ pub mod endpoints;
 pub mod intake;
 pub mod signing;
 
-use schemas::events::{Event, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
+use schemas::events::{CartEvent, Event, OrderEvent, PaymentEvent, ProductEvent, UserEvent};
 
 pub use address::{AddressError, AddressPolicy};
 pub use endpoints::{Endpoint, EndpointError, Endpoints};
@@ -26,9 +26,8 @@ pub use signing::SecretBox;
 
 /// The webhook name of a domain event (api.md's list), if it has one.
 ///
-/// `user.erased` comes with erasure, which is not built yet; `cart.checked_out`
-/// is not delivered yet (its body, the cart as `GET /carts/{id}` shows it,
-/// needs the cart TTL the API owns), so cart events have no name here.
+/// `user.erased` comes with erasure, which is not built yet. Of a cart's
+/// events only its checkout is announced: the others are a shopper's edits.
 pub fn event_name(event: &Event) -> Option<&'static str> {
     Some(match event {
         Event::User(event) => match event {
@@ -65,6 +64,7 @@ pub fn event_name(event: &Event) -> Option<&'static str> {
             PaymentEvent::PaymentRefunded {} => "payment.refunded",
             _ => return None,
         },
+        Event::Cart(CartEvent::CartCheckedOut { .. }) => "cart.checked_out",
         Event::Category(_) | Event::Cart(_) | Event::Unknown => return None,
     })
 }

@@ -152,7 +152,7 @@ fn no_cart(id: Uuid) -> ApiError {
 /// The cart `id` if the caller may reach it: a customer's cart its
 /// customer (403 for another, 401 without a token) or an admin; a guest
 /// cart whoever holds its token (404 otherwise, as for no cart at all).
-async fn reach(
+pub(crate) async fn reach(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,

@@ -490,6 +490,7 @@ pub fn table() -> Vec<Route> {
             )
             .body("CheckoutCart")
             .answers(201, "OrderWritten", true)
+            .also(200)
             .problems(&[(
                 401,
                 "No valid bearer token, or a guest cart: sign in and claim it first.",
@@ -596,7 +597,7 @@ pub fn table() -> Vec<Route> {
             "/orders/{id}/updates",
             updates::order,
             op("orderUpdates", "orders", "An order's changes as Server-Sent Events")
-                .event_stream(),
+                .event_stream("order", "Order"),
         ),
         route(
             Method::GET,
@@ -604,7 +605,15 @@ pub fn table() -> Vec<Route> {
             updates::product,
             op("productUpdates", "products", "A product's changes as Server-Sent Events")
                 .access(Open)
-                .event_stream(),
+                .event_stream("product", "Product"),
+        ),
+        route(
+            Method::GET,
+            "/carts/{id}/updates",
+            updates::cart,
+            op("cartUpdates", "carts", "A cart's changes as Server-Sent Events")
+                .access(Open)
+                .event_stream("cart", "Cart"),
         ),
         route(
             Method::GET,
@@ -615,7 +624,7 @@ pub fn table() -> Vec<Route> {
                 "users",
                 "A user's new notifications as Server-Sent Events",
             )
-            .event_stream(),
+            .event_stream("notification", "Notification"),
         ),
         route(
             Method::GET,

@@ -11,8 +11,9 @@
 //! through the read cache, so a thousand streams on one order cost one
 //! database read per change, not a thousand.
 //!
-//! TODO(carts): `/carts/{id}/updates` joins here once carts have a read
-//! model and announce their changes (`event: cart`).
+//! A cart's message is sent when the cart itself changes (its version): its
+//! lines' live prices are read fresh then, but a price change alone moves no
+//! cart version and sends nothing (`GET /carts/{id}` shows it at once).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +32,7 @@ use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 use super::queries::{NoParams, QueryParams};
-use crate::auth::SignedIn;
+use crate::auth::{Caller, SignedIn};
 use crate::cache::{self, Wake};
 use crate::error::ApiError;
 use crate::extract::parse_id;
@@ -96,6 +97,7 @@ impl Streams {
 enum Followed {
     Order(Uuid),
     Product(Uuid),
+    Cart(Uuid),
     Notifications(Uuid),
 }
 
@@ -105,6 +107,7 @@ impl Followed {
         match self {
             Self::Order(id) => ("orders", id),
             Self::Product(id) => ("products", id),
+            Self::Cart(id) => ("carts", id),
             Self::Notifications(id) => ("notifications", id),
         }
     }
@@ -156,6 +159,21 @@ pub async fn product(
         return Err(ApiError::not_found(format!("no product has the id {id}")));
     }
     Ok(stream(state, Followed::Product(id), after, slot))
+}
+
+/// Policy: as `GET /carts/{id}` (a guest cart with its `X-Cart-Token`).
+pub async fn cart(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    QueryParams(_): QueryParams<NoParams>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let after = last_event_id(&headers)?;
+    let slot = slot(&state)?;
+    super::carts::reach(&state, &caller, &headers, id).await?;
+    Ok(stream(state, Followed::Cart(id), after, slot))
 }
 
 /// Policy: the user itself, or an admin (as `GET /users/{id}/notifications`).
@@ -282,6 +300,13 @@ impl Follower {
             Followed::Product(id) => {
                 cached(state, "products", id, || queries::product(&state.pool, id)).await?
             }
+            // Never cached: the view joins the products' live prices.
+            Followed::Cart(id) => queries::cart(&state.pool, id, state.options.cart_ttl)
+                .await?
+                .and_then(|found| {
+                    let body = serde_json::to_vec(&found.view).ok()?;
+                    Some((found.view.version, Bytes::from(body)))
+                }),
             Followed::Notifications(user) => {
                 let after = self.sent;
                 for (n, view) in
@@ -306,6 +331,7 @@ impl Follower {
             if version > self.sent {
                 let kind = match self.followed {
                     Followed::Order(_) => "order",
+                    Followed::Cart(_) => "cart",
                     _ => "product",
                 };
                 if let Ok(data) = std::str::from_utf8(&body) {

@@ -208,6 +208,19 @@ async fn a_guest_cart_is_reached_only_with_its_token() {
             (read.status, read.problem_type()),
             (404, "/problems/not-found")
         );
+        let stream = call(
+            &app,
+            Method::GET,
+            &format!("/carts/{cart}/updates"),
+            None,
+            presented,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (stream.status, stream.problem_type()),
+            (404, "/problems/not-found")
+        );
         // A customer's token does not open a guest cart either.
         let signed_in = customer(&app).await;
         let read = call(
@@ -251,6 +264,22 @@ async fn a_guest_cart_is_reached_only_with_its_token() {
     assert_eq!(read.body["lines"][0]["quantity"], 2);
     assert_eq!(read.body["lines"][0]["available"], 100);
     assert!(read.body["expires_at"].is_string());
+    // Its live updates open with the token, as its GET does.
+    let stream = app
+        .request(Method::GET, &format!("/carts/{cart}/updates"))
+        .header("x-cart-token", &cart_token)
+        .send()
+        .await
+        .expect("open the stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    assert_eq!(
+        stream
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    drop(stream);
     let price = call(
         &app,
         Method::POST,

@@ -179,6 +179,146 @@ async fn a_stream_sends_the_current_state_then_each_change_and_resumes_after_las
     assert_eq!(body["type"], "/problems/not-found");
 }
 
+/// The stream as a browser's own `EventSource` reads it (Debian's chromium,
+/// on the API reference's page, whose policy allows `connect-src 'self'`):
+/// the state when it opened, then the change, each with its `lastEventId`.
+/// (The stream may open after the change lands, and then its first
+/// message is already version 2: the newest is always sent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_event_source_reads_the_state_then_the_change() {
+    let (app, prefix) = app(100).await;
+    let id = product(&app).await;
+    let page = app.url("/docs");
+    let path = format!("/products/{id}/updates");
+    let browser = tokio::spawn(async move {
+        testkit::tools::run(
+            &testkit::tools::root().join("ops/scripts/browser.sh"),
+            &[
+                std::ffi::OsStr::new(&page),
+                testkit::tools::file("sse_messages.cjs").as_os_str(),
+                std::ffi::OsStr::new(&path),
+                std::ffi::OsStr::new("2"),
+                std::ffi::OsStr::new("60000"),
+            ],
+        )
+        .await
+    });
+    // Changed only once the browser's stream is open, so it must see both.
+    let state = app.state.clone();
+    let opened = tokio::time::timeout(Duration::from_secs(120), async move {
+        while state.streams.open() == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(opened.is_ok(), "the browser never opened the stream");
+    change(&app, &prefix, id, 2, "Desk lamp").await;
+
+    let output = browser.await.expect("the browser task");
+    assert!(output.status.success(), "{}", testkit::tools::said(&output));
+    let seen: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", testkit::tools::said(&output)));
+    assert_eq!(seen["errors"], serde_json::json!([]), "page errors");
+    // The reference's bundle probes `eval` (refused, as meant); nothing
+    // refuses the stream.
+    let violations = seen["violations"].as_array().expect("violations");
+    assert!(
+        violations.iter().all(|v| v["directive"] != "connect-src"),
+        "{seen}"
+    );
+    let got = seen["result"].as_array().expect("the messages");
+    let ids: Vec<&str> = got.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert!(ids == ["1", "2"] || ids == ["2"], "{seen}");
+    assert!(got.iter().all(|m| m["event"] == "product"), "{seen}");
+    if ids.len() == 2 {
+        assert_eq!(got[0]["data"]["name"], "Lamp");
+    }
+    let last = &got[got.len() - 1]["data"];
+    assert_eq!(last["name"], "Desk lamp");
+    assert_eq!(last["id"], id.to_string());
+    assert_eq!(last["version"], 2);
+}
+
+/// A cart's stream: the cart as its GET shows it (lines with the products'
+/// prices), then each version of the cart the projector announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cart_stream_sends_the_cart_then_each_of_its_versions() {
+    let (app, prefix) = app(100).await;
+    let created = app
+        .create_product(&format!("SSE-{}", Uuid::now_v7()), 250, "EUR", 9)
+        .await;
+    let pen = created.id();
+    let cart = app
+        .send(
+            app.request(Method::POST, "/carts")
+                .json(&serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(cart.status, 201, "{}", cart.body);
+    let (cart, token) = (
+        cart.id(),
+        cart.body["cart_token"].as_str().expect("token").to_owned(),
+    );
+    let project = || async {
+        projections::replay(
+            &app.db.pool,
+            &projections::ReplayOptions::default(),
+            &mut projections::replay::Quiet,
+        )
+        .await
+        .expect("replay");
+    };
+    project().await;
+
+    let path = format!("/carts/{cart}/updates");
+    let response = app
+        .request(Method::GET, &path)
+        .header("x-cart-token", &token)
+        .send()
+        .await
+        .expect("open");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut stream = Reader {
+        response,
+        buffer: String::new(),
+    };
+    let first = stream.next().await.expect("the current state");
+    assert_eq!((first.id.as_str(), first.event.as_str()), ("1", "cart"));
+    assert_eq!(first.data["lines"], serde_json::json!([]));
+
+    let set = app
+        .send(
+            app.request(Method::PUT, &format!("/carts/{cart}/lines/{pen}"))
+                .header("x-cart-token", &token)
+                .json(&serde_json::json!({ "quantity": 3 })),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{}", set.body);
+    project().await;
+    app.nats
+        .publish(
+            schemas::subjects::change(&prefix, "carts", &cart),
+            "2".into(),
+        )
+        .await
+        .expect("announce");
+    app.nats.flush().await.expect("flush");
+    let next = stream.next().await.expect("the change");
+    assert_eq!((next.id.as_str(), next.event.as_str()), ("2", "cart"));
+    assert_eq!(next.data["lines"][0]["quantity"], 3);
+    assert_eq!(next.data["subtotal"]["amount"], 750);
+    let get = app
+        .send(
+            app.request(Method::GET, &format!("/carts/{cart}"))
+                .header("x-cart-token", &token),
+        )
+        .await;
+    assert_eq!(next.data, get.body, "the data is the GET's body");
+
+    let unknown = open(&app, &format!("/carts/{}/updates", Uuid::now_v7()), None).await;
+    assert_eq!(unknown.status().as_u16(), 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_cap_a_stream_is_refused_with_retry_after_and_shutdown_ends_them() {
     let (app, _prefix) = app(2).await;

@@ -269,6 +269,18 @@ pub async fn load(base: String, clients: usize, target: usize) -> usize {
 
 pub use testkit::eventually_within;
 
+/// A token `agora token` signs with `secret`.
+pub async fn token(secret: &str, sub: &str, role: &str) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["token", "--sub", sub, "--role", role])
+        .env("AGORA_JWT_SECRET", secret)
+        .output()
+        .await
+        .expect("run agora token");
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 /// Every committed event is in the stream exactly once, each aggregate's in order.
 pub async fn assert_stream_matches_store(
     db: &TestDatabase,
