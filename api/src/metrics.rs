@@ -249,6 +249,17 @@ fn describe() {
     // before this ran.
     metrics::gauge!("agora_http_requests_in_flight").increment(0.0);
 
+    describe_gauge!(
+        "agora_sse_streams_open",
+        "Live-update streams (Server-Sent Events) open now, against AGORA_SSE_MAX_STREAMS."
+    );
+    metrics::gauge!("agora_sse_streams_open").increment(0.0);
+    describe_counter!(
+        "agora_sse_refused_total",
+        "Live-update streams refused (503) at the cap."
+    );
+    metrics::counter!("agora_sse_refused_total").absolute(0);
+
     describe_counter!("agora_commands_total", "Commands run, by aggregate and outcome (ok, rejected, conflict, precondition_failed, error).");
     describe_counter!(
         "agora_command_retries_total",

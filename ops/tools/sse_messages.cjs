@@ -1,21 +1,21 @@
 // A page script for ops/scripts/browser.sh: opens the browser's own
 // EventSource on a path of the page's origin and returns the messages it
-// dispatches ({id: lastEventId, event, data}) up to the one whose id is
-// `until`, so a test sees the stream as a storefront's script would.
-// args: [path, until, timeout in ms].
-module.exports = async (page, [path, until, timeout = "30000"]) =>
+// dispatches ({id: lastEventId, event, data}) up to the first whose data
+// has `field` equal to `value` (as text), so a test sees the stream as a
+// storefront's script would. args: [path, field, value, timeout in ms].
+module.exports = async (page, [path, field, value, timeout = "30000"]) =>
   page.evaluate(
-    ({ path, count, timeout }) =>
+    ({ path, field, value, timeout }) =>
       new Promise((resolve, reject) => {
         const source = new EventSource(path);
         const got = [];
         const timer = setTimeout(() => {
           source.close();
-          reject(new Error(`no message ${until} in ${timeout} ms: ${JSON.stringify(got)}`));
+          reject(new Error(`no message with ${field} = ${value} in ${timeout} ms: ${JSON.stringify(got)}`));
         }, timeout);
         const take = (e) => {
           got.push({ id: e.lastEventId, event: e.type, data: JSON.parse(e.data) });
-          if (e.lastEventId === until) {
+          if (String(got[got.length - 1].data[field]) === value) {
             clearTimeout(timer);
             source.close();
             resolve(got);
@@ -23,5 +23,5 @@ module.exports = async (page, [path, until, timeout = "30000"]) =>
         };
         for (const kind of ["order", "product", "cart", "notification"]) source.addEventListener(kind, take);
       }),
-    { path, until, timeout: Number(timeout) },
+    { path, field, value, timeout: Number(timeout) },
   );

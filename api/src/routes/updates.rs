@@ -59,6 +59,7 @@ struct Slot(Arc<AtomicUsize>);
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("agora_sse_streams_open").decrement(1.0);
     }
 }
 
@@ -83,7 +84,10 @@ impl Streams {
                 (n < self.max).then_some(n + 1)
             })
             .is_ok();
-        taken.then(|| Slot(Arc::clone(&self.open)))
+        taken.then(|| {
+            metrics::gauge!("agora_sse_streams_open").increment(1.0);
+            Slot(Arc::clone(&self.open))
+        })
     }
 
     /// Ends every stream (SIGTERM), so their connections can close.

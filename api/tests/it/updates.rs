@@ -197,6 +197,7 @@ async fn chromium_event_source_reads_the_state_then_the_change() {
                 std::ffi::OsStr::new(&page),
                 testkit::tools::file("sse_messages.cjs").as_os_str(),
                 std::ffi::OsStr::new(&path),
+                std::ffi::OsStr::new("version"),
                 std::ffi::OsStr::new("2"),
                 std::ffi::OsStr::new("60000"),
             ],

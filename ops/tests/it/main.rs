@@ -4,6 +4,7 @@
 //! the deployment files held to the binary.
 
 mod broker_loss;
+mod browser;
 mod crash;
 mod deploy;
 #[path = "../../../api/tests/it/exposition.rs"]
