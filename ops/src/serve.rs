@@ -211,6 +211,13 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     };
     let state = AppState::new(pool.clone(), aggregates, Some(nats.clone()), options);
     if let Some(wake) = webhook_wake {
+        // A body waits for the read model to reach its event: every change
+        // the projector announces may be the one a delivery waits for.
+        tasks.push(tokio::spawn(wake_on_changes(
+            nats.clone(),
+            prefix.clone(),
+            Arc::clone(&wake),
+        )));
         // The endpoints of the state: their secrets open with the same key.
         tasks.push(tokio::spawn(webhooks::deliver::run(
             pool.clone(),
@@ -358,5 +365,23 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// Wakes the webhook delivery loop on each read-model change announcement
+/// (core NATS, fire and forget: a lost one costs only the loop's poll).
+async fn wake_on_changes(nats: async_nats::Client, prefix: String, wake: Arc<tokio::sync::Notify>) {
+    let mut changes = match nats
+        .subscribe(schemas::subjects::changes_wildcard(&prefix))
+        .await
+    {
+        Ok(changes) => changes,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot follow change announcements; webhook bodies wait for the poll");
+            return;
+        }
+    };
+    while futures::StreamExt::next(&mut changes).await.is_some() {
+        wake.notify_one();
     }
 }

@@ -347,13 +347,26 @@ impl Worker {
         .fetch_all(&self.pool)
         .await
         .map_err(|err| err.to_string())?;
+        let mut frozen = Vec::new();
         for (event_id, aggregate_type, aggregate_id, sequence, occurred_at) in new {
             let data = resource(&self.pool, &aggregate_type, aggregate_id, sequence)
                 .await
                 .map_err(|err| err.to_string())?;
             if let Some(data) = data {
                 self.freeze(&event_id, occurred_at, data).await?;
+                frozen.push(event_id);
             }
+        }
+        // Deliveries put off only because their body was not ready (never
+        // failed) are due now that it is, not when the put-off ends.
+        if !frozen.is_empty() {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at = now()                  WHERE event_id = ANY($1) AND status = 'pending' AND last_error IS NULL                    AND next_attempt_at > now()",
+            )
+            .bind(&frozen)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| format!("making deliveries due: {err}"))?;
         }
         Ok(())
     }
