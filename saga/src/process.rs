@@ -177,7 +177,13 @@ impl Process {
                 self.settle(ctx, &order, false).await
             }
             OrderStatus::Cancelled => {
-                self.give_back_stock(ctx, &order).await?;
+                if !ctx.row.stock_given_back {
+                    self.give_back_stock(ctx, &order).await?;
+                    if !store::stock_given_back(&self.pool, ctx.row.order_id, self.owner).await? {
+                        return Err(StepError::LeaseLost);
+                    }
+                    ctx.row.stock_given_back = true;
+                }
                 self.settle(ctx, &order, true).await
             }
         }
@@ -504,7 +510,13 @@ impl Process {
 
     /// Releases held reservations and returns committed stock. A cancelled
     /// order never shipped (a shipped one is `refunded` instead), so its
-    /// goods are all still here.
+    /// goods are all still here. Run once per order (`stock_given_back`).
+    ///
+    /// A product remembers an ended reservation only for its last
+    /// `SETTLED_WINDOW` settlements. One it has forgotten here, on the first
+    /// run, was committed: holds are never forgotten, and a release happens
+    /// only right before or in this step, so within the window. Its return
+    /// names the line's quantity.
     async fn give_back_stock(&self, ctx: &Ctx, order: &Order) -> Result<(), StepError> {
         let order_id = ctx.row.order_id;
         try_join_all(order.lines().iter().map(|line| async move {
@@ -516,12 +528,15 @@ impl Process {
                 Err(CommandError::Rejected(ProductError::NotFound)) => return Ok(()),
                 Err(err) => return Err(failed("release the reservation", err)),
             };
-            let committed = matches!(
-                product.reservation(order_id).map(|r| r.state),
-                Some(ReservationState::Committed)
-            );
+            let committed = match product.reservation(order_id) {
+                Some(r) => r.state == ReservationState::Committed,
+                None => product.forgot(order_id),
+            };
             if committed {
-                let command = ProductCommand::ReturnStock { order_id };
+                let command = ProductCommand::ReturnStock {
+                    order_id,
+                    quantity: line.quantity,
+                };
                 products
                     .execute(&id, command, None, &ctx.metadata)
                     .await

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -26,12 +26,92 @@ pub enum ReservationState {
     Returned,
 }
 
-/// Stock set aside for one order. Kept after it ends so that retried saga
-/// commands are recognised and answered idempotently.
+/// Stock set aside for one order, as far as the product remembers it: while
+/// it is held, and for [`SETTLED_WINDOW`] settlements after it ended, so that
+/// retried saga commands are recognised and answered idempotently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     pub quantity: u32,
     pub state: ReservationState,
+}
+
+/// How many ended reservations (released, committed, returned) a product
+/// remembers, the newest ones. The state therefore holds the open
+/// reservations plus at most this many, however many orders the product
+/// has seen. Why that suffices: every saga command is repeated only by a
+/// re-run of the same order's step, after a crash or a lost lease (the lease
+/// is 30 s), so a retry comes within seconds of the first attempt and, on a
+/// product settling fewer than about 30 orders a second, well inside the
+/// window. Beyond the window the answers stay safe rather than exact (see
+/// [`Product::forgot`]): nothing is held or taken twice.
+pub const SETTLED_WINDOW: usize = 1024;
+
+/// One ended reservation: `(order id, quantity, how it ended)`, a tuple so
+/// that a snapshot spends no bytes on field names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Settled(Uuid, u32, ReservationState);
+
+/// The reservations a product keeps: bounded by the open ones plus
+/// [`SETTLED_WINDOW`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Reservations {
+    /// Open reservations by order.
+    held: BTreeMap<Uuid, u32>,
+    /// Ended reservations, oldest first, at most `SETTLED_WINDOW`.
+    settled: VecDeque<Settled>,
+    /// The greatest order id pushed out of `settled`. Order ids are UUID
+    /// v7, minted in the order the orders were placed, so an id above this
+    /// that the product does not know has never been settled here.
+    forgotten_up_to: Option<Uuid>,
+}
+
+impl Reservations {
+    fn get(&self, order_id: Uuid) -> Option<Reservation> {
+        if let Some(quantity) = self.held.get(&order_id) {
+            return Some(Reservation {
+                quantity: *quantity,
+                state: ReservationState::Held,
+            });
+        }
+        self.settled
+            .iter()
+            .rev()
+            .find(|s| s.0 == order_id)
+            .map(|s| Reservation {
+                quantity: s.1,
+                state: s.2,
+            })
+    }
+
+    fn forgot(&self, order_id: Uuid) -> bool {
+        self.forgotten_up_to.is_some_and(|up_to| order_id <= up_to)
+            && self.get(order_id).is_none()
+    }
+
+    fn hold(&mut self, order_id: Uuid, quantity: u32) {
+        self.settled.retain(|s| s.0 != order_id);
+        self.held.insert(order_id, quantity);
+    }
+
+    /// Ends a reservation (or records how it ended later on): it leaves the
+    /// open ones and becomes the newest ended one, pushing the oldest out
+    /// once the window is full.
+    fn settle(&mut self, order_id: Uuid, quantity: u32, state: ReservationState) {
+        self.held.remove(&order_id);
+        if let Some(at) = self.settled.iter().rposition(|s| s.0 == order_id) {
+            self.settled.remove(at);
+        }
+        self.settled.push_back(Settled(order_id, quantity, state));
+        while self.settled.len() > SETTLED_WINDOW {
+            if let Some(Settled(old, ..)) = self.settled.pop_front() {
+                self.forgotten_up_to = Some(self.forgotten_up_to.map_or(old, |up| up.max(old)));
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.held.len() + self.settled.len()
+    }
 }
 
 /// Invariants: `available >= 0`, `reserved >= 0` and `available + reserved`
@@ -46,7 +126,10 @@ pub struct Product {
     available: i64,
     reserved: i64,
     status: ProductStatus,
-    reservations: BTreeMap<Uuid, Reservation>,
+    // Required, and named unlike the unbounded map that snapshots taken
+    // before it held: such a snapshot does not read, and the store rebuilds
+    // the product from its events (migration 0013 deletes them as well).
+    holds: Reservations,
     // Defaults: snapshots written before categories and attributes existed.
     #[serde(default)]
     categories: Vec<Uuid>,
@@ -110,8 +193,27 @@ impl Product {
         &self.attributes
     }
 
-    pub fn reservation(&self, order_id: Uuid) -> Option<&Reservation> {
-        self.reservations.get(&order_id)
+    /// This order's reservation, while it is held and for
+    /// [`SETTLED_WINDOW`] settlements after it ended.
+    pub fn reservation(&self, order_id: Uuid) -> Option<Reservation> {
+        self.holds.get(order_id)
+    }
+
+    /// Whether this order's reservation may have ended longer ago than the
+    /// product remembers: the order is unknown, and older than one that was
+    /// pushed out of the window. Commands for such an order are answered
+    /// safely: a reserve is a no-op (the caller sees no hold and gives up
+    /// the order), a release or commit is a no-op, and a return puts back
+    /// the quantity the caller names, so the caller must send it only for
+    /// stock it knows was committed, once.
+    pub fn forgot(&self, order_id: Uuid) -> bool {
+        self.holds.forgot(order_id)
+    }
+
+    /// How many reservations the state holds: the open ones plus at most
+    /// [`SETTLED_WINDOW`] ended ones.
+    pub fn reservations_kept(&self) -> usize {
+        self.holds.len()
     }
 
     fn ensure_exists(&self) -> Result<(), ProductError> {
@@ -128,11 +230,6 @@ impl Product {
             return Err(ProductError::Discontinued);
         }
         Ok(())
-    }
-
-    fn set_reservation(&mut self, order_id: Uuid, quantity: u32, state: ReservationState) {
-        self.reservations
-            .insert(order_id, Reservation { quantity, state });
     }
 
     fn description_text(&self) -> &str {
@@ -264,8 +361,9 @@ impl Aggregate for Product {
             ProductCommand::ReserveStock { order_id, quantity } => {
                 self.ensure_exists()?;
                 // A retry must get the answer the first attempt got, even if
-                // the product was discontinued in between.
-                if self.reservations.contains_key(&order_id) {
+                // the product was discontinued in between; one from beyond
+                // the window holds nothing, which the saga takes as a refusal.
+                if self.holds.get(order_id).is_some() || self.holds.forgot(order_id) {
                     return Ok(());
                 }
                 if self.status == ProductStatus::Discontinued {
@@ -286,19 +384,14 @@ impl Aggregate for Product {
             }
             ProductCommand::ReleaseReservation { order_id } => {
                 self.ensure_exists()?;
-                if let Some(r) = self.reservations.get(&order_id) {
-                    if r.state == ReservationState::Held {
-                        let event = ProductEvent::StockReservationReleased {
-                            order_id,
-                            quantity: r.quantity,
-                        };
-                        sink.write(event, self).await;
-                    }
+                if let Some(&quantity) = self.holds.held.get(&order_id) {
+                    let event = ProductEvent::StockReservationReleased { order_id, quantity };
+                    sink.write(event, self).await;
                 }
             }
             ProductCommand::CommitReservation { order_id } => {
                 self.ensure_exists()?;
-                match self.reservations.get(&order_id) {
+                match self.holds.get(order_id) {
                     Some(r) if r.state == ReservationState::Held => {
                         let event = ProductEvent::StockReservationCommitted {
                             order_id,
@@ -307,22 +400,26 @@ impl Aggregate for Product {
                         sink.write(event, self).await;
                     }
                     Some(r) if r.state == ReservationState::Committed => {}
+                    // Only a hold is committed, and holds are never forgotten:
+                    // this is a retry of a commit made long ago.
+                    None if self.holds.forgot(order_id) => {}
                     _ => return Err(ProductError::UnknownReservation { order_id }),
                 }
             }
-            ProductCommand::ReturnStock { order_id } => {
+            ProductCommand::ReturnStock { order_id, quantity } => {
                 self.ensure_exists()?;
-                match self.reservations.get(&order_id) {
-                    Some(r) if r.state == ReservationState::Committed => {
-                        let quantity = r.quantity;
-                        let requested = i64::from(quantity);
-                        self.check_available(self.available.checked_add(requested), requested)?;
-                        sink.write(ProductEvent::StockReturned { order_id, quantity }, self)
-                            .await;
-                    }
-                    Some(r) if r.state == ReservationState::Returned => {}
+                let quantity = match self.holds.get(order_id) {
+                    Some(r) if r.state == ReservationState::Committed => r.quantity,
+                    Some(r) if r.state == ReservationState::Returned => return Ok(()),
+                    // Committed longer ago than the product remembers: the
+                    // caller vouches for the quantity and for sending it once.
+                    None if self.holds.forgot(order_id) && quantity > 0 => quantity,
                     _ => return Err(ProductError::UnknownReservation { order_id }),
-                }
+                };
+                let requested = i64::from(quantity);
+                self.check_available(self.available.checked_add(requested), requested)?;
+                sink.write(ProductEvent::StockReturned { order_id, quantity }, self)
+                    .await;
             }
         }
         Ok(())
@@ -365,21 +462,24 @@ impl Aggregate for Product {
                 let q = i64::from(quantity);
                 self.available = self.available.saturating_sub(q);
                 self.reserved = self.reserved.saturating_add(q);
-                self.set_reservation(order_id, quantity, ReservationState::Held);
+                self.holds.hold(order_id, quantity);
             }
             ProductEvent::StockReservationReleased { order_id, quantity } => {
                 let q = i64::from(quantity);
                 self.reserved = self.reserved.saturating_sub(q);
                 self.available = self.available.saturating_add(q);
-                self.set_reservation(order_id, quantity, ReservationState::Released);
+                self.holds
+                    .settle(order_id, quantity, ReservationState::Released);
             }
             ProductEvent::StockReservationCommitted { order_id, quantity } => {
                 self.reserved = self.reserved.saturating_sub(i64::from(quantity));
-                self.set_reservation(order_id, quantity, ReservationState::Committed);
+                self.holds
+                    .settle(order_id, quantity, ReservationState::Committed);
             }
             ProductEvent::StockReturned { order_id, quantity } => {
                 self.available = self.available.saturating_add(i64::from(quantity));
-                self.set_reservation(order_id, quantity, ReservationState::Returned);
+                self.holds
+                    .settle(order_id, quantity, ReservationState::Returned);
             }
             ProductEvent::ProductCategoriesSet { category_ids } => self.categories = category_ids,
             ProductEvent::ProductAttributesSet { attributes } => self.attributes = attributes,
@@ -583,6 +683,7 @@ mod tests {
             },
             ProductCommand::ReturnStock {
                 order_id: order_id(),
+                quantity: 3,
             },
         ];
         for command in commands {
@@ -642,6 +743,7 @@ mod tests {
             .given(vec![created(), reserved(2), committed(2), discontinued()])
             .when(ProductCommand::ReturnStock {
                 order_id: order_id(),
+                quantity: 3,
             })
             .then_expect_events(vec![returned(2)]);
     }
@@ -978,6 +1080,7 @@ mod tests {
             .given(vec![created(), reserved(3), committed(3)])
             .when(ProductCommand::ReturnStock {
                 order_id: order_id(),
+                quantity: 3,
             })
             .then_expect_events(vec![returned(3)]);
     }
@@ -988,6 +1091,7 @@ mod tests {
             .given(vec![created(), reserved(3), committed(3), returned(3)])
             .when(ProductCommand::ReturnStock {
                 order_id: order_id(),
+                quantity: 3,
             })
             .then_expect_events(vec![]);
     }
@@ -1004,6 +1108,7 @@ mod tests {
                 .given(history)
                 .when(ProductCommand::ReturnStock {
                     order_id: order_id(),
+                    quantity: 3,
                 })
                 .then_expect_error(ProductError::UnknownReservation {
                     order_id: order_id(),
@@ -1024,6 +1129,7 @@ mod tests {
             ])
             .when(ProductCommand::ReturnStock {
                 order_id: order_id(),
+                quantity: 3,
             })
             .then_expect_error(ProductError::StockOverflow);
     }
@@ -1173,7 +1279,7 @@ mod tests {
         assert_eq!((p.available(), p.reserved()), (6, 4));
         assert_eq!(
             p.reservation(order_id()),
-            Some(&Reservation {
+            Some(Reservation {
                 quantity: 4,
                 state: ReservationState::Held
             })

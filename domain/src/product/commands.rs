@@ -43,7 +43,10 @@ pub enum ProductCommand {
     CommitReservation {
         order_id: Uuid,
     },
+    /// `quantity` is the order line's: used only when the product no longer
+    /// remembers the order (`Product::forgot`), else its own record counts.
     ReturnStock {
         order_id: Uuid,
+        quantity: u32,
     },
 }
