@@ -513,12 +513,26 @@ impl Process {
     /// goods are all still here. Run once per order (`stock_given_back`).
     ///
     /// A product remembers an ended reservation only for its last
-    /// `SETTLED_WINDOW` settlements. One it has forgotten here, on the first
-    /// run, was committed: holds are never forgotten, and a release happens
-    /// only right before or in this step, so within the window. Its return
-    /// names the line's quantity.
+    /// `SETTLED_WINDOW` settlements. A line it does not know, on this first
+    /// run, was committed long ago if the payment was captured (a confirmed
+    /// order cancelled later): holds are never forgotten, stock is committed
+    /// only after the capture, and a release happens right before or in this
+    /// step, so within the window. Without a capture, such a line was never
+    /// reserved. The return names the line's quantity.
     async fn give_back_stock(&self, ctx: &Ctx, order: &Order) -> Result<(), StepError> {
         let order_id = ctx.row.order_id;
+        let captured = match order.payment_id().or(ctx.row.payment_id) {
+            Some(payment_id) => matches!(
+                self.aggregates
+                    .payments
+                    .load_stored(&payment_id.to_string())
+                    .await?
+                    .aggregate
+                    .status(),
+                PaymentStatus::Captured | PaymentStatus::Refunded
+            ),
+            None => false,
+        };
         try_join_all(order.lines().iter().map(|line| async move {
             let id = line.product_id.to_string();
             let products = &self.aggregates.products;
@@ -530,7 +544,7 @@ impl Process {
             };
             let committed = match product.reservation(order_id) {
                 Some(r) => r.state == ReservationState::Committed,
-                None => product.forgot(order_id),
+                None => captured,
             };
             if committed {
                 let command = ProductCommand::ReturnStock {
