@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -48,9 +49,8 @@ pub struct Reservation {
 /// once, naming the quantity (`ProductCommand::ReturnStock`).
 pub const SETTLED_WINDOW: usize = 1024;
 
-/// One ended reservation: `(order id, quantity, how it ended)`, a tuple so
-/// that a snapshot spends no bytes on field names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One ended reservation: order id, quantity, how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Settled(Uuid, u32, ReservationState);
 
 /// The reservations a product keeps: bounded by the open ones plus
@@ -62,7 +62,11 @@ struct Reservations {
     /// Ended reservations, oldest first, at most `SETTLED_WINDOW`. (Order
     /// ids say nothing about when an order settles: a cart's order takes
     /// its id from the cart, so the window is by settlement, not by id.)
-    settled: VecDeque<Settled>,
+    /// Shared between copies of the state (the store clones it for each
+    /// command and for its cache) and copied only by a command that ends a
+    /// reservation; in a snapshot, one string (`window`).
+    #[serde(with = "window")]
+    settled: Arc<VecDeque<Settled>>,
 }
 
 impl Reservations {
@@ -83,8 +87,14 @@ impl Reservations {
             })
     }
 
+    fn forget_settled(&mut self, order_id: Uuid) {
+        if let Some(at) = self.settled.iter().rposition(|s| s.0 == order_id) {
+            Arc::make_mut(&mut self.settled).remove(at);
+        }
+    }
+
     fn hold(&mut self, order_id: Uuid, quantity: u32) {
-        self.settled.retain(|s| s.0 != order_id);
+        self.forget_settled(order_id);
         self.held.insert(order_id, quantity);
     }
 
@@ -93,17 +103,81 @@ impl Reservations {
     /// once the window is full.
     fn settle(&mut self, order_id: Uuid, quantity: u32, state: ReservationState) {
         self.held.remove(&order_id);
-        if let Some(at) = self.settled.iter().rposition(|s| s.0 == order_id) {
-            self.settled.remove(at);
-        }
-        self.settled.push_back(Settled(order_id, quantity, state));
-        while self.settled.len() > SETTLED_WINDOW {
-            self.settled.pop_front();
+        self.forget_settled(order_id);
+        let settled = Arc::make_mut(&mut self.settled);
+        settled.push_back(Settled(order_id, quantity, state));
+        while settled.len() > SETTLED_WINDOW {
+            settled.pop_front();
         }
     }
 
     fn len(&self) -> usize {
         self.held.len() + self.settled.len()
+    }
+}
+
+/// The window in a snapshot: one string of fixed-width entries, the order
+/// id in 32 hex digits, the quantity in 8, and `r`, `c` or `t` (released,
+/// committed, returned): 41 bytes an entry, and read without a JSON token
+/// per field.
+mod window {
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    use super::{ReservationState, Settled};
+
+    const WIDTH: usize = 41;
+
+    pub fn serialize<S: Serializer>(
+        settled: &Arc<VecDeque<Settled>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        use std::fmt::Write as _;
+        let mut text = String::with_capacity(settled.len() * WIDTH);
+        for Settled(order_id, quantity, state) in settled.iter() {
+            let state = match state {
+                ReservationState::Released => 'r',
+                ReservationState::Committed => 'c',
+                ReservationState::Returned => 't',
+                // Never in the window; written so that it fails to read.
+                ReservationState::Held => 'h',
+            };
+            let _ = write!(text, "{}{quantity:08x}{state}", order_id.simple());
+        }
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Arc<VecDeque<Settled>>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let bytes = text.as_bytes();
+        if bytes.len() % WIDTH != 0 {
+            return Err(D::Error::custom("a reservation window of a wrong length"));
+        }
+        let bad = || D::Error::custom("an unreadable reservation window");
+        bytes
+            .chunks(WIDTH)
+            .map(|entry| {
+                let field = |range: std::ops::Range<usize>| {
+                    std::str::from_utf8(&entry[range]).map_err(|_| bad())
+                };
+                let order_id = Uuid::try_parse(field(0..32)?).map_err(|_| bad())?;
+                let quantity = u32::from_str_radix(field(32..40)?, 16).map_err(|_| bad())?;
+                let state = match entry[40] {
+                    b'r' => ReservationState::Released,
+                    b'c' => ReservationState::Committed,
+                    b't' => ReservationState::Returned,
+                    _ => return Err(bad()),
+                };
+                Ok(Settled(order_id, quantity, state))
+            })
+            .collect::<Result<VecDeque<_>, _>>()
+            .map(Arc::new)
     }
 }
 

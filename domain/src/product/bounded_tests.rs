@@ -439,3 +439,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_garbled_window_does_not_read() {
+    let product = through_orders(10, 0);
+    let json = serde_json::to_value(&product).unwrap();
+    let window = json["holds"]["settled"].as_str().unwrap().to_owned();
+    assert_eq!(window.len(), 41 * 10);
+    let mut held_in_window = window.clone().into_bytes();
+    held_in_window[40] = b'h';
+    for bad in [
+        window[1..].to_owned(),
+        String::from_utf8(held_in_window).unwrap(),
+        window.replacen(|c: char| c.is_ascii_hexdigit(), "x", 1),
+    ] {
+        let mut json = json.clone();
+        json["holds"]["settled"] = serde_json::Value::String(bad);
+        assert!(serde_json::from_value::<Product>(json).is_err());
+    }
+}
