@@ -177,7 +177,13 @@ impl Process {
                 self.settle(ctx, &order, false).await
             }
             OrderStatus::Cancelled => {
-                self.give_back_stock(ctx, &order).await?;
+                if !ctx.row.stock_given_back {
+                    self.give_back_stock(ctx, &order).await?;
+                    if !store::stock_given_back(&self.pool, ctx.row.order_id, self.owner).await? {
+                        return Err(StepError::LeaseLost);
+                    }
+                    ctx.row.stock_given_back = true;
+                }
                 self.settle(ctx, &order, true).await
             }
         }
@@ -504,9 +510,29 @@ impl Process {
 
     /// Releases held reservations and returns committed stock. A cancelled
     /// order never shipped (a shipped one is `refunded` instead), so its
-    /// goods are all still here.
+    /// goods are all still here. Run once per order (`stock_given_back`).
+    ///
+    /// A product remembers an ended reservation only for its last
+    /// `SETTLED_WINDOW` settlements. A line it does not know, on this first
+    /// run, was committed long ago if the payment was captured (a confirmed
+    /// order cancelled later): holds are never forgotten, stock is committed
+    /// only after the capture, and a release happens right before or in this
+    /// step, so within the window. Without a capture, such a line was never
+    /// reserved. The return names the line's quantity.
     async fn give_back_stock(&self, ctx: &Ctx, order: &Order) -> Result<(), StepError> {
         let order_id = ctx.row.order_id;
+        let captured = match order.payment_id().or(ctx.row.payment_id) {
+            Some(payment_id) => matches!(
+                self.aggregates
+                    .payments
+                    .load_stored(&payment_id.to_string())
+                    .await?
+                    .aggregate
+                    .status(),
+                PaymentStatus::Captured | PaymentStatus::Refunded
+            ),
+            None => false,
+        };
         try_join_all(order.lines().iter().map(|line| async move {
             let id = line.product_id.to_string();
             let products = &self.aggregates.products;
@@ -516,12 +542,15 @@ impl Process {
                 Err(CommandError::Rejected(ProductError::NotFound)) => return Ok(()),
                 Err(err) => return Err(failed("release the reservation", err)),
             };
-            let committed = matches!(
-                product.reservation(order_id).map(|r| r.state),
-                Some(ReservationState::Committed)
-            );
+            let committed = match product.reservation(order_id) {
+                Some(r) => r.state == ReservationState::Committed,
+                None => captured,
+            };
             if committed {
-                let command = ProductCommand::ReturnStock { order_id };
+                let command = ProductCommand::ReturnStock {
+                    order_id,
+                    quantity: line.quantity,
+                };
                 products
                     .execute(&id, command, None, &ctx.metadata)
                     .await

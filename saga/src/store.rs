@@ -26,6 +26,10 @@ pub struct Claimed {
     pub charge_attempts: i32,
     pub failures: i32,
     pub refund_sent: bool,
+    /// Whether the stock of this (cancelled) order has been given back:
+    /// done once, so that a step repeated later (a refund the gateway keeps
+    /// refusing) does not ask products that have long forgotten the order.
+    pub stock_given_back: bool,
 }
 
 /// Why a row woke up, from an event the consumer saw.
@@ -111,7 +115,7 @@ UPDATE saga_orders s
          LIMIT $3
            FOR UPDATE SKIP LOCKED)
 RETURNING s.order_id, s.placed_at, s.charging_since, s.correlation_id, s.traceparent, s.payment_id, s.generation, s.charge_attempts,
-          s.failures, s.refund_sent";
+          s.failures, s.refund_sent, s.stock_given_back";
 
 /// Leases up to `limit` due rows to `owner` for `lease`.
 pub async fn claim(
@@ -139,6 +143,7 @@ pub async fn claim(
                 charge_attempts: row.try_get("charge_attempts")?,
                 failures: row.try_get("failures")?,
                 refund_sent: row.try_get("refund_sent")?,
+                stock_given_back: row.try_get("stock_given_back")?,
             })
         })
         .collect()
@@ -265,6 +270,23 @@ pub async fn refund_sent(pool: &PgPool, order_id: Uuid, owner: Uuid) -> Result<(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Records that the cancelled order's stock went back; false if the lease
+/// was lost.
+pub async fn stock_given_back(
+    pool: &PgPool,
+    order_id: Uuid,
+    owner: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE saga_orders SET stock_given_back = true WHERE order_id = $1 AND lease_owner = $2",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Orders the saga has not finished.

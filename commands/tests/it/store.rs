@@ -62,6 +62,7 @@ fn next_command(rng: &mut Lcg, orders: &mut Vec<Uuid>, order_counter: &mut u128)
         },
         15..=16 => ProductCommand::ReturnStock {
             order_id: pick_order(rng, orders),
+            quantity: 3,
         },
         17..=18 => ProductCommand::ChangePrice {
             price: eur(100 + rng.below(4) as i64),

@@ -43,7 +43,12 @@ pub enum ProductCommand {
     CommitReservation {
         order_id: Uuid,
     },
+    /// `quantity` is the order line's: used only when the product does not
+    /// remember the order (committed beyond `SETTLED_WINDOW`), else its own
+    /// record counts. The sender guarantees the stock was committed and
+    /// sends this once.
     ReturnStock {
         order_id: Uuid,
+        quantity: u32,
     },
 }

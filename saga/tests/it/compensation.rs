@@ -2,6 +2,8 @@
 
 use domain::order::{CancelReason, OrderStatus};
 use domain::payment::PaymentStatus;
+use domain::product::{ProductCommand, SETTLED_WINDOW};
+use uuid::Uuid;
 
 use crate::support::*;
 
@@ -185,5 +187,74 @@ async fn redelivered_events_change_nothing() {
         .len(),
         1
     );
+    system.stop().await;
+}
+
+/// Settles `count` other orders on the product (reserve, release), each
+/// newer than any placed before.
+async fn settle_others(system: &System, product: Uuid, count: usize) {
+    let id = product.to_string();
+    for _ in 0..count {
+        let other = Uuid::now_v7();
+        for command in [
+            ProductCommand::ReserveStock {
+                order_id: other,
+                quantity: 1,
+            },
+            ProductCommand::ReleaseReservation { order_id: other },
+        ] {
+            system
+                .aggregates
+                .products
+                .execute(&id, command, None, &system.metadata)
+                .await
+                .expect("settle another order");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_confirmed_order_its_product_has_forgotten_gets_its_stock_back_once() {
+    let system = System::start().await;
+    let _saga = system.start_saga();
+    let product = system.product(5).await;
+    let order_id = system.place(vec![(product, 3)], "tok_ok").await;
+    let order = system.settled(order_id, OrderStatus::Confirmed).await;
+    let payment_id = order.payment_id().unwrap();
+
+    // So many orders after it that the product no longer remembers this one.
+    settle_others(&system, product, SETTLED_WINDOW).await;
+    let stock = system.stock(product).await;
+    assert_eq!(stock.reservation(order_id), None);
+    assert_eq!((stock.available(), stock.reserved()), (2, 0));
+
+    system.cancel(order_id).await;
+    eventually("the payment is refunded and the saga done", || async {
+        system.payment(payment_id).await.status() == PaymentStatus::Refunded
+            && system.saga_done(order_id).await
+    })
+    .await;
+    let stock = system.stock(product).await;
+    assert_eq!((stock.available(), stock.reserved()), (5, 0));
+    assert_eq!(system.events("product", product, "StockReturned").await, 1);
+
+    // The order's step runs again once the product has forgotten the return
+    // as well (as it would while a refund kept failing): nothing goes back twice.
+    settle_others(&system, product, SETTLED_WINDOW).await;
+    assert_eq!(system.stock(product).await.reservation(order_id), None);
+    sqlx::query(
+        "UPDATE saga_orders SET done = false, next_attempt_at = now(), lease_until = NULL
+          WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .execute(&system.db.pool)
+    .await
+    .unwrap();
+    eventually("the saga has looked again", || async {
+        system.saga_done(order_id).await
+    })
+    .await;
+    assert_eq!(system.events("product", product, "StockReturned").await, 1);
+    assert_eq!(system.stock(product).await.available(), 5);
     system.stop().await;
 }

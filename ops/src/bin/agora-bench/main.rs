@@ -9,6 +9,7 @@
 //! harness cannot rot. Needs Postgres and NATS as the tests do.
 
 mod catchup;
+mod history;
 mod integrations;
 mod load;
 mod orders;
@@ -49,7 +50,7 @@ fn settings() -> Settings {
             "--only" => settings.only = args.next(),
             "--out" => settings.out = args.next().map(Into::into),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|relay|reads|latency|catchup|orders|replay|integrations]; agora-bench load --base URL --connections N --seconds S --products ID,...");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|replay|integrations]; agora-bench load --base URL --connections N --seconds S --products ID,...");
                 std::process::exit(2);
             }
         }
@@ -84,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("stock") {
         stock::run(&settings, &mut table).await?;
+    }
+    if wants("history") {
+        history::run(&settings, &mut table).await?;
     }
     if wants("relay") {
         pipeline::relay(&settings, &mut table).await?;

@@ -42,7 +42,7 @@ pub async fn create_product(
 
 /// Commands per second, and latencies, for `requests` stock adjustments on
 /// one product from `clients` concurrent clients.
-async fn adjust(
+pub async fn adjust(
     client: &reqwest::Client,
     base: &str,
     product: &str,
