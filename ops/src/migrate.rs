@@ -14,6 +14,15 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     tracing::info!("database schema is current");
+    // Email claims written in clear before migration 0013 become keyed hashes.
+    let vault = commands::Vault::new(pool.clone(), &config.auth.data_key_or_development());
+    let rehashed = vault
+        .hash_clear_email_claims()
+        .await
+        .context("hashing email claims")?;
+    if rehashed > 0 {
+        tracing::info!(claims = rehashed, "email claims now held as keyed hashes");
+    }
     let nats = async_nats::ConnectOptions::new()
         .connection_timeout(std::time::Duration::from_secs(5))
         .connect(&config.nats.url)

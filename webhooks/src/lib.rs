@@ -26,8 +26,8 @@ pub use signing::SecretBox;
 
 /// The webhook name of a domain event (api.md's list), if it has one.
 ///
-/// `user.erased` comes with erasure, which is not built yet; `cart.checked_out`
-/// is not delivered yet (its body, the cart as `GET /carts/{id}` shows it,
+/// `user.erased` carries the user as `GET /users/{id}` shows it after the
+/// erasure (`email` and `name` null). `cart.checked_out` is not delivered yet (its body, the cart as `GET /carts/{id}` shows it,
 /// needs the cart TTL the API owns), so cart events have no name here.
 pub fn event_name(event: &Event) -> Option<&'static str> {
     Some(match event {
@@ -37,6 +37,7 @@ pub fn event_name(event: &Event) -> Option<&'static str> {
                 "user.updated"
             }
             UserEvent::UserDeactivated {} => "user.deactivated",
+            UserEvent::UserErased {} => "user.erased",
             UserEvent::UserPasswordChanged {} => return None,
         },
         Event::Product(event) => match event {

@@ -1,7 +1,7 @@
 //! `rm_orders`: one row per order, lines as placed (with their unit prices).
 
 use chrono::{DateTime, Utc};
-use schemas::events::{Event, OrderEvent, OrderLine, ShippingAddress};
+use schemas::events::{Event, OrderEvent, OrderLine};
 use schemas::Recorded;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -28,7 +28,9 @@ pub(crate) struct OrderRow {
     pub payment_id: Option<Uuid>,
     pub cart_id: Option<Uuid>,
     /// `jsonb`.
-    pub shipping_address: Option<ShippingAddress>,
+    /// Sealed (`schemas::sealed`), or in clear from an order placed before
+    /// version 2.0 of `OrderPlaced`.
+    pub shipping_address: Option<serde_json::Value>,
     pub version: i64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
