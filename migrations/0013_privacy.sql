@@ -10,7 +10,7 @@
 -- after 0012 was applied would be out of order on existing databases.
 CREATE SCHEMA IF NOT EXISTS agora_keys;
 
-CREATE TABLE agora_keys.data_keys (
+CREATE TABLE IF NOT EXISTS agora_keys.data_keys (
     user_id     uuid        PRIMARY KEY,
     wrapped_key bytea,
     created_at  timestamptz NOT NULL DEFAULT now(),
