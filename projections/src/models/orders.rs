@@ -45,6 +45,7 @@ impl Versioned for OrderRow {
 impl Record for OrderRow {
     const TABLE: &'static str = "rm_orders";
     const KEY: &'static str = "id";
+    const JSON_STRINGS: &'static [&'static str] = &["shipping_address"];
     fn key(&self) -> Uuid {
         self.id
     }
