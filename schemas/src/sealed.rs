@@ -55,7 +55,10 @@ pub const SEALED: &[SealedFields] = &[
     SealedFields {
         event_type: "UserRegistered",
         event_version: SEALED_VERSION,
-        fields: &[("email", Unopened::KeepSealed), ("name", Unopened::KeepSealed)],
+        fields: &[
+            ("email", Unopened::KeepSealed),
+            ("name", Unopened::KeepSealed),
+        ],
         owner: Owner::Aggregate,
     },
     SealedFields {
@@ -176,10 +179,25 @@ pub fn seal_payload(
         if value.is_null() || value.as_str().is_some_and(is_sealed) {
             continue;
         }
-        let text = value.to_string();
+        let text = readers_form(field, value).to_string();
         *value = Value::String(seal(owner, field, &text).map_err(SealError::Sealer)?);
     }
     Ok(())
+}
+
+/// A value as readers show it, which is what is sealed: an address with
+/// every field (`line2` and `region` null when absent), since answers show
+/// the opened value as is.
+fn readers_form(field: &str, value: &Value) -> Value {
+    match field {
+        "shipping_address" => {
+            serde_json::from_value::<crate::events::ShippingAddress>(value.clone())
+                .ok()
+                .and_then(|address| serde_json::to_value(address).ok())
+                .unwrap_or_else(|| value.clone())
+        }
+        _ => value.clone(),
+    }
 }
 
 /// Opens each sealed field of `payload` in place with `open` (the JSON text
@@ -261,12 +279,17 @@ mod tests {
         assert!(is_sealed(data["payment_token"].as_str().unwrap()));
         assert!(is_sealed(data["shipping_address"].as_str().unwrap()));
         assert_eq!(data["total"], original["OrderPlaced"]["total"]);
-        assert_eq!(parts(data["payment_token"].as_str().unwrap()).unwrap().0, user);
+        assert_eq!(
+            parts(data["payment_token"].as_str().unwrap()).unwrap().0,
+            user
+        );
 
         let unseal = |_: &str, sealed: &str| {
             use base64::Engine;
             let (_, body) = parts(sealed)?;
-            let bytes = base64::engine::general_purpose::STANDARD.decode(body).ok()?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .ok()?;
             let text = String::from_utf8(bytes).ok()?;
             Some(text.split_once(':')?.1.to_owned())
         };
@@ -277,7 +300,9 @@ mod tests {
         let mut erased = payload.clone();
         open_payload(fields, &mut erased, |_, _| None);
         assert!(erased["OrderPlaced"]["shipping_address"].is_null());
-        assert!(is_sealed(erased["OrderPlaced"]["payment_token"].as_str().unwrap()));
+        assert!(is_sealed(
+            erased["OrderPlaced"]["payment_token"].as_str().unwrap()
+        ));
 
         let mut answer = json!({"orders": [payload["OrderPlaced"].clone()], "n": 1});
         open_all(&mut answer, &mut |_| None);

@@ -93,7 +93,14 @@ impl Model for Orders {
                 cancel_note: None,
                 payment_id: None,
                 cart_id: *cart_id,
-                shipping_address: shipping_address.clone(),
+                // Sealed as is; an address in clear (before 2.0) with
+                // every field, as answers show it.
+                shipping_address: shipping_address.as_ref().map(|address| {
+                    serde_json::from_value::<schemas::events::ShippingAddress>(address.clone())
+                        .ok()
+                        .and_then(|a| serde_json::to_value(a).ok())
+                        .unwrap_or_else(|| address.clone())
+                }),
                 version: event.sequence,
                 placed_at: event.time,
                 updated_at: event.time,
