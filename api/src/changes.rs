@@ -84,6 +84,7 @@ async fn run(nats: Client, prefix: String, mut subscriber: Subscriber, state: Ap
                     // Notices are being missed: keep nothing that could go stale.
                     state.reads.clear();
                     state.authenticator.users.clear();
+                    state.aggregates.vault.forget_all();
                 } else if !was_connected {
                     tracing::info!("NATS is back: the read cache starts afresh");
                     state.reads.invalidate_all();
@@ -121,6 +122,8 @@ fn apply(state: &AppState, head: &str, message: &Message) {
     if model == "users" || model == CREDENTIALS {
         if let Ok(user_id) = Uuid::parse_str(&id) {
             state.authenticator.users.forget(user_id);
+            // An erasure destroyed its data key: drop any copy cached here.
+            state.aggregates.vault.forget(user_id);
         }
         if model == CREDENTIALS {
             return;

@@ -272,6 +272,7 @@ fn components() -> Map<String, Value> {
     add_resources(&mut components);
     let mut add = |name: &str, schema: Value| components.add(name, schema);
     add("UserWritten", of::<crate::routes::users::UserView>());
+    add("UserErasure", of::<crate::routes::users::Erasure>());
     add(
         "ProductWritten",
         of::<crate::routes::products::ProductView>(),

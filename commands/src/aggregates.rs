@@ -31,6 +31,11 @@ where
         Vec::new()
     }
 
+    /// Whether states are snapshotted. Not for aggregates that hold
+    /// personal data in clear once loaded (a snapshot would keep a copy the
+    /// erasure of their user cannot destroy).
+    const SNAPSHOTS: bool = true;
+
     /// Which request field a clash on `kind` is reported against.
     fn unique_field(kind: &str) -> &'static str {
         match kind {
@@ -43,6 +48,8 @@ where
 }
 
 impl StoredAggregate for User {
+    const SNAPSHOTS: bool = false;
+
     fn unique_changes(event: &UserEvent) -> Vec<UniqueChange> {
         match event {
             UserEvent::UserRegistered { email, .. } => vec![UniqueChange::Claim {
@@ -62,6 +69,10 @@ impl StoredAggregate for User {
                     value: email.normalized(),
                 },
             ],
+            UserEvent::UserErased { previous_email } => vec![UniqueChange::Release {
+                kind: "email",
+                value: previous_email.normalized(),
+            }],
             _ => Vec::new(),
         }
     }
@@ -108,8 +119,12 @@ impl StoredAggregate for Category {
     }
 }
 
-impl StoredAggregate for Order {}
-impl StoredAggregate for Payment {}
+impl StoredAggregate for Order {
+    const SNAPSHOTS: bool = false;
+}
+impl StoredAggregate for Payment {
+    const SNAPSHOTS: bool = false;
+}
 impl StoredAggregate for Cart {}
 
 /// The aggregate stores over one pool, cheap to clone.
@@ -121,19 +136,35 @@ pub struct Aggregates {
     pub payments: AggregateStore<Payment>,
     pub categories: AggregateStore<Category>,
     pub carts: AggregateStore<Cart>,
+    /// The one vault of these stores (and of the API's answers).
+    pub vault: crate::vault::Vault,
 }
 
 impl Aggregates {
     pub fn new(pool: PgPool, options: StoreOptions) -> Self {
+        let vault = crate::vault::Vault::new(pool.clone(), &options.data_key);
         Self {
-            users: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            products: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            orders: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            payments: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            categories: AggregateStore::with_upcasters(pool.clone(), options.clone(), upcasters()),
-            carts: AggregateStore::with_upcasters(pool, options, upcasters()),
+            users: store(&pool, &options, &vault),
+            products: store(&pool, &options, &vault),
+            orders: store(&pool, &options, &vault),
+            payments: store(&pool, &options, &vault),
+            categories: store(&pool, &options, &vault),
+            carts: store(&pool, &options, &vault),
+            vault,
         }
     }
+}
+
+fn store<A: StoredAggregate>(
+    pool: &PgPool,
+    options: &StoreOptions,
+    vault: &crate::vault::Vault,
+) -> AggregateStore<A>
+where
+    A::Command: Clone + Send,
+    A::Error: Send,
+{
+    AggregateStore::with_vault(pool.clone(), options.clone(), upcasters(), vault.clone())
 }
 
 /// The upcasters every store reads through: old stored event versions reach

@@ -61,6 +61,15 @@ impl StoreError {
     }
 }
 
+impl From<crate::vault::VaultError> for StoreError {
+    fn from(err: crate::vault::VaultError) -> Self {
+        match err {
+            crate::vault::VaultError::Store(err) => Self::from(err),
+            other => Self::Corrupt(other.to_string()),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match err {

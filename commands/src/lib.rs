@@ -17,8 +17,10 @@ pub mod migrate;
 pub mod relay;
 pub mod store;
 pub mod stream;
+pub mod vault;
 
 pub use aggregates::{Aggregates, StoredAggregate, UniqueChange};
 pub use error::{CommandError, StoreError};
 pub use metadata::CommandMetadata;
 pub use store::{AggregateStore, AppendHook, Committed, Loaded, StoreOptions};
+pub use vault::{MasterKey, Vault};

@@ -14,6 +14,7 @@ use sqlx::{PgPool, Row};
 use crate::aggregates::{StoredAggregate, UniqueChange};
 use crate::error::{unique_violation, CommandError, StoreError, Violation};
 use crate::metadata::CommandMetadata;
+use crate::vault::Vault;
 
 /// Tuning of an [`AggregateStore`].
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct StoreOptions {
     pub max_retries: usize,
     /// Called after every append commits: wakes the relay.
     pub on_append: Option<AppendHook>,
+    /// `AGORA_DATA_KEY`, which wraps the data keys that seal personal data.
+    pub data_key: crate::vault::MasterKey,
 }
 
 /// A callback run after each committed append. It must not block: it only
@@ -47,6 +50,7 @@ impl Default for StoreOptions {
             snapshot_every: 100,
             max_retries: 16,
             on_append: None,
+            data_key: crate::vault::MasterKey::development(),
         }
     }
 }
@@ -100,6 +104,7 @@ struct Inner<A> {
     repository: PostgresEventRepository,
     cache: moka::sync::Cache<String, Arc<Loaded<A>>>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
+    vault: Vault,
     options: StoreOptions,
 }
 
@@ -249,6 +254,18 @@ where
         options: StoreOptions,
         upcasters: Vec<Box<dyn EventUpcaster>>,
     ) -> Self {
+        let vault = Vault::new(pool.clone(), &options.data_key);
+        Self::with_vault(pool, options, upcasters, vault)
+    }
+
+    /// [`with_upcasters`](Self::with_upcasters), sealing and opening
+    /// personal data with a vault shared with other stores.
+    pub fn with_vault(
+        pool: PgPool,
+        options: StoreOptions,
+        upcasters: Vec<Box<dyn EventUpcaster>>,
+        vault: Vault,
+    ) -> Self {
         let cache = moka::sync::Cache::builder()
             .max_capacity(options.cache_capacity)
             .build();
@@ -259,6 +276,7 @@ where
                 pool,
                 cache,
                 upcasters,
+                vault,
                 options,
             }),
         }
@@ -266,6 +284,11 @@ where
 
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
+    }
+
+    /// The vault that seals this store's personal data.
+    pub fn vault(&self) -> &Vault {
+        &self.inner.vault
     }
 
     /// Runs `command` on aggregate `id` and appends what it yields.
@@ -448,11 +471,15 @@ where
 
     /// The aggregate from its snapshot and the events after it, bypassing the cache.
     pub async fn load_stored(&self, id: &str) -> Result<Loaded<A>, StoreError> {
-        let snapshot = sqlx::query(SELECT_SNAPSHOT)
-            .bind(A::TYPE)
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
-            .await?;
+        let snapshot = if A::SNAPSHOTS {
+            sqlx::query(SELECT_SNAPSHOT)
+                .bind(A::TYPE)
+                .bind(id)
+                .fetch_optional(&self.inner.pool)
+                .await?
+        } else {
+            None
+        };
         let (mut aggregate, mut version) = match snapshot {
             Some(row) => {
                 let version: i64 = row.try_get("version")?;
@@ -486,7 +513,7 @@ where
                 row.try_get("payload")?,
                 Value::Null,
             );
-            aggregate.apply(self.decode(event)?);
+            aggregate.apply(self.decode(event).await?);
             version = to_version(sequence)?;
         }
         Ok(Loaded { aggregate, version })
@@ -508,7 +535,7 @@ where
         };
         for event in events {
             loaded.version = event.sequence;
-            loaded.aggregate.apply(self.decode(event)?);
+            loaded.aggregate.apply(self.decode(event).await?);
         }
         Ok(loaded)
     }
@@ -539,14 +566,20 @@ where
         self.inner.cache.invalidate_all();
     }
 
-    fn decode(&self, event: SerializedEvent) -> Result<A::Event, StoreError> {
-        let event = self.inner.upcasters.iter().fold(event, |event, upcaster| {
+    /// A stored event as the aggregate takes it: upcast to its current
+    /// version, its sealed fields opened.
+    async fn decode(&self, event: SerializedEvent) -> Result<A::Event, StoreError> {
+        let mut event = self.inner.upcasters.iter().fold(event, |event, upcaster| {
             if upcaster.can_upcast(&event.event_type, &event.event_version) {
                 upcaster.upcast(event)
             } else {
                 event
             }
         });
+        self.inner
+            .vault
+            .open_event(&event.event_type, &event.event_version, &mut event.payload)
+            .await?;
         serde_json::from_value(event.payload).map_err(|err| {
             StoreError::Corrupt(format!(
                 "{} {} v{}: {err}",
@@ -610,26 +643,38 @@ where
         let (mut release_kinds, mut release_values) = (Vec::new(), Vec::new());
         for (offset, event) in events.iter().enumerate() {
             sequences.push((version + offset + 1) as i64);
-            types.push(event.event_type());
-            versions.push(event.event_version());
-            payloads
-                .push(serde_json::to_value(event).map_err(|err| AppendError::Store(err.into()))?);
+            let (event_type, event_version) = (event.event_type(), event.event_version());
+            let mut payload =
+                serde_json::to_value(event).map_err(|err| AppendError::Store(err.into()))?;
+            self.inner
+                .vault
+                .seal_event(&event_type, &event_version, id, &mut payload)
+                .await
+                .map_err(|err| AppendError::Store(err.into()))?;
+            types.push(event_type);
+            versions.push(event_version);
+            payloads.push(payload);
+            // An email is claimed by its keyed hash, never in clear.
+            let claim = |kind: &str, value: String| match kind {
+                "email" => self.inner.vault.email_claim(&value),
+                _ => value,
+            };
             for change in A::unique_changes(event) {
                 match change {
                     UniqueChange::Claim { kind, value } => {
                         claim_kinds.push(kind);
-                        claim_values.push(value);
+                        claim_values.push(claim(kind, value));
                     }
                     UniqueChange::Release { kind, value } => {
                         release_kinds.push(kind);
-                        release_values.push(value);
+                        release_values.push(claim(kind, value));
                     }
                 }
             }
         }
         let new_version = version + events.len();
         let every = self.inner.options.snapshot_every.max(1);
-        let snapshot = if new_version / every > version / every {
+        let snapshot = if A::SNAPSHOTS && new_version / every > version / every {
             Some(serde_json::to_value(after).map_err(|err| AppendError::Store(err.into()))?)
         } else {
             None

@@ -33,8 +33,8 @@ pub use product::{
 pub use refusal::{Refusal, RefusalKind};
 pub use user::{User, UserCommand, UserError, UserEvent, UserStatus};
 pub use values::{
-    Attributes, Currency, Description, EmailAddress, Money, Name, Password, Quantity, Sku, Slug,
-    ValidationError,
+    normalize_email, Attributes, Currency, Description, EmailAddress, Money, Name, Password,
+    Quantity, Sku, Slug, ValidationError,
 };
 
 /// Version recorded with every event. Bump when an event's payload changes
@@ -44,3 +44,8 @@ pub const EVENT_VERSION: &str = "1.0";
 /// `ProductStockAdjusted` is at version 2 (`delta` became `stock_delta`);
 /// every other event is at `EVENT_VERSION`.
 pub const PRODUCT_STOCK_ADJUSTED_VERSION: &str = "2.0";
+
+/// The events that carry personal data or a payment token (`UserRegistered`,
+/// `UserNameChanged`, `UserEmailChanged`, `OrderPlaced`, `PaymentRequested`)
+/// are at version 2: the same fields, stored sealed (`schemas::sealed`).
+pub const PERSONAL_DATA_VERSION: &str = "2.0";

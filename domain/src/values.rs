@@ -99,10 +99,20 @@ impl EmailAddress {
         &self.0
     }
 
-    /// Lower-cased form; the key under which addresses are unique.
+    /// The key under which addresses are unique: Unicode NFC, case-folded
+    /// (full lower-case mapping), NFC again, so `josé` typed with a combining
+    /// accent and with a precomposed `é` is one address.
     pub fn normalized(&self) -> String {
-        self.0.to_lowercase()
+        normalize_email(&self.0)
     }
+}
+
+/// [`EmailAddress::normalized`] of any text (also of one that is not a
+/// valid address, as a login's throttle key).
+pub fn normalize_email(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let composed: String = text.trim().nfc().collect();
+    composed.to_lowercase().nfc().collect()
 }
 
 impl fmt::Display for EmailAddress {

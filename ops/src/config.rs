@@ -121,6 +121,19 @@ pub struct AuthConfig {
     pub refresh_token_ttl: Duration,
     /// `AGORA_OIDC_*`; `None` when `AGORA_OIDC_ISSUER` is not set.
     pub oidc: Option<OidcConfig>,
+    /// `AGORA_DATA_KEY` (32 bytes, base64): wraps the per-user data keys
+    /// that seal personal data. Never stored in the database.
+    pub data_key: Option<commands::MasterKey>,
+}
+
+impl AuthConfig {
+    /// The data key, or the fixed development key when none is set (which
+    /// `serve` allows only with `AGORA_AUTH=off`, and says so).
+    pub fn data_key_or_development(&self) -> commands::MasterKey {
+        self.data_key
+            .clone()
+            .unwrap_or_else(commands::MasterKey::development)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -370,6 +383,13 @@ impl Config {
                 access_token_ttl,
                 refresh_token_ttl,
                 oidc,
+                data_key: match env.raw("AGORA_DATA_KEY").filter(|s| !s.is_empty()) {
+                    Some(text) => Some(
+                        commands::MasterKey::parse(&text)
+                            .map_err(|reason| env.invalid("AGORA_DATA_KEY", "(hidden)", &reason))?,
+                    ),
+                    None => None,
+                },
             },
             gateway: GatewayConfig {
                 url: env.get("AGORA_GATEWAY_URL", "http://127.0.0.1:8090".to_owned())?,

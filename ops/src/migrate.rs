@@ -14,6 +14,21 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
         .await
         .context("applying migrations")?;
     tracing::info!("database schema is current");
+    // Email claims written in clear before migration 0013 become keyed
+    // hashes, under the key `serve` will use (none yet with auth on: then
+    // they wait for a run with AGORA_DATA_KEY set).
+    if config.auth.data_key.is_some() || !config.auth.enabled {
+        let vault = commands::Vault::new(pool.clone(), &config.auth.data_key_or_development());
+        let rehashed = vault
+            .hash_clear_email_claims()
+            .await
+            .context("hashing email claims")?;
+        if rehashed > 0 {
+            tracing::info!(claims = rehashed, "email claims now held as keyed hashes");
+        }
+    } else {
+        tracing::warn!("AGORA_DATA_KEY is not set: email claims kept in clear by an older version are hashed by the next `agora migrate` that has it");
+    }
     let nats = async_nats::ConnectOptions::new()
         .connection_timeout(std::time::Duration::from_secs(5))
         .connect(&config.nats.url)

@@ -30,6 +30,12 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     if config.auth.enabled && config.auth.jwt_secret.is_none() {
         anyhow::bail!("AGORA_JWT_SECRET is not set: set it, or set AGORA_AUTH=off to run without authentication");
     }
+    if config.auth.enabled && config.auth.data_key.is_none() {
+        anyhow::bail!("AGORA_DATA_KEY is not set: set it to 32 random bytes in base64 (`openssl rand -base64 32`), or set AGORA_AUTH=off to run with a fixed development key");
+    }
+    if config.auth.data_key.is_none() {
+        tracing::warn!("AGORA_DATA_KEY is not set: personal data is sealed under a fixed development key, which protects nothing");
+    }
     // The recorder first: a role that records before it exists (the relay
     // taking leadership) would be lost to the no-op recorder.
     api::metrics::install();
@@ -73,6 +79,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         pool.clone(),
         StoreOptions {
             on_append: Some(hook),
+            data_key: config.auth.data_key_or_development(),
             ..StoreOptions::default()
         },
     );
@@ -225,6 +232,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             webhooks::deliver::DeliveryOptions {
                 retry_scale: config.webhooks.retry_scale,
                 policy: state.options.webhook_addresses,
+                data_key: config.auth.data_key_or_development(),
                 ..webhooks::deliver::DeliveryOptions::default()
             },
             wake,

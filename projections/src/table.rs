@@ -34,6 +34,10 @@ pub(crate) trait Record:
     const TABLE: &'static str;
     /// Its primary key column, a UUID.
     const KEY: &'static str;
+    /// Its `jsonb` columns that may hold a JSON string (a sealed value):
+    /// `COPY` must write those as JSON, where a text column takes the bare
+    /// string, to store what `json_populate_recordset` stores.
+    const JSON_STRINGS: &'static [&'static str] = &[];
     fn key(&self) -> Uuid;
 }
 
@@ -293,7 +297,12 @@ impl<R: Record> AnyTable for Table<R> {
                     return Err(encode(format!("a {} row is not a JSON object", R::TABLE)));
                 };
                 for column in &columns {
-                    text.value(fields.get(column).unwrap_or(&Value::Null));
+                    match fields.get(column) {
+                        Some(Value::String(s)) if R::JSON_STRINGS.contains(&column.as_str()) => {
+                            text.value(&Value::String(Value::String(s.clone()).to_string()))
+                        }
+                        value => text.value(value.unwrap_or(&Value::Null)),
+                    }
                 }
                 text.end();
             }

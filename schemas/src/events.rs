@@ -84,11 +84,16 @@ pub enum CartEvent {
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub enum UserEvent {
+    /// `email` and `name` are sealed (`crate::sealed`) from version 2.0 on,
+    /// cleartext before; readers keep them as they are.
     UserRegistered { email: String, name: String },
     UserNameChanged { name: String },
     UserEmailChanged { email: String },
     UserDeactivated {},
     UserPasswordChanged {},
+    /// The user's key was destroyed: none of its personal data can be
+    /// opened again.
+    UserErased {},
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -170,8 +175,10 @@ pub enum OrderEvent {
         total: Money,
         #[serde(default)]
         cart_id: Option<Uuid>,
+        /// A sealed string from version 2.0 on, a [`ShippingAddress`]
+        /// object in clear before.
         #[serde(default)]
-        shipping_address: Option<ShippingAddress>,
+        shipping_address: Option<Value>,
     },
     OrderPaymentAssigned {
         payment_id: Uuid,
@@ -401,6 +408,12 @@ mod tests {
             ),
             stored("user", U::UserDeactivated {}),
             stored("user", U::UserPasswordChanged {}),
+            stored(
+                "user",
+                U::UserErased {
+                    previous_email: email(),
+                },
+            ),
             stored(
                 "product",
                 Pr::ProductCreated {

@@ -68,6 +68,20 @@ macro_rules! event {
     };
 }
 
+/// `sealed_event!(aggregate, EventType, "version", Enum)`: as [`event!`],
+/// with the fields `crate::sealed::SEALED` lists for that version stored as
+/// sealed strings.
+macro_rules! sealed_event {
+    ($aggregate:literal, $event:ident, $version:literal, $enum:ty) => {
+        EventSchema {
+            aggregate_type: $aggregate,
+            event_type: stringify!($event),
+            event_version: $version,
+            schema: || sealed_variant_of::<$enum>(stringify!($event), $version),
+        }
+    };
+}
+
 pub const COMMANDS: &[CommandSchema] = &[
     command!(RegisterUser, 1),
     command!(UpdateUser, 1),
@@ -96,10 +110,14 @@ pub const COMMANDS: &[CommandSchema] = &[
 
 pub const EVENTS: &[EventSchema] = &[
     event!("user", UserRegistered, "1.0", UserEvent),
+    sealed_event!("user", UserRegistered, "2.0", UserEvent),
     event!("user", UserNameChanged, "1.0", UserEvent),
+    sealed_event!("user", UserNameChanged, "2.0", UserEvent),
     event!("user", UserEmailChanged, "1.0", UserEvent),
+    sealed_event!("user", UserEmailChanged, "2.0", UserEvent),
     event!("user", UserDeactivated, "1.0", UserEvent),
     event!("user", UserPasswordChanged, "1.0", UserEvent),
+    sealed_event!("user", UserErased, "1.0", UserEvent),
     event!("product", ProductCreated, "1.0", ProductEvent),
     event!("product", ProductDetailsUpdated, "1.0", ProductEvent),
     event!("product", ProductPriceChanged, "1.0", ProductEvent),
@@ -118,12 +136,14 @@ pub const EVENTS: &[EventSchema] = &[
     event!("product", ProductCategoriesSet, "1.0", ProductEvent),
     event!("product", ProductAttributesSet, "1.0", ProductEvent),
     event!("order", OrderPlaced, "1.0", OrderEvent),
+    sealed_event!("order", OrderPlaced, "2.0", OrderEvent),
     event!("order", OrderPaymentAssigned, "1.0", OrderEvent),
     event!("order", OrderConfirmed, "1.0", OrderEvent),
     event!("order", OrderShipped, "1.0", OrderEvent),
     event!("order", OrderCancelled, "1.0", OrderEvent),
     event!("order", OrderRefunded, "1.0", OrderEvent),
     event!("payment", PaymentRequested, "1.0", PaymentEvent),
+    sealed_event!("payment", PaymentRequested, "2.0", PaymentEvent),
     event!("payment", PaymentAttemptFailed, "1.0", PaymentEvent),
     event!("payment", PaymentAuthorized, "1.0", PaymentEvent),
     event!("payment", PaymentDeclined, "1.0", PaymentEvent),
@@ -192,6 +212,33 @@ pub fn variant_of<T: JsonSchema>(name: &str) -> Value {
     root.insert("title".to_owned(), Value::from(name));
     root.extend(variant.clone());
     Value::Object(root)
+}
+
+/// [`variant_of`], with each field sealed at `version` (see
+/// `crate::sealed`) described as a sealed string: what the store holds.
+pub fn sealed_variant_of<T: JsonSchema>(name: &str, version: &str) -> Value {
+    let mut root = variant_of::<T>(name);
+    let Some(fields) = crate::sealed::fields_of(name, version) else {
+        return root;
+    };
+    if let Some(properties) = root
+        .pointer_mut(&format!("/properties/{name}/properties"))
+        .and_then(Value::as_object_mut)
+    {
+        for (field, _) in fields.fields {
+            if let Some(schema) = properties.get_mut(*field) {
+                let description = schema.get("description").cloned();
+                *schema = crate::sealed::sealed_schema();
+                if let (Some(Value::String(own)), Some(o)) = (description, schema.as_object_mut()) {
+                    o.insert(
+                        "description".to_owned(),
+                        Value::from(format!("{own}\n\nSealed: `pd1.<owner user id>.<base64 of nonce || AES-256-GCM ciphertext>` of the value's JSON text.")),
+                    );
+                }
+            }
+        }
+    }
+    root
 }
 
 /// An old version kept only as a Rust type for upcasting, in its stored
@@ -437,6 +484,16 @@ mod tests {
         assert!(validator
             .validate("order", "OrderPlaced", "9.0", &placed)
             .is_err());
+        // Version 2.0 holds the token sealed, never in clear.
+        assert!(validator
+            .validate("order", "OrderPlaced", "2.0", &placed)
+            .is_err());
+        let mut sealed = placed.clone();
+        sealed["OrderPlaced"]["payment_token"] =
+            json!("pd1.0190a5c4-0000-7000-8000-000000000001.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        validator
+            .validate("order", "OrderPlaced", "2.0", &sealed)
+            .unwrap();
     }
 
     /// The value types' schemas say what their parsers accept: a sample the

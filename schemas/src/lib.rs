@@ -15,6 +15,7 @@ pub mod envelope;
 pub mod events;
 pub mod json;
 pub mod names;
+pub mod sealed;
 pub mod strict;
 pub mod subjects;
 pub mod trace;

@@ -40,7 +40,19 @@ impl From<ProductStockAdjustedV1> for ProductStockAdjustedV2 {
 
 /// The versions stored events were written with before the current one:
 /// (event type, old version, current version).
-pub const UPCASTS: [(&str, &str, &str); 1] = [("ProductStockAdjusted", "1.0", "2.0")];
+///
+/// The events that gained sealed personal data (see [`crate::sealed`]) kept
+/// their fields at 2.0; their 1.0 payloads hold the same fields in clear, so
+/// reading one is only its version moving on: a reader opens what is sealed
+/// and leaves cleartext as it is.
+pub const UPCASTS: &[(&str, &str, &str)] = &[
+    ("ProductStockAdjusted", "1.0", "2.0"),
+    ("UserRegistered", "1.0", "2.0"),
+    ("UserNameChanged", "1.0", "2.0"),
+    ("UserEmailChanged", "1.0", "2.0"),
+    ("OrderPlaced", "1.0", "2.0"),
+    ("PaymentRequested", "1.0", "2.0"),
+];
 
 /// Whether a stored event of this type and version must be upcast on read.
 pub fn needs_upcast(event_type: &str, event_version: &str) -> bool {
@@ -63,6 +75,11 @@ pub fn upcast(event_type: &str, event_version: &str, payload: &mut Value) -> Opt
             *payload = serde_json::json!({ event_type: value });
             Some("2.0")
         }
+        (
+            "UserRegistered" | "UserNameChanged" | "UserEmailChanged" | "OrderPlaced"
+            | "PaymentRequested",
+            "1.0",
+        ) => payload.get(event_type).map(|_| crate::sealed::SEALED_VERSION),
         _ => None,
     }
 }
@@ -95,6 +112,16 @@ mod tests {
         assert_eq!(upcast("ProductPriceChanged", "1.0", &mut other), None);
         assert!(needs_upcast("ProductStockAdjusted", "1.0"));
         assert!(!needs_upcast("ProductStockAdjusted", "2.0"));
+    }
+
+    #[test]
+    fn cleartext_v1_personal_data_is_read_as_v2_unchanged() {
+        let v1 = json!({"UserRegistered": {"user_id": "0190", "email": "a@b.example", "name": "A"}});
+        let mut payload = v1.clone();
+        assert!(needs_upcast("UserRegistered", "1.0"));
+        assert_eq!(upcast("UserRegistered", "1.0", &mut payload), Some("2.0"));
+        assert_eq!(payload, v1);
+        assert!(!needs_upcast("UserRegistered", "2.0"));
     }
 
     #[test]

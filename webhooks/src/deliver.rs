@@ -70,6 +70,9 @@ pub struct DeliveryOptions {
     pub policy: AddressPolicy,
     /// How often the loop looks for due rows without being woken.
     pub poll: Duration,
+    /// `AGORA_DATA_KEY`: bodies are kept with personal data sealed, as the
+    /// read models hold it, and opened at each attempt.
+    pub data_key: commands::MasterKey,
 }
 
 impl Default for DeliveryOptions {
@@ -78,6 +81,7 @@ impl Default for DeliveryOptions {
             retry_scale: 1.0,
             policy: AddressPolicy::default(),
             poll: Duration::from_millis(500),
+            data_key: commands::MasterKey::development(),
         }
     }
 }
@@ -126,6 +130,7 @@ pub async fn run(
         }
     };
     let worker = Arc::new(Worker {
+        vault: commands::Vault::new(pool.clone(), &options.data_key),
         pool,
         endpoints,
         client,
@@ -227,6 +232,7 @@ async fn claim(pool: &PgPool, busy: &[Uuid]) -> Result<Vec<Claimed>, sqlx::Error
 
 struct Worker {
     pool: PgPool,
+    vault: commands::Vault,
     endpoints: Endpoints,
     client: reqwest::Client,
     options: DeliveryOptions,
@@ -288,6 +294,7 @@ impl Worker {
                 self.freeze(&row.event_id, occurred_at, data).await?
             }
         };
+        let body = self.opened(body).await?;
         // The URL was checked when it was registered; the network may have
         // changed since (and the resolver checks each address connected to).
         let url = self
@@ -332,6 +339,22 @@ impl Worker {
                 error: describe(&err),
             },
         })
+    }
+
+    /// The body with its sealed values opened (`null` for an erased
+    /// user's); the kept bytes as they are when nothing in them is sealed.
+    async fn opened(&self, body: Vec<u8>) -> Result<Vec<u8>, String> {
+        const MARK: &[u8] = b"\"pd1.";
+        if !body.windows(MARK.len()).any(|w| w == MARK) {
+            return Ok(body);
+        }
+        let mut value: Value =
+            serde_json::from_slice(&body).map_err(|err| format!("a kept body: {err}"))?;
+        self.vault
+            .open_all(&mut value)
+            .await
+            .map_err(|err| format!("opening the body: {err}"))?;
+        serde_json::to_vec(&value).map_err(|err| err.to_string())
     }
 
     /// Builds the bodies of events enqueued since the last round, whatever
@@ -460,15 +483,10 @@ fn describe(err: &reqwest::Error) -> String {
     text
 }
 
-/// The resource as its GET shows it, once its read model reached
+/// The resource as its read model holds it (personal data sealed: the
+/// body kept in `webhook_events` holds no cleartext, and each attempt opens
+/// it, so an erased user's data is never sent), once its read model reached
 /// `sequence`; `None` while it has not.
-///
-/// TODO(privacy): an erased user's personal data must never be sent. The
-/// user read model shows an erased user with `email` and `name` null, so
-/// bodies built after the erasure carry none; bodies already kept for
-/// pending deliveries of that user must be rebuilt or dropped when erasure
-/// lands (a `UPDATE webhook_events SET body = NULL WHERE aggregate_id = $1`
-/// in the erasure's path, after which they are built afresh).
 async fn resource(
     pool: &PgPool,
     aggregate_type: &str,

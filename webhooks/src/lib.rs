@@ -26,8 +26,9 @@ pub use signing::SecretBox;
 
 /// The webhook name of a domain event (api.md's list), if it has one.
 ///
-/// `user.erased` comes with erasure, which is not built yet. Of a cart's
-/// events only its checkout is announced: the others are a shopper's edits.
+/// `user.erased` carries the user as `GET /users/{id}` shows it after the
+/// erasure (`email` and `name` null). Of a cart's events only its checkout
+/// is announced: the others are a shopper's edits.
 pub fn event_name(event: &Event) -> Option<&'static str> {
     Some(match event {
         Event::User(event) => match event {
@@ -36,6 +37,7 @@ pub fn event_name(event: &Event) -> Option<&'static str> {
                 "user.updated"
             }
             UserEvent::UserDeactivated {} => "user.deactivated",
+            UserEvent::UserErased {} => "user.erased",
             UserEvent::UserPasswordChanged {} => return None,
         },
         Event::Product(event) => match event {

@@ -559,7 +559,8 @@ async fn oidc_user(state: &AppState, claims: &oidc::OidcClaims) -> Result<Uuid, 
     }
     // Two racing first requests: one registers, the other finds its user.
     for _ in 0..2 {
-        if let Some(id) = state.identity.user_of_email(&normalized).await? {
+        let claim = state.aggregates.vault.email_claim(&normalized);
+        if let Some(id) = state.identity.user_of_email(&claim).await? {
             state.authenticator.oidc_users.insert(normalized, id);
             return Ok(id);
         }

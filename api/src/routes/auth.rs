@@ -94,7 +94,7 @@ pub async fn login(
     let email = EmailAddress::parse(body.email.as_str()).ok();
     // Throttled per email, existing or not, so a 429 reveals nothing either.
     let normalized = email.as_ref().map_or_else(
-        || body.email.trim().to_lowercase(),
+        || domain::normalize_email(&body.email),
         EmailAddress::normalized,
     );
     let attempt = match identity
@@ -116,7 +116,11 @@ pub async fn login(
         }
     };
     let record = match email {
-        Some(_) => identity.login_record(&normalized).await?,
+        Some(_) => {
+            identity
+                .login_record(&state.aggregates.vault.email_claim(&normalized))
+                .await?
+        }
         None => None,
     };
     let hash = record.as_ref().and_then(|r| r.password_hash.as_deref());

@@ -111,6 +111,17 @@ pub fn table() -> Vec<Route> {
                 .write("UserWritten"),
         ),
         route(
+            Method::DELETE,
+            "/users/{id}",
+            users::erase,
+            op(
+                "eraseUser",
+                "users",
+                "Erase a user: its data key is destroyed, so none of its personal data can be read again",
+            )
+            .write("UserErasure"),
+        ),
+        route(
             Method::POST,
             "/users/{id}/deactivate",
             users::deactivate,

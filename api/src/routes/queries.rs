@@ -5,6 +5,10 @@
 //! waits, without polling, for change notices of that row until it reaches
 //! N or the consistency wait runs out (503 with `Retry-After`). Lists are
 //! read from Postgres every time.
+//!
+//! Read models (and so the cache) keep personal data sealed; every answer
+//! passes through [`opened`] on its way out, so an erased user's data is
+//! unreadable in every answer from the moment its key is destroyed.
 
 use std::future::Future;
 
@@ -304,11 +308,60 @@ pub async fn users(
     State(state): State<AppState>,
     _admin: Admin,
     QueryParams(params): QueryParams<UsersParams>,
-) -> Result<Json<Page<UserView>>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
-    Ok(Json(
-        queries::users(&state.pool, params.email.as_deref(), &page).await?,
+    // Emails are sealed in the read model: found by their claim's keyed hash.
+    let claim = params
+        .email
+        .as_deref()
+        .map(|email| state.aggregates.vault.email_claim(&domain::normalize_email(email)));
+    let found: Page<UserView> = queries::users(&state.pool, claim.as_deref(), &page).await?;
+    opened_json(&state, &found).await
+}
+
+/// The JSON text of an answer with every sealed value in it opened
+/// (`schemas::sealed`); a value whose owner was erased becomes `null`.
+pub(crate) async fn opened(state: &AppState, body: Bytes) -> Result<Bytes, ApiError> {
+    const MARK: &[u8] = b"\"pd1.";
+    if !body.windows(MARK.len()).any(|w| w == MARK) {
+        return Ok(body);
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|err| ApiError::internal(&err))?;
+    open_value(state, &mut value).await?;
+    Ok(Bytes::from(
+        serde_json::to_vec(&value).map_err(|err| ApiError::internal(&err))?,
     ))
+}
+
+/// Opens every sealed value of `value` in place.
+pub(crate) async fn open_value(
+    state: &AppState,
+    value: &mut serde_json::Value,
+) -> Result<(), ApiError> {
+    state
+        .aggregates
+        .vault
+        .open_all(value)
+        .await
+        .map_err(|err| {
+            if err.is_unavailable() {
+                tracing::warn!(error = %err, "the key store is unavailable");
+                ApiError::unavailable("the key store is unavailable; try again shortly", 1)
+            } else {
+                ApiError::internal(&err)
+            }
+        })
+}
+
+/// A list answer, opened.
+pub(crate) async fn opened_json<T: Serialize>(
+    state: &AppState,
+    view: &T,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut value = serde_json::to_value(view).map_err(|err| ApiError::internal(&err))?;
+    open_value(state, &mut value).await?;
+    Ok(Json(value))
 }
 
 /// Policy: open to all.
@@ -360,13 +413,12 @@ pub async fn orders_of_user(
     SignedIn(caller): SignedIn,
     Path(id): Path<String>,
     QueryParams(params): QueryParams<PageParams>,
-) -> Result<Json<Page<OrderView>>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require_user(parse_id(&id)?)?;
     let user_id = known_user(&state, &id).await?;
     let page = params.page()?;
-    Ok(Json(
-        queries::orders_of_user(&state.pool, user_id, &page).await?,
-    ))
+    let found: Page<OrderView> = queries::orders_of_user(&state.pool, user_id, &page).await?;
+    opened_json(&state, &found).await
 }
 
 /// Policy: the user itself, or an admin.
@@ -449,12 +501,12 @@ where
     let key = cache::key(model, &id_text);
     if let Some(hit) = state.reads.get(model, &key).filter(|_| cached) {
         if hit.version >= min_version.unwrap_or(0) {
-            return Ok(answer(hit.body.clone(), hit.etag.clone()));
+            return Ok(answer(opened(state, hit.body.clone()).await?, hit.etag.clone()));
         }
     }
     let Some(wanted) = min_version else {
         return match read().await? {
-            Some(view) => fresh(state, cached, key, &view),
+            Some(view) => fresh(state, cached, key, &view).await,
             None => Err(ApiError::not_found(format!(
                 "no {} has the id {id}",
                 singular(model)
@@ -469,7 +521,7 @@ where
     loop {
         if let Some(view) = read().await? {
             if view.version() >= wanted {
-                return fresh(state, cached, key, &view);
+                return fresh(state, cached, key, &view).await;
             }
         }
         loop {
@@ -491,8 +543,8 @@ where
     }
 }
 
-/// Serializes a row just read, caches it, and answers it.
-fn fresh<T: Versioned>(
+/// Serializes a row just read, caches it (sealed), and answers it opened.
+async fn fresh<T: Versioned>(
     state: &AppState,
     cache: bool,
     key: String,
@@ -502,10 +554,13 @@ fn fresh<T: Versioned>(
     if !cache {
         let etag = HeaderValue::from_str(&format!("\"{}\"", view.version()))
             .map_err(|err| ApiError::internal(&err))?;
-        return Ok(answer(body, etag));
+        return Ok(answer(opened(state, body).await?, etag));
     }
     let cached = state.reads.fill(key, view.version(), body);
-    Ok(answer(cached.body.clone(), cached.etag.clone()))
+    Ok(answer(
+        opened(state, cached.body.clone()).await?,
+        cached.etag.clone(),
+    ))
 }
 
 fn answer(body: Bytes, etag: HeaderValue) -> Response {

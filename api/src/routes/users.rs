@@ -213,6 +213,80 @@ pub async fn update(
     ))
 }
 
+/// The answer to an erasure.
+#[derive(Serialize, JsonSchema)]
+pub(crate) struct Erasure {
+    id: String,
+    /// Always `erased`.
+    #[schemars(extend("enum" = ["erased"]))]
+    status: &'static str,
+    version: usize,
+}
+
+/// Policy: the user itself, or an admin. Records `UserErased`, then
+/// destroys the user's data key (and those of its payments' tokens), so no
+/// copy of its personal data can be opened again; its sign-ins and password
+/// go, its tokens are refused at once on every process. A repeat (an admin's:
+/// the user's own tokens are refused by then) answers the same, 200; the key
+/// is destroyed again, so a repeat finishes an erasure interrupted after its
+/// event was recorded.
+pub async fn erase(
+    State(state): State<AppState>,
+    SignedIn(caller): SignedIn,
+    Path(id): Path<String>,
+    IfMatch(expected): IfMatch,
+    Context(metadata): Context,
+) -> Result<Response, ApiError> {
+    let user_id = parse_id(&id)?;
+    caller.require_user(user_id)?;
+    let id = user_id.to_string();
+    let done = state
+        .aggregates
+        .users
+        .execute(&id, UserCommand::Erase, expected, &metadata)
+        .await?;
+    // Its payments' tokens are sealed under each payment's own key.
+    let payments: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT payment_id FROM rm_orders WHERE user_id = $1 AND payment_id IS NOT NULL",
+    )
+    .bind(user_id)
+    .fetch_all(&state.pool)
+    .await
+    .map_err(commands::StoreError::from)?;
+    let vault = &state.aggregates.vault;
+    for owner in std::iter::once(user_id).chain(payments) {
+        vault
+            .destroy(owner)
+            .await
+            .map_err(commands::StoreError::from)?;
+    }
+    // This process's loaded orders and payments may hold its data opened.
+    state.aggregates.users.forget(&id);
+    state.aggregates.orders.forget_all();
+    state.aggregates.payments.forget_all();
+    if let Err(err) = state
+        .identity
+        .sign_ins
+        .revoke_all(user_id, None, RevokeReason::Erased)
+        .await
+    {
+        tracing::warn!(error = %err, "could not end an erased user's sign-ins");
+    }
+    state.identity.remove_password(user_id).await?;
+    super::auth::announce_revocation(&state, user_id).await;
+    tracing::info!(%user_id, version = done.version, "user erased");
+    Ok(written(
+        StatusCode::OK,
+        None,
+        done.version,
+        Erasure {
+            id,
+            status: "erased",
+            version: done.version,
+        },
+    ))
+}
+
 /// Policy: the user itself, or an admin.
 pub async fn deactivate(
     State(state): State<AppState>,

@@ -32,10 +32,21 @@ async fn register_answers_201_with_version_etag_and_location_and_stores_metadata
     let event = &events.body[0];
     assert_eq!(event["sequence"], 1);
     assert_eq!(event["event_type"], "UserRegistered");
-    assert_eq!(event["event_version"], "1.0");
+    assert_eq!(event["event_version"], "2.0");
+    // The stream as stored: the email sealed under the user's own key.
+    let sealed = event["payload"]["UserRegistered"]["email"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(sealed.starts_with(&format!("pd1.{id}.")), "{sealed}");
     assert_eq!(
-        event["payload"]["UserRegistered"]["email"],
-        "Ada@Example.com"
+        app.state
+            .aggregates
+            .vault
+            .open(sealed)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("\"Ada@Example.com\"")
     );
     assert_eq!(event["metadata"]["correlation_id"], "req-abc-123");
     assert_eq!(event["metadata"]["causation_id"], "req-abc-123");

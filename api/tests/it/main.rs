@@ -19,6 +19,7 @@ mod malformed;
 mod observability;
 mod oidc;
 mod openapi;
+mod privacy;
 mod queries;
 mod sign_in;
 mod support;

@@ -203,8 +203,17 @@ async fn rs256_and_es256_tokens_are_accepted_and_register_their_user_once() {
     .fetch_one(&app.db.pool)
     .await
     .expect("the registration");
-    assert_eq!(payload["UserRegistered"]["email"], email);
-    assert_eq!(payload["UserRegistered"]["name"], "Grace Hopper");
+    // Sealed as stored; opened, the token's email and name.
+    let mut opened = payload.clone();
+    app.state
+        .aggregates
+        .vault
+        .open_all(&mut opened)
+        .await
+        .unwrap();
+    assert_ne!(opened, payload);
+    assert_eq!(opened["UserRegistered"]["email"], email);
+    assert_eq!(opened["UserRegistered"]["name"], "Grace Hopper");
     assert_eq!(actor, "oidc");
     let user: Uuid = payload["UserRegistered"]["user_id"]
         .as_str()

@@ -20,20 +20,36 @@ fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
     text.parse().expect("a test timestamp")
 }
 
+/// A user row as the projection writes it: email and name sealed (under
+/// the development key the test app's stores use), the email claimed by its
+/// keyed hash.
 async fn insert_user(pool: &PgPool, id: Uuid, email: &str, version: i64) {
+    let vault = commands::Vault::new(pool.clone(), &commands::MasterKey::development());
+    let seal = |text: &str| {
+        let (vault, text) = (vault.clone(), serde_json::to_string(text).unwrap());
+        async move { vault.seal(id, &text).await.expect("seal") }
+    };
     sqlx::query(
-        "INSERT INTO rm_users (id, email, email_lower, name, status, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, 'Ada Lovelace', 'active', $4, $5, $6)",
+        "INSERT INTO rm_users (id, email, name, status, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, 'active', $4, $5, $6)",
     )
     .bind(id)
-    .bind(email)
-    .bind(email.to_lowercase())
+    .bind(seal(email).await)
+    .bind(seal("Ada Lovelace").await)
     .bind(version)
     .bind(time(T0))
     .bind(time(T1))
     .execute(pool)
     .await
     .expect("insert rm_users");
+    sqlx::query(
+        "INSERT INTO unique_claims (kind, value, aggregate_type, aggregate_id) VALUES ('email', $1, 'user', $2)",
+    )
+    .bind(vault.email_claim(&domain::normalize_email(email)))
+    .bind(id.to_string())
+    .execute(pool)
+    .await
+    .expect("insert the claim");
 }
 
 pub(crate) async fn insert_product(

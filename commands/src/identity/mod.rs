@@ -28,7 +28,7 @@ use crate::error::StoreError;
 
 /// The user events after which a user's tokens are refused and it can sign
 /// in no more. Erasure will join them.
-pub const DISABLING_EVENTS: &[&str] = &["UserDeactivated"];
+pub const DISABLING_EVENTS: &[&str] = &["UserDeactivated", "UserErased"];
 
 /// Everything identity keeps, over one pool. Cheap to clone.
 #[derive(Clone)]
@@ -74,12 +74,13 @@ impl Identity {
         self.lookup_key.of(bytes)
     }
 
-    /// The user registered with this (normalized) email and its password
-    /// hash, in one round trip whether or not there is one, so an unknown
-    /// email costs what a known one does.
+    /// The user registered with this email claim (the keyed hash of the
+    /// normalized email, `Vault::email_claim`) and its password hash, in one
+    /// round trip whether or not there is one, so an unknown email costs
+    /// what a known one does.
     pub async fn login_record(
         &self,
-        normalized_email: &str,
+        email_claim: &str,
     ) -> Result<Option<LoginRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT c.aggregate_id, p.password_hash
@@ -87,7 +88,7 @@ impl Identity {
                LEFT JOIN credentials p ON p.user_id = c.aggregate_id::uuid
               WHERE c.kind = 'email' AND c.value = $1 AND c.aggregate_type = 'user'",
         )
-        .bind(normalized_email)
+        .bind(email_claim)
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else {
@@ -102,10 +103,10 @@ impl Identity {
         }))
     }
 
-    /// The user an email (normalized) names, if any.
-    pub async fn user_of_email(&self, normalized_email: &str) -> Result<Option<Uuid>, StoreError> {
+    /// The user an email claim (`Vault::email_claim`) names, if any.
+    pub async fn user_of_email(&self, email_claim: &str) -> Result<Option<Uuid>, StoreError> {
         Ok(self
-            .login_record(normalized_email)
+            .login_record(email_claim)
             .await?
             .map(|record| record.user_id))
     }
@@ -118,6 +119,15 @@ impl Identity {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    /// Removes the password of `user_id` (an erasure), if it has one.
+    pub async fn remove_password(&self, user_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM credentials WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Sets (or replaces) the password hash of `user_id`.

@@ -30,6 +30,8 @@ pub enum RevokeReason {
     Password,
     /// The user was deactivated.
     Deactivated,
+    /// The user was erased.
+    Erased,
 }
 
 impl RevokeReason {
@@ -39,6 +41,7 @@ impl RevokeReason {
             Self::Reuse => "reuse",
             Self::Password => "password",
             Self::Deactivated => "deactivated",
+            Self::Erased => "erased",
         }
     }
 }

@@ -123,7 +123,7 @@ async fn a_cloudevents_sdk_reads_every_attribute_of_every_message() {
     assert_eq!(read.len(), stored.len(), "{}", tools::said(&output));
 
     let expected_types = [
-        "agora.user.UserRegistered.v1",
+        "agora.user.UserRegistered.v2",
         "agora.product.ProductCreated.v1",
         "agora.product.ProductStockAdjusted.v2",
         "agora.product.ProductStockAdjusted.v1",

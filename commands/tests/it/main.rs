@@ -6,6 +6,7 @@ mod event_schemas;
 mod idempotency;
 mod identity;
 mod metadata;
+mod privacy;
 mod migrations;
 mod relay;
 mod store;

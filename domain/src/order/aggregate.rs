@@ -845,7 +845,7 @@ mod tests {
             r#"{"OrderCancelled":{"reason":"out_of_stock","previous_status":"pending"}}"#
         );
         assert_eq!(event.event_type(), "OrderCancelled");
-        assert_eq!(placed().event_version(), crate::EVENT_VERSION);
+        assert_eq!(placed().event_version(), crate::PERSONAL_DATA_VERSION);
         for reason in [
             CancelReason::OutOfStock,
             CancelReason::PaymentDeclined,

@@ -5,7 +5,7 @@ use uuid::Uuid;
 use super::{CancelReason, OrderLine, OrderStatus};
 use crate::address::ShippingAddress;
 use crate::values::Money;
-use crate::EVENT_VERSION;
+use crate::{EVENT_VERSION, PERSONAL_DATA_VERSION};
 
 // One value per command, never stored in bulk: the placed variant's
 // address costs nothing worth a Box.
@@ -58,6 +58,10 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_string()
+        match self {
+            Self::OrderPlaced { .. } => PERSONAL_DATA_VERSION,
+            _ => EVENT_VERSION,
+        }
+        .to_string()
     }
 }

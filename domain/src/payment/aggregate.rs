@@ -473,7 +473,7 @@ mod tests {
             r#"{"PaymentCaptured":{}}"#
         );
         assert_eq!(requested().event_type(), "PaymentRequested");
-        assert_eq!(requested().event_version(), crate::EVENT_VERSION);
+        assert_eq!(requested().event_version(), crate::PERSONAL_DATA_VERSION);
         for status in ALL_STATUSES {
             let json = serde_json::to_string(&status).unwrap();
             assert_eq!(json, format!("\"{status}\""));

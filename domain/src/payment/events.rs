@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::Money;
-use crate::EVENT_VERSION;
+use crate::{EVENT_VERSION, PERSONAL_DATA_VERSION};
 
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +45,10 @@ impl DomainEvent for PaymentEvent {
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_string()
+        match self {
+            Self::PaymentRequested { .. } => PERSONAL_DATA_VERSION,
+            _ => EVENT_VERSION,
+        }
+        .to_string()
     }
 }

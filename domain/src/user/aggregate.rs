@@ -13,6 +13,7 @@ pub enum UserStatus {
     #[default]
     Active,
     Deactivated,
+    Erased,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -52,10 +53,11 @@ impl User {
         if !self.exists() {
             return Err(UserError::NotFound);
         }
-        if self.status == UserStatus::Deactivated {
-            return Err(UserError::Deactivated);
+        match self.status {
+            UserStatus::Active => Ok(()),
+            UserStatus::Deactivated => Err(UserError::Deactivated),
+            UserStatus::Erased => Err(UserError::NotFound),
         }
-        Ok(())
     }
 }
 
@@ -118,6 +120,18 @@ impl Aggregate for User {
                 self.ensure_active()?;
                 sink.write(UserEvent::UserDeactivated {}, self).await;
             }
+            UserCommand::Erase => {
+                if !self.exists() {
+                    return Err(UserError::NotFound);
+                }
+                if self.status == UserStatus::Erased {
+                    return Ok(());
+                }
+                if let Some(previous_email) = self.email.clone() {
+                    sink.write(UserEvent::UserErased { previous_email }, self)
+                        .await;
+                }
+            }
             UserCommand::ChangePassword => {
                 self.ensure_active()?;
                 sink.write(UserEvent::UserPasswordChanged {}, self).await;
@@ -142,6 +156,11 @@ impl Aggregate for User {
             UserEvent::UserEmailChanged { email, .. } => self.email = Some(email),
             UserEvent::UserDeactivated {} => self.status = UserStatus::Deactivated,
             UserEvent::UserPasswordChanged {} => {}
+            UserEvent::UserErased { .. } => {
+                self.email = None;
+                self.name = None;
+                self.status = UserStatus::Erased;
+            }
         }
     }
 }
@@ -384,11 +403,54 @@ mod tests {
             r#"{"UserDeactivated":{}}"#
         );
         assert_eq!(registered().event_type(), "UserRegistered");
-        assert_eq!(registered().event_version(), crate::EVENT_VERSION);
+        assert_eq!(registered().event_version(), crate::PERSONAL_DATA_VERSION);
         assert_eq!(
             serde_json::to_string(&UserStatus::Deactivated).unwrap(),
             r#""deactivated""#
         );
+    }
+
+    #[test]
+    fn erasure_forgets_the_data_and_is_done_once() {
+        UserTest::with(())
+            .given(vec![registered()])
+            .when(UserCommand::Erase)
+            .then_expect_events(vec![UserEvent::UserErased {
+                previous_email: email("ada@example.com"),
+            }]);
+        let erased = vec![
+            registered(),
+            UserEvent::UserErased {
+                previous_email: email("ada@example.com"),
+            },
+        ];
+        UserTest::with(())
+            .given(erased.clone())
+            .when(UserCommand::Erase)
+            .then_expect_events(vec![]);
+        UserTest::with(())
+            .given(erased)
+            .when(UserCommand::Deactivate)
+            .then_expect_error(UserError::NotFound);
+        UserTest::with(())
+            .given_no_previous_events()
+            .when(UserCommand::Erase)
+            .then_expect_error(UserError::NotFound);
+        let mut user = User::default();
+        user.apply(registered());
+        user.apply(UserEvent::UserErased {
+            previous_email: email("ada@example.com"),
+        });
+        assert_eq!((user.email(), user.name()), (None, None));
+        assert_eq!(user.status(), UserStatus::Erased);
+    }
+
+    #[test]
+    fn nfc_and_nfd_emails_are_one() {
+        let nfc = email("jos\u{e9}@example.com");
+        let nfd = email("jose\u{301}@Example.com");
+        assert_ne!(nfc.as_str(), nfd.as_str());
+        assert_eq!(nfc.normalized(), nfd.normalized());
     }
 
     #[test]

@@ -18,4 +18,7 @@ pub enum UserCommand {
     /// Records that the user's password changed. The password itself never
     /// reaches the aggregate: the write side hashes and keeps it apart.
     ChangePassword,
+    /// Erases the user (GDPR art. 17): records `UserErased`; the write side
+    /// then destroys its data key. Erasing an erased user changes nothing.
+    Erase,
 }

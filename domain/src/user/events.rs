@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::values::{EmailAddress, Name};
-use crate::EVENT_VERSION;
+use crate::{EVENT_VERSION, PERSONAL_DATA_VERSION};
 
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,12 @@ pub enum UserEvent {
     /// The password changed (or was set). Carries nothing: the password and
     /// its hash are kept outside the event stream.
     UserPasswordChanged {},
+    /// The user was erased: its data key is destroyed with this event, so
+    /// none of its personal data can be read again. Carries the email so
+    /// its uniqueness claim is given back (sealed, like every copy of it).
+    UserErased {
+        previous_email: EmailAddress,
+    },
 }
 
 impl DomainEvent for UserEvent {
@@ -35,11 +41,18 @@ impl DomainEvent for UserEvent {
             Self::UserEmailChanged { .. } => "UserEmailChanged",
             Self::UserDeactivated {} => "UserDeactivated",
             Self::UserPasswordChanged {} => "UserPasswordChanged",
+            Self::UserErased { .. } => "UserErased",
         }
         .to_string()
     }
 
     fn event_version(&self) -> String {
-        EVENT_VERSION.to_string()
+        match self {
+            Self::UserRegistered { .. }
+            | Self::UserNameChanged { .. }
+            | Self::UserEmailChanged { .. } => PERSONAL_DATA_VERSION,
+            _ => EVENT_VERSION,
+        }
+        .to_string()
     }
 }

@@ -197,7 +197,7 @@ fn the_chart_renders_a_deployment_per_role_with_probes_hooks_and_scaling() {
             })
             .unwrap_or_default();
         assert!(
-            secret_env.contains(&"AGORA_JWT_SECRET"),
+            secret_env.contains(&"AGORA_JWT_SECRET") && secret_env.contains(&"AGORA_DATA_KEY"),
             "{name}: {secret_env:?}"
         );
     }

@@ -11,6 +11,7 @@ mod deploy;
 mod exposition;
 mod observability;
 mod postgres_restart;
+mod privacy;
 mod replay;
 mod shutdown;
 mod startup;

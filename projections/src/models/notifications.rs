@@ -114,6 +114,9 @@ impl Model for Notifications {
                 loads.key::<OrderOwner>(*order_id)
             }
             Event::Payment(PaymentEvent::PaymentRefunded {}) => loads.key::<PaymentOwner>(event.id),
+            Event::User(UserEvent::UserErased {}) => {
+                loads.by::<NotificationRow>("user_id", event.id)
+            }
             _ => {}
         }
     }
@@ -121,6 +124,19 @@ impl Model for Notifications {
     fn fold(&mut self, event: &Recorded) -> Result<Vec<Change>, ProjectionError> {
         let (user_id, kind, order_id) = match &event.event {
             Event::User(UserEvent::UserRegistered { .. }) => (event.id, "welcome", None),
+            // An erased user's notifications go with it.
+            Event::User(UserEvent::UserErased {}) => {
+                let gone: Vec<Uuid> = self
+                    .notifications
+                    .rows()
+                    .filter(|row| row.user_id == event.id)
+                    .map(|row| row.id)
+                    .collect();
+                for id in gone {
+                    self.notifications.remove(id);
+                }
+                return Ok(vec![change(MODEL, event.id, 0)]);
+            }
             Event::Order(OrderEvent::OrderPlaced { user_id, .. }) => {
                 self.orders.put(OrderOwner {
                     order_id: event.id,

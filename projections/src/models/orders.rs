@@ -1,7 +1,7 @@
 //! `rm_orders`: one row per order, lines as placed (with their unit prices).
 
 use chrono::{DateTime, Utc};
-use schemas::events::{Event, OrderEvent, OrderLine, ShippingAddress};
+use schemas::events::{Event, OrderEvent, OrderLine};
 use schemas::Recorded;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -28,7 +28,9 @@ pub(crate) struct OrderRow {
     pub payment_id: Option<Uuid>,
     pub cart_id: Option<Uuid>,
     /// `jsonb`.
-    pub shipping_address: Option<ShippingAddress>,
+    /// Sealed (`schemas::sealed`), or in clear from an order placed before
+    /// version 2.0 of `OrderPlaced`.
+    pub shipping_address: Option<serde_json::Value>,
     pub version: i64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -43,6 +45,7 @@ impl Versioned for OrderRow {
 impl Record for OrderRow {
     const TABLE: &'static str = "rm_orders";
     const KEY: &'static str = "id";
+    const JSON_STRINGS: &'static [&'static str] = &["shipping_address"];
     fn key(&self) -> Uuid {
         self.id
     }
@@ -90,7 +93,14 @@ impl Model for Orders {
                 cancel_note: None,
                 payment_id: None,
                 cart_id: *cart_id,
-                shipping_address: shipping_address.clone(),
+                // Sealed as is; an address in clear (before 2.0) with
+                // every field, as answers show it.
+                shipping_address: shipping_address.as_ref().map(|address| {
+                    serde_json::from_value::<schemas::events::ShippingAddress>(address.clone())
+                        .ok()
+                        .and_then(|a| serde_json::to_value(a).ok())
+                        .unwrap_or_else(|| address.clone())
+                }),
                 version: event.sequence,
                 placed_at: event.time,
                 updated_at: event.time,

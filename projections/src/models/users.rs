@@ -17,10 +17,10 @@ pub(crate) const MODEL: &str = "users";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct UserRow {
     pub id: Uuid,
-    pub email: String,
-    /// What `GET /users?email=` looks up.
-    pub email_lower: String,
-    pub name: String,
+    /// Sealed (`schemas::sealed`) as the event holds it; `None` once erased.
+    pub email: Option<String>,
+    /// Sealed too; `None` once erased.
+    pub name: Option<String>,
     pub status: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -64,24 +64,27 @@ impl Model for Users {
         match &event.event {
             Event::User(UserEvent::UserRegistered { email, name }) => self.users.put(UserRow {
                 id: event.id,
-                email: email.clone(),
-                email_lower: email.to_lowercase(),
-                name: name.clone(),
+                email: Some(email.clone()),
+                name: Some(name.clone()),
                 status: "active".into(),
                 version: event.sequence,
                 created_at: event.time,
                 updated_at: event.time,
             }),
             Event::User(UserEvent::UserNameChanged { name }) => {
-                self.update(event)?.name = name.clone();
+                self.update(event)?.name = Some(name.clone());
             }
             Event::User(UserEvent::UserEmailChanged { email }) => {
-                let row = self.update(event)?;
-                row.email = email.clone();
-                row.email_lower = email.to_lowercase();
+                self.update(event)?.email = Some(email.clone());
             }
             Event::User(UserEvent::UserDeactivated {}) => {
                 self.update(event)?.status = "deactivated".into();
+            }
+            Event::User(UserEvent::UserErased {}) => {
+                let row = self.update(event)?;
+                row.status = "erased".into();
+                row.email = None;
+                row.name = None;
             }
             _ => return Ok(newer(&mut self.users, MODEL, event)),
         }

@@ -11,10 +11,12 @@ use super::{Page, PageRequest, QueryError};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, JsonSchema)]
 pub struct UserView {
     pub id: Uuid,
-    pub email: String,
-    pub name: String,
-    /// `active` or `deactivated`.
-    #[schemars(extend("enum" = ["active", "deactivated"]))]
+    /// Sealed in the read model, opened by the API; `null` once erased.
+    pub email: Option<String>,
+    /// Sealed in the read model, opened by the API; `null` once erased.
+    pub name: Option<String>,
+    /// `active`, `deactivated` or `erased`.
+    #[schemars(extend("enum" = ["active", "deactivated", "erased"]))]
     pub status: String,
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -40,20 +42,24 @@ pub async fn user_exists(pool: &PgPool, id: Uuid) -> Result<bool, QueryError> {
     )
 }
 
-/// Users in id order, only those with `email` (case-insensitive) when given.
+/// Users in id order; with `email_claim` (the keyed hash of a normalized
+/// email, `commands::Vault::email_claim`), only the user holding that claim:
+/// the read model keeps emails sealed, so it cannot be searched by one.
 pub async fn users(
     pool: &PgPool,
-    email: Option<&str>,
+    email_claim: Option<&str>,
     page: &PageRequest,
 ) -> Result<Page<UserView>, QueryError> {
     let after = page.id_cursor()?;
     let sql = format!(
         "SELECT {COLUMNS} FROM rm_users \
-         WHERE ($1::text IS NULL OR email_lower = $1) AND ($2::uuid IS NULL OR id > $2) \
+         WHERE ($1::text IS NULL OR id::text IN (SELECT aggregate_id FROM unique_claims \
+             WHERE kind = 'email' AND value = $1 AND aggregate_type = 'user')) \
+           AND ($2::uuid IS NULL OR id > $2) \
          ORDER BY id LIMIT $3"
     );
     let rows = sqlx::query_as::<_, UserView>(&sql)
-        .bind(email.map(str::to_lowercase))
+        .bind(email_claim)
         .bind(after)
         .bind(page.fetch())
         .fetch_all(pool)

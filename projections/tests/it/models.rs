@@ -49,20 +49,21 @@ async fn users_model_follows_registration_changes_and_deactivation() {
         }])
     );
 
-    let row: (String, String, String, String, i64, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT email, email_lower, name, status, version, created_at, updated_at FROM rm_users WHERE id = $1",
+    // The row keeps what the events hold (here cleartext of version 1.0
+    // events; sealed strings for 2.0), and no searchable lower-cased copy.
+    let row: (String, String, String, i64, DateTime<Utc>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT email, name, status, version, created_at, updated_at FROM rm_users WHERE id = $1",
     )
     .bind(id)
     .fetch_one(&db.pool)
     .await
     .unwrap();
     assert_eq!(row.0, "ADA@Lovelace.Example");
-    assert_eq!(row.1, "ada@lovelace.example");
-    assert_eq!(row.2, "Ada Lovelace");
-    assert_eq!(row.3, "deactivated");
-    assert_eq!(row.4, 4);
-    assert_eq!(row.5, time_of(&events[0]));
-    assert_eq!(row.6, time_of(&events[3]));
+    assert_eq!(row.1, "Ada Lovelace");
+    assert_eq!(row.2, "deactivated");
+    assert_eq!(row.3, 4);
+    assert_eq!(row.4, time_of(&events[0]));
+    assert_eq!(row.5, time_of(&events[3]));
 
     // Events of other aggregates are not the users projection's business.
     let product = r

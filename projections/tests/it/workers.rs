@@ -85,13 +85,13 @@ async fn workers_build_every_model_and_announce_changes() {
     })
     .await;
     eventually("the user is there", || async {
-        sqlx::query_scalar::<_, String>("SELECT email_lower FROM rm_users WHERE id = $1")
+        sqlx::query_scalar::<_, String>("SELECT status FROM rm_users WHERE id = $1")
             .bind(user)
             .fetch_optional(env.pool())
             .await
             .unwrap()
             .as_deref()
-            == Some("buyer@example.com")
+            == Some("active")
     })
     .await;
     eventually("three notifications", || async {

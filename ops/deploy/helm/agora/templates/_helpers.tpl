@@ -24,13 +24,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
       optional: {{ .optional }}
 {{- end -}}
 
-{{/* The variables every agora process gets: the shared settings, and the two secrets. */}}
+{{/* The variables every agora process gets: the shared settings, and the secrets. */}}
 {{- define "agora.secretEnv" -}}
 - name: AGORA_JWT_SECRET
   valueFrom:
     secretKeyRef:
       name: {{ .Values.secret.name }}
       key: {{ .Values.secret.jwtSecretKey }}
+- name: AGORA_DATA_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secret.name }}
+      key: {{ .Values.secret.dataKeyKey }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
