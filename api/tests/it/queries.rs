@@ -720,7 +720,11 @@ async fn facet_counts_are_cached_until_a_product_or_category_change_is_announced
         .execute(pool)
         .await
         .expect("recolour");
-    assert_eq!(colours(&app).await, recounted, "served from the facet cache");
+    assert_eq!(
+        colours(&app).await,
+        recounted,
+        "served from the facet cache"
+    );
     announce(&prefix, "categories", Uuid::now_v7(), 1).await;
     let green = vec![("green".to_owned(), 1), ("red".to_owned(), 1)];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

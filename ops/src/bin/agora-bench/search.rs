@@ -295,7 +295,13 @@ pub async fn client(mut args: impl Iterator<Item = String>) -> anyhow::Result<()
 
 async fn through_http(base: &str, seconds: f64) -> anyhow::Result<(Vec<Figures>, u64)> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["search-load", "--base", base, "--seconds", &seconds.to_string()])
+        .args([
+            "search-load",
+            "--base",
+            base,
+            "--seconds",
+            &seconds.to_string(),
+        ])
         .stderr(Stdio::inherit())
         .output()
         .await?;
@@ -410,7 +416,11 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
             let middle = runs
                 .iter()
                 .map(|r| r.0[index])
-                .min_by(|a, b| (a.per_second - rate).abs().total_cmp(&(b.per_second - rate).abs()))
+                .min_by(|a, b| {
+                    (a.per_second - rate)
+                        .abs()
+                        .total_cmp(&(b.per_second - rate).abs())
+                })
                 .unwrap_or_default();
             (rates, middle)
         };
