@@ -5,7 +5,13 @@
 //! (`products/0190...`). The change listener ([`crate::changes`]) drops an
 //! entry as soon as its read-model row changes and wakes every waiter; a
 //! time-to-live bounds how stale an entry can get should a notice be lost.
+//!
+//! Beside it, [`FacetCache`]: the facet counts of `GET /products`, which
+//! repeat (every visit to a category page asks the same), dropped whole by
+//! any change of a product or a category.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -71,6 +77,8 @@ pub struct ReadCache {
     /// a change cannot leave its older answer in the cache.
     announced: Cache<String, i64>,
     wakes: broadcast::Sender<Wake>,
+    /// The facet counts of searches, dropped by product and category changes.
+    pub facets: FacetCache,
 }
 
 /// Size and lifetime of the cache.
@@ -131,6 +139,7 @@ impl ReadCache {
             counters,
             announced,
             wakes,
+            facets: FacetCache::new(options),
         }
     }
 
@@ -169,6 +178,9 @@ impl ReadCache {
             self.announced.insert(key.clone(), version);
         }
         self.entries.invalidate(&key);
+        if FACETED.contains(&model) {
+            self.facets.changed();
+        }
         let _ = self.wakes.send(Wake::Changed {
             model: model.to_owned(),
             id: id.to_owned(),
@@ -179,11 +191,13 @@ impl ReadCache {
     /// Drops every entry, waking no one (notices are not arriving).
     pub fn clear(&self) {
         self.entries.invalidate_all();
+        self.facets.changed();
     }
 
     /// Notices may have been lost: drop everything and wake every waiter.
     pub fn invalidate_all(&self) {
         self.entries.invalidate_all();
+        self.facets.changed();
         let _ = self.wakes.send(Wake::All);
     }
 
@@ -196,5 +210,199 @@ impl ReadCache {
     /// lands between the read and the wait is not missed.
     pub fn subscribe(&self) -> broadcast::Receiver<Wake> {
         self.wakes.subscribe()
+    }
+}
+
+/// The models whose rows facet counts are made of: products (their
+/// categories, attributes, prices, stock, status) and categories (slugs, and
+/// the tree a category filter takes the descendants from).
+pub const FACETED: [&str; 2] = ["products", "categories"];
+
+/// Facets per facet name, as `SearchPage::facets` holds them.
+pub type FacetCounts = BTreeMap<String, Vec<projections::queries::FacetCount>>;
+
+/// Facet counts keyed by the normalized search they count over
+/// ([`facet_key`]).
+///
+/// Invalidation is coarse on purpose: any change of any product or category
+/// drops every entry and moves a generation counter on. Which cached
+/// searches one product's change touches would take matching the old and the
+/// new row against every cached filter (full text and typos included); and
+/// the counts that repeat are those of category pages, which a catalogue
+/// change touches anyway. Between changes (reads far outnumber writes in a
+/// shop) every repeat is a hit.
+///
+/// Facets are cached only while the change listener runs and NATS is
+/// connected ([`FacetCache::set_live`]): without announcements nothing
+/// would drop a stale count.
+#[derive(Clone)]
+pub struct FacetCache {
+    entries: Cache<String, Arc<FacetCounts>>,
+    /// Moved on by every change; a count read while it moved is not kept.
+    generation: Arc<AtomicU64>,
+    live: Arc<AtomicBool>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
+impl FacetCache {
+    fn new(options: &CacheOptions) -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(options.time_to_live)
+                .build(),
+            generation: Arc::new(AtomicU64::new(0)),
+            live: Arc::new(AtomicBool::new(false)),
+            hits: metrics::counter!("agora_facet_cache_hits_total"),
+            misses: metrics::counter!("agora_facet_cache_misses_total"),
+        }
+    }
+
+    /// Whether announcements are arriving (the listener says so); off, the
+    /// cache holds nothing and every search counts its facets afresh.
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::SeqCst);
+        if !live {
+            self.changed();
+        }
+    }
+
+    /// The generation to hand to [`FacetCache::fill`]: read it before
+    /// counting.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The cached counts for `key`, counted as a hit or a miss.
+    pub fn get(&self, key: &str) -> Option<Arc<FacetCounts>> {
+        if !self.live.load(Ordering::SeqCst) {
+            return None;
+        }
+        let found = self.entries.get(key);
+        if found.is_some() {
+            self.hits.increment(1);
+        } else {
+            self.misses.increment(1);
+        }
+        found
+    }
+
+    /// Keeps counts made at `generation`. Inserted first and then checked
+    /// against the generation, while a change moves the generation first and
+    /// then drops every entry: whichever order they run in, counts read
+    /// before a change do not stay.
+    pub fn fill(&self, key: String, generation: u64, counts: Arc<FacetCounts>) {
+        if !self.live.load(Ordering::SeqCst) {
+            return;
+        }
+        self.entries.insert(key.clone(), counts);
+        if self.generation() != generation {
+            self.entries.invalidate(&key);
+        }
+    }
+
+    /// A product or a category changed (or notices may be lost).
+    pub fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.entries.invalidate_all();
+    }
+}
+
+/// The part of a search its facets depend on, in one canonical text: not
+/// the sort, the page or the cursor, and the facets and attribute filters
+/// in order, so that the same category page asked in any spelling is one
+/// entry.
+pub fn facet_key(filter: &projections::queries::ProductFilter) -> String {
+    let mut attributes = filter.attributes.clone();
+    attributes.sort();
+    let mut facets: Vec<String> = filter
+        .facets
+        .iter()
+        .map(|f| match f {
+            projections::queries::Facet::Category => "category".to_owned(),
+            projections::queries::Facet::Attribute(key) => format!("attr.{key}"),
+        })
+        .collect();
+    facets.sort();
+    facets.dedup();
+    format!(
+        "{:?}",
+        (
+            filter.q.as_deref().map(str::trim),
+            filter.status.map(|s| s.as_str()),
+            filter.category,
+            &filter.currency,
+            filter.min_price,
+            filter.max_price,
+            filter.in_stock,
+            attributes,
+            facets,
+        )
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projections::queries::{Facet, FacetCount, ProductFilter, Sort};
+
+    fn counts(n: i64) -> Arc<FacetCounts> {
+        Arc::new(BTreeMap::from([(
+            "attr.colour".to_owned(),
+            vec![FacetCount::Value {
+                value: "blue".into(),
+                count: n,
+            }],
+        )]))
+    }
+
+    #[test]
+    fn the_key_ignores_sort_and_order_of_facets_and_attributes() {
+        let a = ProductFilter {
+            q: Some(" pen ".into()),
+            attributes: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            facets: vec![Facet::Category, Facet::Attribute("colour".into())],
+            ..Default::default()
+        };
+        let b = ProductFilter {
+            q: Some("pen".into()),
+            attributes: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            facets: vec![Facet::Attribute("colour".into()), Facet::Category],
+            sort: Some(Sort::Name),
+            ..Default::default()
+        };
+        assert_eq!(facet_key(&a), facet_key(&b));
+        let c = ProductFilter {
+            min_price: Some(1),
+            ..b.clone()
+        };
+        assert_ne!(facet_key(&b), facet_key(&c));
+    }
+
+    #[test]
+    fn a_change_drops_counts_even_those_read_before_it_and_filled_after() {
+        let cache = ReadCache::new(&CacheOptions::default());
+        let facets = &cache.facets;
+        // Not live: nothing is kept.
+        facets.fill("k".into(), facets.generation(), counts(1));
+        assert!(facets.get("k").is_none());
+        facets.set_live(true);
+        facets.fill("k".into(), facets.generation(), counts(1));
+        assert_eq!(facets.get("k").as_deref(), Some(&*counts(1)));
+        // A product changes: gone.
+        cache.changed("products", "x", 2);
+        assert!(facets.get("k").is_none());
+        // Counted before a change, filled after it: not kept.
+        let before = facets.generation();
+        cache.changed("categories", "y", 2);
+        facets.fill("k".into(), before, counts(1));
+        assert!(facets.get("k").is_none());
+        // Other models leave facets alone.
+        facets.fill("k".into(), facets.generation(), counts(3));
+        cache.changed("orders", "z", 2);
+        assert_eq!(facets.get("k").as_deref(), Some(&*counts(3)));
+        facets.set_live(false);
+        assert!(facets.get("k").is_none());
     }
 }

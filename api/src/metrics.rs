@@ -307,6 +307,17 @@ fn describe() {
     }
 
     describe_counter!(
+        "agora_facet_cache_hits_total",
+        "Product searches whose facet counts came from the facet cache."
+    );
+    describe_counter!(
+        "agora_facet_cache_misses_total",
+        "Product searches whose facet counts were counted in the read tables."
+    );
+    metrics::counter!("agora_facet_cache_hits_total").absolute(0);
+    metrics::counter!("agora_facet_cache_misses_total").absolute(0);
+
+    describe_counter!(
         "agora_relay_published_total",
         "Events the relay published and JetStream acknowledged."
     );

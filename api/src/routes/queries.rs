@@ -4,7 +4,8 @@
 //! recent enough, else from Postgres (and then cached). `?min_version=N`
 //! waits, without polling, for change notices of that row until it reaches
 //! N or the consistency wait runs out (503 with `Retry-After`). Lists are
-//! read from Postgres every time.
+//! read from Postgres every time; only the facet counts of `GET /products`
+//! come from a cache of their own (`cache::FacetCache`).
 //!
 //! Read models (and so the cache) keep personal data sealed; every answer
 //! passes through [`opened`] on its way out, so an erased user's data is
@@ -378,7 +379,26 @@ pub async fn products(
                 .unwrap_or(Uuid::nil()),
         );
     }
-    Ok(Json(queries::products(&state.pool, &filter, &page).await?))
+    // The page is read every time; its facets, which repeat (a category
+    // page's), come from the facet cache when it has them.
+    let wanted = std::mem::take(&mut filter.facets);
+    let mut found = queries::products(&state.pool, &filter, &page).await?;
+    if !wanted.is_empty() {
+        filter.facets = wanted;
+        let facets = &state.reads.facets;
+        let key = cache::facet_key(&filter);
+        let counts = match facets.get(&key) {
+            Some(hit) => hit,
+            None => {
+                let generation = facets.generation();
+                let counted = std::sync::Arc::new(queries::facets(&state.pool, &filter).await?);
+                facets.fill(key, generation, std::sync::Arc::clone(&counted));
+                counted
+            }
+        };
+        found.facets = Some((*counts).clone());
+    }
+    Ok(Json(found))
 }
 
 /// Policy: open to all.

@@ -656,3 +656,117 @@ async fn a_rebuilt_model_notice_empties_the_cache() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The colour facet of `GET /products?facets=attr.colour`, as (value, count).
+async fn colours(app: &TestApp) -> Vec<(String, i64)> {
+    let answer = app.get("/products?facets=attr.colour&limit=1").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["facets"]["attr.colour"]
+        .as_array()
+        .expect("the colour facet")
+        .iter()
+        .map(|e| {
+            (
+                e["value"].as_str().expect("a value").to_owned(),
+                e["count"].as_i64().expect("a count"),
+            )
+        })
+        .collect()
+}
+
+async fn scrape_counter(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("a text body");
+    crate::exposition::value(&crate::exposition::parse(&text), name, &[])
+        .unwrap_or_else(|| panic!("no {name} in the scrape"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn facet_counts_are_cached_until_a_product_or_category_change_is_announced() {
+    let (app, prefix) = app_with_listener(Duration::from_secs(20)).await;
+    let pool = &app.db.pool;
+    let (pen, mug) = (Uuid::now_v7(), Uuid::now_v7());
+    insert_product(pool, pen, "PEN-1", "Pen", "active", 1).await;
+    insert_product(pool, mug, "MUG-1", "Mug", "active", 1).await;
+    sqlx::query("UPDATE rm_products SET attributes = '{\"colour\": \"blue\"}'")
+        .execute(pool)
+        .await
+        .expect("colour them");
+    let blue = vec![("blue".to_owned(), 2)];
+    let hits = scrape_counter(&app, "agora_facet_cache_hits_total").await;
+    assert_eq!(colours(&app).await, blue);
+
+    // The row changes without an announcement: the counts are the cached ones.
+    sqlx::query(
+        "UPDATE rm_products SET attributes = '{\"colour\": \"red\"}', version = 2 WHERE id = $1",
+    )
+    .bind(mug)
+    .execute(pool)
+    .await
+    .expect("recolour");
+    assert_eq!(colours(&app).await, blue, "served from the facet cache");
+    assert!(scrape_counter(&app, "agora_facet_cache_hits_total").await >= hits + 1.0);
+    // The page itself is read afresh every time.
+    let page = app.get("/products?attr.colour=red").await;
+    assert_eq!(page.body["items"].as_array().map(Vec::len), Some(1));
+
+    // Another model's change leaves the counts alone; the product's own
+    // announcement drops them.
+    announce(&prefix, "orders", Uuid::now_v7(), 1).await;
+    announce(&prefix, "products", mug, 2).await;
+    let recounted = vec![("blue".to_owned(), 1), ("red".to_owned(), 1)];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while colours(&app).await != recounted {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the product's announcement never reached the facet cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A category's change drops them too (its slug and tree are in the counts).
+    sqlx::query("UPDATE rm_products SET attributes = '{\"colour\": \"green\"}' WHERE id = $1")
+        .bind(pen)
+        .execute(pool)
+        .await
+        .expect("recolour");
+    assert_eq!(
+        colours(&app).await,
+        recounted,
+        "served from the facet cache"
+    );
+    announce(&prefix, "categories", Uuid::now_v7(), 1).await;
+    let green = vec![("green".to_owned(), 1), ("red".to_owned(), 1)];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while colours(&app).await != green {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the category's announcement never reached the facet cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_change_listener_facets_are_counted_every_time() {
+    let app = spawn_app().await;
+    let pool = &app.db.pool;
+    let pen = Uuid::now_v7();
+    insert_product(pool, pen, "PEN-1", "Pen", "active", 1).await;
+    sqlx::query("UPDATE rm_products SET attributes = '{\"colour\": \"blue\"}'")
+        .execute(pool)
+        .await
+        .expect("colour it");
+    assert_eq!(colours(&app).await, [("blue".to_owned(), 1)]);
+    sqlx::query("UPDATE rm_products SET attributes = '{\"colour\": \"red\"}'")
+        .execute(pool)
+        .await
+        .expect("recolour");
+    assert_eq!(colours(&app).await, [("red".to_owned(), 1)]);
+}

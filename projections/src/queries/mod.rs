@@ -32,8 +32,8 @@ pub use orders::{
 };
 pub use payments::{payment, PaymentView};
 pub use products::{
-    product, products, Facet, FacetCount, ProductFilter, ProductStatus, ProductView, SearchPage,
-    Sort, StockView,
+    facets, product, products, Facet, FacetCount, ProductFilter, ProductStatus, ProductView,
+    SearchPage, Sort, StockView,
 };
 pub use users::{user, user_exists, users, UserView};
 

@@ -458,8 +458,9 @@ pub async fn products(
     })
 }
 
-/// Each facet counted over every match of the filter.
-async fn facets(
+/// Each facet of `filter.facets` counted over every match of the filter
+/// (what [`products`] adds to its page; the API caches it).
+pub async fn facets(
     pool: &PgPool,
     filter: &ProductFilter,
 ) -> Result<std::collections::BTreeMap<String, Vec<FacetCount>>, QueryError> {

@@ -17,6 +17,7 @@ mod pipeline;
 mod processes;
 mod replay;
 mod report;
+mod search;
 mod stock;
 mod system;
 mod throughput;
@@ -50,7 +51,7 @@ fn settings() -> Settings {
             "--only" => settings.only = args.next(),
             "--out" => settings.out = args.next().map(Into::into),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|replay|integrations]; agora-bench load --base URL --connections N --seconds S --products ID,...");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|replay|integrations|search]; agora-bench load --base URL --connections N --seconds S --products ID,...; agora-bench search-load --base URL --seconds S");
                 std::process::exit(2);
             }
         }
@@ -65,6 +66,9 @@ fn settings() -> Settings {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("load") {
         return load::client(load::LoadArgs::parse(std::env::args().skip(2))?).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("search-load") {
+        return search::client(std::env::args().skip(2)).await;
     }
     let settings = settings();
     let cores = std::thread::available_parallelism()
@@ -109,6 +113,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("integrations") {
         integrations::run(&settings, &mut table).await?;
+    }
+    if wants("search") {
+        search::run(&settings, &mut table).await?;
     }
     table.print();
     let out = settings.out.clone().unwrap_or_else(|| {
