@@ -427,7 +427,10 @@ mod tests {
         assert!(MasterKey::parse(&text).is_ok());
         assert!(MasterKey::parse(&STANDARD.encode([7u8; 16])).is_err());
         assert!(MasterKey::parse("not base64!").is_err());
-        assert_eq!(format!("{:?}", MasterKey::parse(&text).unwrap()), "MasterKey(..)");
+        assert_eq!(
+            format!("{:?}", MasterKey::parse(&text).unwrap()),
+            "MasterKey(..)"
+        );
     }
 
     #[test]
@@ -438,7 +441,10 @@ mod tests {
         assert!(sealed.starts_with(&format!("pd1.{owner}.")));
         assert!(!sealed.contains("ada"));
         let (_, body) = sealed::parts(&sealed).unwrap();
-        assert_eq!(key.open(owner, body).as_deref(), Some("\"ada@example.com\""));
+        assert_eq!(
+            key.open(owner, body).as_deref(),
+            Some("\"ada@example.com\"")
+        );
         // Another owner (the associated data), another key, a flipped byte.
         assert_eq!(key.open(Uuid::now_v7(), body), None);
         assert_eq!(DataKey::new(&[2u8; 32]).unwrap().open(owner, body), None);

@@ -86,9 +86,16 @@ pub enum CartEvent {
 pub enum UserEvent {
     /// `email` and `name` are sealed (`crate::sealed`) from version 2.0 on,
     /// cleartext before; readers keep them as they are.
-    UserRegistered { email: String, name: String },
-    UserNameChanged { name: String },
-    UserEmailChanged { email: String },
+    UserRegistered {
+        email: String,
+        name: String,
+    },
+    UserNameChanged {
+        name: String,
+    },
+    UserEmailChanged {
+        email: String,
+    },
     UserDeactivated {},
     UserPasswordChanged {},
     /// The user's key was destroyed: none of its personal data can be

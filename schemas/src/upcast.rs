@@ -79,7 +79,9 @@ pub fn upcast(event_type: &str, event_version: &str, payload: &mut Value) -> Opt
             "UserRegistered" | "UserNameChanged" | "UserEmailChanged" | "OrderPlaced"
             | "PaymentRequested",
             "1.0",
-        ) => payload.get(event_type).map(|_| crate::sealed::SEALED_VERSION),
+        ) => payload
+            .get(event_type)
+            .map(|_| crate::sealed::SEALED_VERSION),
         _ => None,
     }
 }
@@ -116,7 +118,8 @@ mod tests {
 
     #[test]
     fn cleartext_v1_personal_data_is_read_as_v2_unchanged() {
-        let v1 = json!({"UserRegistered": {"user_id": "0190", "email": "a@b.example", "name": "A"}});
+        let v1 =
+            json!({"UserRegistered": {"user_id": "0190", "email": "a@b.example", "name": "A"}});
         let mut payload = v1.clone();
         assert!(needs_upcast("UserRegistered", "1.0"));
         assert_eq!(upcast("UserRegistered", "1.0", &mut payload), Some("2.0"));

@@ -312,10 +312,12 @@ pub async fn users(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let page = PageRequest::parse(params.limit.as_deref(), params.cursor.as_deref())?;
     // Emails are sealed in the read model: found by their claim's keyed hash.
-    let claim = params
-        .email
-        .as_deref()
-        .map(|email| state.aggregates.vault.email_claim(&domain::normalize_email(email)));
+    let claim = params.email.as_deref().map(|email| {
+        state
+            .aggregates
+            .vault
+            .email_claim(&domain::normalize_email(email))
+    });
     let found: Page<UserView> = queries::users(&state.pool, claim.as_deref(), &page).await?;
     opened_json(&state, &found).await
 }
@@ -340,19 +342,14 @@ pub(crate) async fn open_value(
     state: &AppState,
     value: &mut serde_json::Value,
 ) -> Result<(), ApiError> {
-    state
-        .aggregates
-        .vault
-        .open_all(value)
-        .await
-        .map_err(|err| {
-            if err.is_unavailable() {
-                tracing::warn!(error = %err, "the key store is unavailable");
-                ApiError::unavailable("the key store is unavailable; try again shortly", 1)
-            } else {
-                ApiError::internal(&err)
-            }
-        })
+    state.aggregates.vault.open_all(value).await.map_err(|err| {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "the key store is unavailable");
+            ApiError::unavailable("the key store is unavailable; try again shortly", 1)
+        } else {
+            ApiError::internal(&err)
+        }
+    })
 }
 
 /// A list answer, opened.
@@ -521,7 +518,10 @@ where
     let key = cache::key(model, &id_text);
     if let Some(hit) = state.reads.get(model, &key).filter(|_| cached) {
         if hit.version >= min_version.unwrap_or(0) {
-            return Ok(answer(opened(state, hit.body.clone()).await?, hit.etag.clone()));
+            return Ok(answer(
+                opened(state, hit.body.clone()).await?,
+                hit.etag.clone(),
+            ));
         }
     }
     let Some(wanted) = min_version else {

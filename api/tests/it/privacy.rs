@@ -53,7 +53,10 @@ async fn one_email_in_nfc_and_nfd_is_one_account_and_stored_nowhere_in_clear() {
     let data = &payload["UserRegistered"];
     for field in ["email", "name"] {
         let value = data[field].as_str().unwrap_or_default();
-        assert!(value.starts_with(&format!("pd1.{}.", first.id())), "{field}: {value}");
+        assert!(
+            value.starts_with(&format!("pd1.{}.", first.id())),
+            "{field}: {value}"
+        );
     }
     assert!(!payload.to_string().to_lowercase().contains("privacy@"));
     // /aggregates shows the stream as stored: sealed.
@@ -61,7 +64,11 @@ async fn one_email_in_nfc_and_nfd_is_one_account_and_stored_nowhere_in_clear() {
         .get(&format!("/aggregates/user/{}/events", first.id()))
         .await;
     assert_eq!(stream.status, 200, "{}", stream.body);
-    assert!(!stream.body.to_string().contains("privacy@"), "{}", stream.body);
+    assert!(
+        !stream.body.to_string().contains("privacy@"),
+        "{}",
+        stream.body
+    );
     // The vault opens what it sealed; a flipped character does not open.
     let sealed = data["email"].as_str().unwrap();
     let vault = &app.state.aggregates.vault;
@@ -95,9 +102,8 @@ async fn erasure_by_the_user_or_an_admin_only_and_its_tokens_refused_at_once() {
 
     // Another customer: 403; nobody: 401; an unknown user or an id that is
     // none: 404.
-    let erase = |token: &str, id: String| {
-        app.bearer(Method::DELETE, &format!("/users/{id}"), token)
-    };
+    let erase =
+        |token: &str, id: String| app.bearer(Method::DELETE, &format!("/users/{id}"), token);
     let answer = app.send(erase(&bob_token, ada.to_string())).await;
     assert_problem(&answer, 403, "/problems/forbidden");
     let answer = app
@@ -125,20 +131,31 @@ async fn erasure_by_the_user_or_an_admin_only_and_its_tokens_refused_at_once() {
 
     // Its tokens are refused at once, here and on the other process; its
     // refresh token and its password are gone.
-    assert_problem(&app.rename(ada, &ada_token).await, 401, "/problems/invalid-token");
-    testkit::eventually("the other process refuses the erased user's token", || async {
-        other_process.rename(ada, &ada_token).await.status == 401
-    })
+    assert_problem(
+        &app.rename(ada, &ada_token).await,
+        401,
+        "/problems/invalid-token",
+    );
+    testkit::eventually(
+        "the other process refuses the erased user's token",
+        || async { other_process.rename(ada, &ada_token).await.status == 401 },
+    )
     .await;
-    assert_problem(&app.refresh(&ada_refresh).await, 401, "/problems/invalid-token");
+    assert_problem(
+        &app.refresh(&ada_refresh).await,
+        401,
+        "/problems/invalid-token",
+    );
     assert_problem(
         &app.login(&ada_email, PASSWORD).await,
         401,
         "/problems/invalid-credentials",
     );
     assert_eq!(
-        app.rows(&format!("SELECT count(*) FROM credentials WHERE user_id = '{ada}'"))
-            .await,
+        app.rows(&format!(
+            "SELECT count(*) FROM credentials WHERE user_id = '{ada}'"
+        ))
+        .await,
         0
     );
     assert_eq!(
@@ -156,7 +173,16 @@ async fn erasure_by_the_user_or_an_admin_only_and_its_tokens_refused_at_once() {
     .fetch_one(&app.db.pool)
     .await
     .unwrap();
-    assert_eq!(other_process.state.aggregates.vault.open(&sealed).await.unwrap(), None);
+    assert_eq!(
+        other_process
+            .state
+            .aggregates
+            .vault
+            .open(&sealed)
+            .await
+            .unwrap(),
+        None
+    );
 
     // A repeat (by an admin: the user's tokens are refused) answers the same
     // and writes nothing; other commands on it are 404.

@@ -78,10 +78,7 @@ impl Identity {
     /// normalized email, `Vault::email_claim`) and its password hash, in one
     /// round trip whether or not there is one, so an unknown email costs
     /// what a known one does.
-    pub async fn login_record(
-        &self,
-        email_claim: &str,
-    ) -> Result<Option<LoginRecord>, StoreError> {
+    pub async fn login_record(&self, email_claim: &str) -> Result<Option<LoginRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT c.aggregate_id, p.password_hash
                FROM unique_claims c

@@ -32,9 +32,20 @@ async fn stored_cleartext_v1_events_still_load() {
     .await
     .unwrap();
     let aggregates = Aggregates::new(db.pool.clone(), StoreOptions::default());
-    let loaded = aggregates.users.load_stored(&user.to_string()).await.unwrap();
-    assert_eq!(loaded.aggregate.email().unwrap().as_str(), "old@example.com");
-    let placed = aggregates.orders.load_stored(&order.to_string()).await.unwrap();
+    let loaded = aggregates
+        .users
+        .load_stored(&user.to_string())
+        .await
+        .unwrap();
+    assert_eq!(
+        loaded.aggregate.email().unwrap().as_str(),
+        "old@example.com"
+    );
+    let placed = aggregates
+        .orders
+        .load_stored(&order.to_string())
+        .await
+        .unwrap();
     assert_eq!(placed.aggregate.payment_token(), Some("tok_ok"));
     assert_eq!(
         placed.aggregate.shipping_address().unwrap().line1,
@@ -74,12 +85,20 @@ async fn an_erased_users_data_opens_nowhere_and_nothing_new_is_sealed_for_it() {
     let users = AggregateStore::<User>::new(db.pool.clone(), StoreOptions::default());
     let id = Uuid::now_v7();
     users
-        .execute(&id.to_string(), register(id, "Erase.Me@example.com"), None, &metadata())
+        .execute(
+            &id.to_string(),
+            register(id, "Erase.Me@example.com"),
+            None,
+            &metadata(),
+        )
         .await
         .unwrap();
     let vault = users.vault().clone();
     let sealed = vault.seal(id, "\"a secret\"").await.unwrap();
-    assert_eq!(vault.open(&sealed).await.unwrap().as_deref(), Some("\"a secret\""));
+    assert_eq!(
+        vault.open(&sealed).await.unwrap().as_deref(),
+        Some("\"a secret\"")
+    );
     // Another process's vault (no cache) opens it from the wrapped key.
     let other = AggregateStore::<User>::new(db.pool.clone(), StoreOptions::default());
     assert_eq!(
@@ -110,7 +129,10 @@ async fn an_erased_users_data_opens_nowhere_and_nothing_new_is_sealed_for_it() {
     other.vault().forget(id);
     assert_eq!(vault.open(&sealed).await.unwrap(), None);
     assert_eq!(other.vault().open(&sealed).await.unwrap(), None);
-    assert!(matches!(vault.seal(id, "\"x\"").await, Err(VaultError::Erased(_))));
+    assert!(matches!(
+        vault.seal(id, "\"x\"").await,
+        Err(VaultError::Erased(_))
+    ));
     // The stream still loads, with nothing of it readable.
     let reloaded = other.load_stored(&id.to_string()).await.unwrap();
     assert_eq!(reloaded.aggregate.status(), UserStatus::Erased);

@@ -44,7 +44,10 @@ async fn email_claims(pool: &PgPool, users: &AggregateStore<User>) -> Vec<(Strin
             let email = KNOWN
                 .iter()
                 .find(|known| users.vault().email_claim(known) == value)
-                .map_or_else(|| format!("unknown claim {value}"), |known| known.to_string());
+                .map_or_else(
+                    || format!("unknown claim {value}"),
+                    |known| known.to_string(),
+                );
             (email, id)
         })
         .collect();

@@ -119,7 +119,10 @@ async fn an_erased_user_is_unreadable_in_the_database_and_the_stream() {
         None,
     )
     .await;
-    assert_eq!((status, &shown["email"], &shown["name"]), (200, &json!(EMAIL), &json!(NAME)));
+    assert_eq!(
+        (status, &shown["email"], &shown["name"]),
+        (200, &json!(EMAIL), &json!(NAME))
+    );
     let (status, found) = call(
         &http,
         reqwest::Method::GET,
@@ -159,7 +162,10 @@ async fn an_erased_user_is_unreadable_in_the_database_and_the_stream() {
     assert_eq!((status, &again), (200, &erased));
 
     eventually_within("the user reads as erased", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{base}/users/{user_id}?min_version={version}"));
+        let (http, url) = (
+            http.clone(),
+            format!("{base}/users/{user_id}?min_version={version}"),
+        );
         async move {
             let (status, body) = call(&http, reqwest::Method::GET, url, None).await;
             status == 200 && body["status"] == "erased"
@@ -173,7 +179,11 @@ async fn an_erased_user_is_unreadable_in_the_database_and_the_stream() {
         None,
     )
     .await;
-    assert_eq!((&shown["email"], &shown["name"]), (&Value::Null, &Value::Null), "{shown}");
+    assert_eq!(
+        (&shown["email"], &shown["name"]),
+        (&Value::Null, &Value::Null),
+        "{shown}"
+    );
     let (status, order) = call(
         &http,
         reqwest::Method::GET,
@@ -191,7 +201,11 @@ async fn an_erased_user_is_unreadable_in_the_database_and_the_stream() {
         None,
     )
     .await;
-    assert_eq!(listed["items"][0]["shipping_address"], Value::Null, "{listed}");
+    assert_eq!(
+        listed["items"][0]["shipping_address"],
+        Value::Null,
+        "{listed}"
+    );
     let (_, notes) = call(
         &http,
         reqwest::Method::GET,
@@ -214,7 +228,11 @@ async fn an_erased_user_is_unreadable_in_the_database_and_the_stream() {
         .arg(db.url())
         .output()
         .expect("run pg_dump");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     assert!(dump.stdout.len() > 10_000, "a real dump");
     assert_eq!(found_in(&dump.stdout, "pg_dump"), Vec::<&str>::new());
     let client = async_nats::connect(&nats_url).await.expect("nats");
