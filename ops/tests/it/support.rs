@@ -111,6 +111,9 @@ impl Agora {
             .env("AGORA_NATS_PREFIX", &self.prefix)
             .env("AGORA_HTTP_ADDR", format!("127.0.0.1:{}", self.port))
             .env("AGORA_AUTH", "off")
+            // Tests that turn auth on need a data key too (serve refuses
+            // the development key then); any 32 bytes will do.
+            .env("AGORA_DATA_KEY", TEST_DATA_KEY)
             // The load below is many requests a second from one address.
             .env("AGORA_RATE_LIMIT_PER_SECOND", "0")
             .env("AGORA_DB_POOL_SIZE", "6")
@@ -268,6 +271,9 @@ pub async fn load(base: String, clients: usize, target: usize) -> usize {
 }
 
 pub use testkit::eventually_within;
+
+/// `AGORA_DATA_KEY` of every process a test starts: base64 of 32 bytes.
+pub const TEST_DATA_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// A token `agora token` signs with `secret`.
 pub async fn token(secret: &str, sub: &str, role: &str) -> String {

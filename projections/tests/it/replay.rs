@@ -294,6 +294,7 @@ async fn the_fold_equals_the_live_path() {
             "rm_products_price",
             "rm_products_search",
             "rm_products_search_trgm",
+            "rm_products_sku_lower",
             "rm_products_status"
         ]
     );
