@@ -200,8 +200,13 @@ struct FanOut {
 }
 
 async fn fan_out_once(streams: usize, changes: usize) -> anyhow::Result<FanOut> {
+    // Every stream comes from this one address: lift the per-peer cap too.
     let cap = (streams + 16).to_string();
-    let (_db, _nats, serve) = system(&[("AGORA_SSE_MAX_STREAMS", &cap)]).await?;
+    let (_db, _nats, serve) = system(&[
+        ("AGORA_SSE_MAX_STREAMS", &cap),
+        ("AGORA_MAX_CONNECTIONS_PER_PEER", &cap),
+    ])
+    .await?;
     let base = serve.base.clone();
     let client = reqwest::Client::new();
     let product = crate::stock::create_product(&client, &base, "FANOUT").await?;
