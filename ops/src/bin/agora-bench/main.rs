@@ -9,6 +9,7 @@
 //! harness cannot rot. Needs Postgres and NATS as the tests do.
 
 mod catchup;
+mod checkout;
 mod history;
 mod integrations;
 mod load;
@@ -51,7 +52,7 @@ fn settings() -> Settings {
             "--only" => settings.only = args.next(),
             "--out" => settings.out = args.next().map(Into::into),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|replay|integrations|search]; agora-bench load --base URL --connections N --seconds S --products ID,...; agora-bench search-load --base URL --seconds S");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|replay|integrations|search|checkout]; agora-bench load --base URL --connections N --seconds S --products ID,...; agora-bench search-load --base URL --seconds S");
                 std::process::exit(2);
             }
         }
@@ -116,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("search") {
         search::run(&settings, &mut table).await?;
+    }
+    if wants("checkout") {
+        checkout::run(&settings, &mut table).await?;
     }
     table.print();
     let out = settings.out.clone().unwrap_or_else(|| {
