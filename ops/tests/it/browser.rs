@@ -54,16 +54,7 @@ async fn chromium_sees_an_order_go_from_pending_to_confirmed() {
     projector.start_with(&[("AGORA_ROLE", "projector")]);
     let http = reqwest::Client::new();
     let base = api.base();
-    eventually_within("the api is ready", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{base}/readyz"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    api.wait_ready().await;
 
     let product = post(
         &http,

@@ -58,16 +58,7 @@ async fn an_erased_user_is_unreadable_in_the_database_and_the_stream() {
     )]);
     let http = reqwest::Client::new();
     let base = agora.base();
-    eventually_within("the server is ready", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{base}/readyz"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    agora.wait_ready().await;
 
     let (status, user) = call(
         &http,

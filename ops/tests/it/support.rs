@@ -129,6 +129,21 @@ impl Agora {
         self.child = Some(command.spawn().expect("start agora"));
     }
 
+    /// Waits (30 s at most) until its `/readyz` answers 2xx.
+    pub async fn wait_ready(&self) {
+        let (http, url) = (reqwest::Client::new(), format!("{}/readyz", self.base()));
+        eventually_within("the server is ready", Duration::from_secs(30), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                http.get(url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+    }
+
     /// SIGTERM: the graceful shutdown.
     pub fn terminate(&self) {
         if let Some(child) = &self.child {

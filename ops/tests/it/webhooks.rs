@@ -158,16 +158,7 @@ async fn deliveries_are_retried_with_one_id_signed_verifiably_and_in_order() {
     ]);
     let http = reqwest::Client::new();
     let base = agora.base();
-    eventually_within("the server is ready", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{base}/readyz"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    agora.wait_ready().await;
     let (addr, receiver) = start_receiver(2).await;
 
     let (status, endpoint) = call(
@@ -379,16 +370,7 @@ async fn a_checkout_is_delivered_as_cart_checked_out_with_the_closed_cart() {
     ]);
     let http = reqwest::Client::new();
     let base = agora.base();
-    eventually_within("the server is ready", Duration::from_secs(30), || {
-        let (http, url) = (http.clone(), format!("{base}/readyz"));
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    })
-    .await;
+    agora.wait_ready().await;
     let (addr, receiver) = start_receiver(0).await;
     let admin = token(HOOK_SECRET, "ops", "admin").await;
     let post = reqwest::Method::POST;
