@@ -251,8 +251,9 @@ struct Cursor {
 
 /// Words of `q` up to here must all match; a word matches by a word form
 /// or an unaccented spelling (`simple` and `english` configurations), the
-/// last one also as a prefix, and a word of 5 letters or more also by a
-/// trigram neighbour (one typo).
+/// last one also as a prefix, and a word of 5 letters or more also by its
+/// neighbours within one typo in the vocabulary of product words (all in
+/// `agora_word_query`, migration 0016, so the tsvector index answers it).
 fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
     sql.push(" WHERE TRUE");
     let words = filter.words();
@@ -266,20 +267,9 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
             .push(") OR (TRUE");
     }
     for (i, word) in words.iter().enumerate() {
-        let prefix = if i == last { ":*" } else { "" };
-        sql.push(" AND (search @@ (to_tsquery('simple', public.agora_unaccent(")
+        sql.push(" AND search @@ public.agora_word_query(")
             .push_bind(word.clone())
-            .push(format!(
-                ") || '{prefix}') || to_tsquery('english', public.agora_unaccent("
-            ))
-            .push_bind(word.clone())
-            .push(")))");
-        if word.chars().count() >= 5 {
-            sql.push(" OR public.agora_unaccent(")
-                .push_bind(word.clone())
-                .push(") <% search_text");
-        }
-        sql.push(")");
+            .push(if i == last { ", TRUE)" } else { ", FALSE)" });
     }
     if !words.is_empty() {
         sql.push("))");
@@ -331,12 +321,11 @@ fn push_ranking(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
         return;
     }
     let q = filter.q.clone().unwrap_or_default().trim().to_owned();
-    let joined = words.join(" ");
     sql.push(", CASE WHEN lower(sku) = lower(")
         .push_bind(q.clone())
-        .push(") THEN 2 WHEN lower(public.agora_unaccent(name)) = lower(public.agora_unaccent(")
+        .push(") THEN 2 WHEN name_key = lower(public.agora_unaccent(")
         .push_bind(q)
-        .push(")) THEN 1 ELSE 0 END AS exact, (ts_rank(search, to_tsquery('simple', ")
+        .push(")) THEN 1 ELSE 0 END AS exact, ts_rank(search, to_tsquery('simple', ")
         .push_bind(
             words
                 .iter()
@@ -344,9 +333,7 @@ fn push_ranking(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
                 .collect::<Vec<_>>()
                 .join(" | "),
         )
-        .push(")) + word_similarity(public.agora_unaccent(")
-        .push_bind(joined)
-        .push("), search_text))::float8 AS rank");
+        .push("))::float8 AS rank");
 }
 
 /// The search: one page in the asked order, and the facets over every match.

@@ -559,6 +559,7 @@ async fn create_shadow(
             ))
             .execute(&mut *tx)
             .await?;
+            copy_triggers(&mut tx, table).await?;
         }
     }
     // `projection_applied` gets its primary key after the bulk load too;
@@ -574,6 +575,32 @@ async fn create_shadow(
     .execute(&mut *tx)
     .await?;
     tx.commit().await
+}
+
+/// Creates on the shadow copy of `table` the live one's triggers (the
+/// search vocabulary is learnt by one), before the bulk load, so that the
+/// rows a replay writes run them as the projector's do and the table swapped
+/// in keeps them.
+async fn copy_triggers(session: &mut PgConnection, table: &str) -> Result<(), sqlx::Error> {
+    let definitions: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_triggerdef(g.oid)
+           FROM pg_trigger g
+           JOIN pg_class t ON t.oid = g.tgrelid
+           JOIN pg_namespace n ON n.oid = t.relnamespace
+          WHERE n.nspname = 'public' AND t.relname = $1 AND NOT g.tgisinternal
+          ORDER BY g.oid",
+    )
+    .bind(table)
+    .fetch_all(&mut *session)
+    .await?;
+    let live = format!(" ON public.{table} ");
+    let shadow = format!(" ON {SHADOW_SCHEMA}.{table} ");
+    for definition in definitions {
+        sqlx::query(&definition.replacen(&live, &shadow, 1))
+            .execute(&mut *session)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Creates on the shadow copy of `table` every index of the live one, under

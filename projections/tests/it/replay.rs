@@ -293,11 +293,37 @@ async fn the_fold_equals_the_live_path() {
             "rm_products_pkey",
             "rm_products_price",
             "rm_products_search",
-            "rm_products_search_trgm",
             "rm_products_sku_lower",
             "rm_products_status"
         ]
     );
+    // And its triggers: the search vocabulary still learns a new product's
+    // words, for typo search, after the swap.
+    let triggers: Vec<String> = sqlx::query_scalar(
+        "SELECT tgname::text FROM pg_trigger WHERE tgrelid = 'public.rm_products'::regclass
+             AND NOT tgisinternal ORDER BY 1",
+    )
+    .fetch_all(env.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        triggers,
+        [
+            "rm_products_learn_words_insert",
+            "rm_products_learn_words_update"
+        ]
+    );
+    sqlx::query("UPDATE rm_products SET description = 'a marmalade jar'")
+        .execute(env.pool())
+        .await
+        .unwrap();
+    let learnt: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM rm_search_words WHERE word = 'marmalade')",
+    )
+    .fetch_one(env.pool())
+    .await
+    .unwrap();
+    assert!(learnt, "the swapped-in table teaches the vocabulary");
     let unique: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_constraint WHERE conname = 'rm_notifications_source_key' AND contype = 'u'
              AND conrelid = 'public.rm_notifications'::regclass",
