@@ -312,39 +312,31 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
     }
 }
 
-/// The ranking columns: 2 for the exact sku, 1 for the exact name, else 0;
-/// then how well the text matches (`ts_rank`).
-fn push_ranking(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
-    if filter.words().is_empty() {
-        sql.push(", 0 AS exact, 0::float8 AS rank");
-        return;
-    }
-    sql.push(
-        ", CASE WHEN lower(sku) = k.q_sku THEN 2 WHEN name_key = k.q_name THEN 1 ELSE 0 END AS exact, \
-         ts_rank(search, k.q_rank)::float8 AS rank",
-    );
-}
-
-/// The table the ranking reads, beside what it compares with. Under a
-/// prepared statement's generic plan the query's values are parameters, and
-/// an expression of them in the ranking would be computed again for every
-/// match (to_tsquery, unaccent: four times the cost of finding the
-/// matches); computed once in a subquery the planner may not fold in
-/// (`OFFSET 0`), they are read as constants.
-fn push_source(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
+/// The ranking columns and the table they read: 2 for the exact sku, 1 for
+/// the exact name, else 0; then how well the text matches (`ts_rank`).
+///
+/// Under a prepared statement's generic plan the query's values are
+/// parameters, and an expression of them in the ranking would be computed
+/// again for every match (to_tsquery, unaccent: four times the cost of
+/// finding the matches); computed once in a subquery the planner may not
+/// fold in (`OFFSET 0`), they are read as constants.
+fn push_ranked_source(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
     let words = filter.words();
     if words.is_empty() {
-        sql.push(" FROM rm_products");
+        sql.push(", 0 AS exact, 0::float8 AS rank FROM rm_products");
         return;
     }
     let q = filter.q.clone().unwrap_or_default().trim().to_owned();
-    sql.push(" FROM (SELECT lower(")
-        .push_bind(q.clone())
-        .push(") AS q_sku, lower(public.agora_unaccent(")
-        .push_bind(q)
-        .push(")) AS q_name, to_tsquery('simple', ")
-        .push_bind(words.join(" | "))
-        .push(") AS q_rank OFFSET 0) k, rm_products");
+    sql.push(
+        ", CASE WHEN lower(sku) = k.q_sku THEN 2 WHEN name_key = k.q_name THEN 1 ELSE 0 END AS exact, \
+         ts_rank(search, k.q_rank)::float8 AS rank FROM (SELECT lower(",
+    )
+    .push_bind(q.clone())
+    .push(") AS q_sku, lower(public.agora_unaccent(")
+    .push_bind(q)
+    .push(")) AS q_name, to_tsquery('simple', ")
+    .push_bind(words.join(" | "))
+    .push(") AS q_rank OFFSET 0) k, rm_products");
 }
 
 /// The search: one page in the asked order, and the facets over every match.
@@ -365,8 +357,7 @@ pub async fn products(
         }
     };
     let mut sql = QueryBuilder::<Postgres>::new(format!("SELECT * FROM (SELECT {COLUMNS}"));
-    push_ranking(&mut sql, filter);
-    push_source(&mut sql, filter);
+    push_ranked_source(&mut sql, filter);
     push_filters(&mut sql, filter);
     sql.push(") m WHERE TRUE");
     if let Some(c) = &after {

@@ -593,14 +593,22 @@ async fn copy_triggers(session: &mut PgConnection, table: &str) -> Result<(), sq
     .bind(table)
     .fetch_all(&mut *session)
     .await?;
-    let live = format!(" ON public.{table} ");
-    let shadow = format!(" ON {SHADOW_SCHEMA}.{table} ");
     for definition in definitions {
-        sqlx::query(&definition.replacen(&live, &shadow, 1))
+        sqlx::query(&on_shadow(&definition, table))
             .execute(&mut *session)
             .await?;
     }
     Ok(())
+}
+
+/// A definition Postgres wrote for the live `table` (`pg_get_indexdef`,
+/// `pg_get_triggerdef`), aimed at its shadow copy instead.
+fn on_shadow(definition: &str, table: &str) -> String {
+    definition.replacen(
+        &format!(" ON public.{table} "),
+        &format!(" ON {SHADOW_SCHEMA}.{table} "),
+        1,
+    )
 }
 
 /// Creates on the shadow copy of `table` every index of the live one, under
@@ -621,10 +629,8 @@ async fn copy_indexes(session: &mut PgConnection, table: &str) -> Result<(), sql
     .bind(table)
     .fetch_all(&mut *session)
     .await?;
-    let live = format!(" ON public.{table} ");
-    let shadow = format!(" ON {SHADOW_SCHEMA}.{table} ");
     for (index, definition, constraint, kind) in indexes {
-        sqlx::query(&definition.replacen(&live, &shadow, 1))
+        sqlx::query(&on_shadow(&definition, table))
             .execute(&mut *session)
             .await?;
         let kind = match kind.as_deref() {
