@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong with a command, one variant per way the API answers.
 #[derive(Debug, thiserror::Error)]
@@ -20,19 +21,20 @@ pub enum CommandError<E: std::error::Error> {
     Store(#[from] StoreError),
 }
 
-/// Failures of the event store itself, apart from business outcomes.
-#[derive(Debug, thiserror::Error)]
+/// Failures of the event store itself, apart from business outcomes. Cheap
+/// to clone: one failed append of a batch is every batched command's answer.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached, or ended the session before the
     /// write could commit (503).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Arc<sqlx::Error>),
     /// The connection broke after an append was sent: it may or may not
     /// have committed (503, and the client should look before it retries).
     #[error("the connection was lost while a write was in flight: {0}")]
-    CommitUnknown(#[source] sqlx::Error),
+    CommitUnknown(#[source] Arc<sqlx::Error>),
     #[error("database error: {0}")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] Arc<sqlx::Error>),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
 }
@@ -47,7 +49,7 @@ impl StoreError {
     /// own) nor a write in flight.
     pub fn may_retry(&self) -> bool {
         matches!(self, Self::Unavailable(err)
-            if !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
+            if !matches!(**err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed))
     }
 
     /// The error of a statement that wrote: a lost connection is
@@ -78,9 +80,9 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::Protocol(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
-            ref db if server_ended_session(db) => Self::Unavailable(err),
-            other => Self::Database(other),
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(Arc::new(err)),
+            ref db if server_ended_session(db) => Self::Unavailable(Arc::new(err)),
+            other => Self::Database(Arc::new(other)),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The aggregate store: loads aggregates (cache, then snapshot plus tail, then
 //! the whole stream) and appends the events a command yields.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
@@ -93,19 +94,43 @@ where
     }
 }
 
-struct Inner<A> {
+struct Inner<A: Aggregate> {
     pool: PgPool,
-    // Commands on one aggregate in this process run one after another, so
-    // they do not lose races to each other; only writers in other processes
-    // can still conflict, and those are retried. Striped by id hash: a fixed
-    // set of locks needs no cleanup, and with far more stripes than pooled
-    // connections unrelated aggregates rarely share one.
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    // The commands waiting for their aggregate's turn, by aggregate id; an
+    // aggregate is here only while a turn runs on it.
+    queues: std::sync::Mutex<HashMap<String, VecDeque<Queued<A>>>>,
     repository: PostgresEventRepository,
     cache: moka::sync::Cache<String, Arc<Loaded<A>>>,
     upcasters: Vec<Box<dyn EventUpcaster>>,
     vault: Vault,
     options: StoreOptions,
+}
+
+/// A command waiting for its aggregate's turn.
+struct Queued<A: Aggregate> {
+    command: A::Command,
+    expected: Option<usize>,
+    metadata: Value,
+    reply: tokio::sync::oneshot::Sender<Decided<A>>,
+}
+
+/// A command's answer, as decided in its batch.
+type Decided<A> = Result<Committed<A>, CommandError<<A as Aggregate>::Error>>;
+
+/// Sends the decided answers to the commands at the front of `batch`, in
+/// order, and takes those commands off.
+fn answer<A: Aggregate>(batch: &mut VecDeque<Queued<A>>, decided: Vec<Decided<A>>) {
+    for (queued, decided) in batch.drain(..decided.len()).zip(decided) {
+        // A caller that stopped waiting has nothing to be told.
+        let _ = queued.reply.send(decided);
+    }
+}
+
+/// Answers every command in `batch` with one store failure.
+fn answer_all<A: Aggregate>(batch: &mut VecDeque<Queued<A>>, err: &StoreError) {
+    for queued in batch.drain(..) {
+        let _ = queued.reply.send(Err(CommandError::Store(err.clone())));
+    }
 }
 
 enum AppendError {
@@ -155,7 +180,8 @@ impl AppendShape {
     }
 
     /// The statement's text, built once per shape. Parameters: $1 type,
-    /// $2 id, $3 metadata, $4..$7 the events (sequence, type, version,
+    /// $2 id, $3 metadata (an array, one per event, unless single),
+    /// $4..$7 the events (sequence, type, version,
     /// payload: scalars or arrays), then releases (kinds, values), claims
     /// (kinds, values) and the snapshot (version, payload), each only when
     /// present, numbered on in that order.
@@ -221,15 +247,17 @@ impl AppendShape {
         } else {
             format!(
                 "{with}{insert}
-SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, $3
-  FROM unnest($4::bigint[], $5::text[], $6::text[], $7::jsonb[])
-       AS e(sequence, event_type, event_version, payload)"
+SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
+  FROM unnest($4::bigint[], $5::text[], $6::text[], $7::jsonb[], $3::jsonb[])
+       AS e(sequence, event_type, event_version, payload, metadata)"
             )
         }
     }
 }
 
-const STRIPES: usize = 1024;
+/// The most commands one turn decides and appends together: a bound on one
+/// statement's size, far above what queues on one aggregate in practice.
+const MAX_BATCH: usize = 256;
 
 const SELECT_SNAPSHOT: &str = "SELECT version, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
 
@@ -272,7 +300,7 @@ where
         Self {
             inner: Arc::new(Inner {
                 repository: PostgresEventRepository::new(pool.clone()),
-                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                queues: std::sync::Mutex::new(HashMap::new()),
                 pool,
                 cache,
                 upcasters,
@@ -314,6 +342,18 @@ where
         result
     }
 
+    // Commands on one aggregate in this process queue up behind one another
+    // instead of racing: the first to arrive starts a turn, and the turn
+    // takes everything that queued meanwhile as one batch, decides it on the
+    // state in memory, command after command, and appends all of the
+    // batch's events in one statement. Each command still gets its own
+    // answer, and only after the append that holds its events committed. A
+    // hot aggregate (a flash sale's product) so costs one round trip per
+    // batch, not per command; only writers in other processes still
+    // conflict, and those rounds are retried on fresh state.
+    //
+    // The turn runs as a task of its own, so a caller that goes away (a
+    // client that hangs up) does not take the others' answers with it.
     async fn execute_counted(
         &self,
         id: &str,
@@ -321,57 +361,171 @@ where
         expected: Option<usize>,
         metadata: &CommandMetadata,
     ) -> Result<Committed<A>, CommandError<A::Error>> {
-        let _turn = self.stripe(id).lock().await;
-        for attempt in 0..=self.inner.options.max_retries {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let queued = Queued {
+            command,
+            expected,
+            metadata: metadata.to_json(),
+            reply,
+        };
+        let starts_turn = {
+            let mut queues = self.queues();
+            match queues.entry(id.to_owned()) {
+                std::collections::hash_map::Entry::Occupied(mut waiting) => {
+                    waiting.get_mut().push_back(queued);
+                    false
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(VecDeque::from([queued]));
+                    true
+                }
+            }
+        };
+        if starts_turn {
+            let store = self.clone();
+            let id = id.to_owned();
+            tokio::spawn(async move { store.take_turn(id).await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(CommandError::Store(StoreError::Corrupt(
+                "the aggregate's turn ended without an answer".to_owned(),
+            )))
+        })
+    }
+
+    fn queues(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Queued<A>>>> {
+        // Nothing panics while holding it; should something, the map is
+        // still whole (every change to it is one call).
+        self.inner
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs batches of the commands queued on `id` until none is left.
+    async fn take_turn(&self, id: String) {
+        // Should this task die (a panic), the queue goes with it: its
+        // commands are answered with an error instead of waiting forever,
+        // and the next command on the aggregate starts a new turn.
+        struct EndTurn<'a, A: StoredAggregate>(&'a AggregateStore<A>, &'a str)
+        where
+            A::Command: Clone + Send,
+            A::Error: Send;
+        impl<A: StoredAggregate> Drop for EndTurn<'_, A>
+        where
+            A::Command: Clone + Send,
+            A::Error: Send,
+        {
+            fn drop(&mut self) {
+                self.0.queues().remove(self.1);
+            }
+        }
+        let _end = EndTurn(self, &id);
+        loop {
+            let mut batch: VecDeque<Queued<A>> = {
+                let mut queues = self.queues();
+                let Some(waiting) = queues.get_mut(&id) else {
+                    return;
+                };
+                if waiting.is_empty() {
+                    // Under the lock: a command queued from here on starts
+                    // a turn of its own.
+                    queues.remove(&id);
+                    return;
+                }
+                let take = waiting.len().min(MAX_BATCH);
+                waiting.drain(..take).collect()
+            };
+            while !batch.is_empty() {
+                self.decide_and_append(&id, &mut batch).await;
+            }
+        }
+    }
+
+    /// Decides commands from the front of `batch` on one loaded state and
+    /// appends their events in one statement, then answers them and takes
+    /// them off. Stops early where a command claims or releases a unique
+    /// value: such a command goes alone, so a clash is its own answer.
+    async fn decide_and_append(&self, id: &str, batch: &mut VecDeque<Queued<A>>) {
+        let retries = self.inner.options.max_retries;
+        for attempt in 0..=retries {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
             }
-            let (loaded, from_cache) = self.load(id).await?;
-            if let Some(expected) = expected {
-                if expected != loaded.version {
-                    // A cached copy may lag a write made by another process:
-                    // confirm against the store before refusing.
-                    if from_cache {
-                        self.forget(id);
-                        continue;
-                    }
-                    return Err(CommandError::PreconditionFailed {
-                        expected,
-                        current: loaded.version,
-                    });
+            let (loaded, from_cache) = match self.load(id).await {
+                Ok(loaded) => loaded,
+                Err(err) => return answer_all(batch, &err),
+            };
+            // Borrowed until a command changes it: a batch of refusals
+            // copies nothing.
+            let mut state = std::borrow::Cow::Borrowed(&loaded.aggregate);
+            let mut version = loaded.version;
+            let mut decided: Vec<Decided<A>> = Vec::new();
+            let mut appended = 0;
+            let mut claims = false;
+            for index in 0..batch.len() {
+                if claims {
+                    break;
                 }
-            }
-            let mut aggregate = loaded.aggregate.clone();
-            let sink = EventSink::default();
-            if let Err(refusal) = aggregate.handle(command.clone(), &(), &sink).await {
-                if from_cache && self.stored_version(id).await? != loaded.version {
-                    self.forget(id);
+                // Owned before the await: a command need not be `Sync`.
+                let (command, expected) = (batch[index].command.clone(), batch[index].expected);
+                if let Some(expected) = expected.filter(|&e| e != version) {
+                    decided.push(Err(CommandError::PreconditionFailed {
+                        expected,
+                        current: version,
+                    }));
                     continue;
                 }
-                return Err(CommandError::Rejected(refusal));
-            }
-            let events = sink.collect().await;
-            if events.is_empty() {
-                return Ok(Committed {
+                let mut next = A::clone(&state);
+                let sink = EventSink::default();
+                if let Err(refusal) = next.handle(command, &(), &sink).await {
+                    decided.push(Err(CommandError::Rejected(refusal)));
+                    continue;
+                }
+                let events = sink.collect().await;
+                let unique = events.iter().any(|e| !A::unique_changes(e).is_empty());
+                if unique && appended > 0 {
+                    break;
+                }
+                claims = unique;
+                version += events.len();
+                appended += events.len();
+                decided.push(Ok(Committed {
                     id: id.to_owned(),
-                    version: loaded.version,
+                    version,
                     events,
-                    aggregate,
-                });
+                    aggregate: next.clone(),
+                }));
+                state = std::borrow::Cow::Owned(next);
             }
-            match self
-                .append(id, loaded.version, &events, &aggregate, metadata)
-                .await
-            {
-                Ok(version) => return Ok(self.committed(id, version, events, aggregate)),
+            if appended == 0 {
+                // A refusal read from the cache may rest on a state another
+                // process has moved past: confirm before answering.
+                let refused = decided.iter().any(Result::is_err);
+                if from_cache && refused {
+                    match self.stored_version(id).await {
+                        Ok(stored) if stored != loaded.version => {
+                            self.forget(id);
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(err) => return answer_all(batch, &err),
+                    }
+                }
+                return answer(batch, decided);
+            }
+            let parts: Vec<(&[A::Event], &Value)> = decided
+                .iter()
+                .zip(batch.iter())
+                .filter_map(|(d, q)| d.as_ref().ok().map(|c| (&c.events[..], &q.metadata)))
+                .collect();
+            match self.append(id, loaded.version, &parts, &state).await {
+                Ok(version) => {
+                    self.after_append(id, state.into_owned(), version);
+                    return answer(batch, decided);
+                }
                 Err(AppendError::SequenceTaken) => {
                     self.forget(id);
-                    if let Some(expected) = expected {
-                        return Err(CommandError::PreconditionFailed {
-                            expected,
-                            current: self.stored_version(id).await?,
-                        });
-                    }
                     tracing::debug!(
                         aggregate_type = A::TYPE,
                         aggregate_id = id,
@@ -381,14 +535,26 @@ where
                         .increment(1);
                 }
                 Err(AppendError::Claimed(kind)) => {
-                    return Err(CommandError::Duplicate {
-                        field: A::unique_field(&kind),
-                    })
+                    // The last decided command is the one that claims.
+                    let mut refused = decided;
+                    if let Some(last) = refused.last_mut() {
+                        *last = Err(CommandError::Duplicate {
+                            field: A::unique_field(&kind),
+                        });
+                    }
+                    return answer(batch, refused);
                 }
-                Err(AppendError::Store(err)) => return Err(err.into()),
+                Err(AppendError::Store(err)) => {
+                    let failed = decided
+                        .into_iter()
+                        .map(|_| Err(CommandError::Store(err.clone())));
+                    return answer(batch, failed.collect());
+                }
             }
         }
-        Err(CommandError::Conflict)
+        for queued in batch.drain(..) {
+            let _ = queued.reply.send(Err(CommandError::Conflict));
+        }
     }
 
     /// Runs `command` on an aggregate the caller has just named (a fresh
@@ -433,8 +599,20 @@ where
                 aggregate,
             });
         }
-        match self.append(id, 0, &events, &aggregate, metadata).await {
-            Ok(version) => Ok(self.committed(id, version, events, aggregate)),
+        let metadata_json = metadata.to_json();
+        match self
+            .append(id, 0, &[(&events[..], &metadata_json)], &aggregate)
+            .await
+        {
+            Ok(version) => {
+                self.after_append(id, aggregate.clone(), version);
+                Ok(Committed {
+                    id: id.to_owned(),
+                    version,
+                    events,
+                    aggregate,
+                })
+            }
             Err(AppendError::SequenceTaken) => {
                 metrics::counter!("agora_command_retries_total", "aggregate" => A::TYPE)
                     .increment(1);
@@ -550,12 +728,6 @@ where
         to_version(version)
     }
 
-    fn stripe(&self, id: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(id);
-        &self.inner.stripes[(hash as usize) % self.inner.stripes.len()]
-    }
-
     /// Drops the cached copy of an aggregate, if any.
     pub fn forget(&self, id: &str) {
         self.inner.cache.invalidate(id);
@@ -591,23 +763,11 @@ where
     }
 
     /// After an append committed: wake the relay, cache the new state.
-    fn committed(
-        &self,
-        id: &str,
-        version: usize,
-        events: Vec<A::Event>,
-        aggregate: A,
-    ) -> Committed<A> {
+    fn after_append(&self, id: &str, aggregate: A, version: usize) {
         if let Some(hook) = &self.inner.options.on_append {
             (hook.0)();
         }
-        self.remember(id, aggregate.clone(), version);
-        Committed {
-            id: id.to_owned(),
-            version,
-            events,
-            aggregate,
-        }
+        self.remember(id, aggregate, version);
     }
 
     // Keeps the newest state only: a slower command or load finishing late
@@ -631,48 +791,54 @@ where
         &self,
         id: &str,
         version: usize,
-        events: &[A::Event],
+        parts: &[(&[A::Event], &Value)],
         after: &A,
-        metadata: &CommandMetadata,
     ) -> Result<usize, AppendError> {
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
+        let count: usize = parts.iter().map(|(events, _)| events.len()).sum();
+        let mut sequences = Vec::with_capacity(count);
+        let mut types = Vec::with_capacity(count);
+        let mut versions = Vec::with_capacity(count);
+        let mut payloads = Vec::with_capacity(count);
+        let mut metadata = Vec::with_capacity(count);
         let (mut claim_kinds, mut claim_values) = (Vec::new(), Vec::new());
         let (mut release_kinds, mut release_values) = (Vec::new(), Vec::new());
-        for (offset, event) in events.iter().enumerate() {
-            sequences.push((version + offset + 1) as i64);
-            let (event_type, event_version) = (event.event_type(), event.event_version());
-            let mut payload =
-                serde_json::to_value(event).map_err(|err| AppendError::Store(err.into()))?;
-            self.inner
-                .vault
-                .seal_event(&event_type, &event_version, id, &mut payload)
-                .await
-                .map_err(|err| AppendError::Store(err.into()))?;
-            types.push(event_type);
-            versions.push(event_version);
-            payloads.push(payload);
-            // An email is claimed by its keyed hash, never in clear.
-            let claim = |kind: &str, value: String| match kind {
-                "email" => self.inner.vault.email_claim(&value),
-                _ => value,
-            };
-            for change in A::unique_changes(event) {
-                match change {
-                    UniqueChange::Claim { kind, value } => {
-                        claim_kinds.push(kind);
-                        claim_values.push(claim(kind, value));
-                    }
-                    UniqueChange::Release { kind, value } => {
-                        release_kinds.push(kind);
-                        release_values.push(claim(kind, value));
+        // Plain loops: a closure's iterator held across the await below would
+        // make the future's lifetimes too general for `tokio::spawn`.
+        for &(events, meta) in parts {
+            for event in events {
+                sequences.push((version + sequences.len() + 1) as i64);
+                metadata.push(meta);
+                let (event_type, event_version) = (event.event_type(), event.event_version());
+                let mut payload =
+                    serde_json::to_value(event).map_err(|err| AppendError::Store(err.into()))?;
+                self.inner
+                    .vault
+                    .seal_event(&event_type, &event_version, id, &mut payload)
+                    .await
+                    .map_err(|err| AppendError::Store(err.into()))?;
+                types.push(event_type);
+                versions.push(event_version);
+                payloads.push(payload);
+                // An email is claimed by its keyed hash, never in clear.
+                let claim = |kind: &str, value: String| match kind {
+                    "email" => self.inner.vault.email_claim(&value),
+                    _ => value,
+                };
+                for change in A::unique_changes(event) {
+                    match change {
+                        UniqueChange::Claim { kind, value } => {
+                            claim_kinds.push(kind);
+                            claim_values.push(claim(kind, value));
+                        }
+                        UniqueChange::Release { kind, value } => {
+                            release_kinds.push(kind);
+                            release_values.push(claim(kind, value));
+                        }
                     }
                 }
             }
         }
-        let new_version = version + events.len();
+        let new_version = version + count;
         let every = self.inner.options.snapshot_every.max(1);
         let snapshot = if A::SNAPSHOTS && new_version / every > version / every {
             Some(serde_json::to_value(after).map_err(|err| AppendError::Store(err.into()))?)
@@ -680,23 +846,22 @@ where
             None
         };
         let shape = AppendShape {
-            single: events.len() == 1,
+            single: count == 1,
             releases: !release_kinds.is_empty(),
             claims: !claim_kinds.is_empty(),
             snapshot: snapshot.is_some(),
         };
-        let mut query = sqlx::query(shape.sql())
-            .bind(A::TYPE)
-            .bind(id)
-            .bind(metadata.to_json());
-        query = if shape.single {
+        let query = sqlx::query(shape.sql()).bind(A::TYPE).bind(id);
+        let mut query = if shape.single {
             query
+                .bind(metadata[0])
                 .bind(sequences[0])
                 .bind(types.swap_remove(0))
                 .bind(versions.swap_remove(0))
                 .bind(payloads.swap_remove(0))
         } else {
             query
+                .bind(metadata)
                 .bind(sequences)
                 .bind(types)
                 .bind(versions)
@@ -723,7 +888,7 @@ where
         match result {
             Ok(_) => {
                 metrics::counter!("agora_events_appended_total", "aggregate" => A::TYPE)
-                    .increment(events.len() as u64);
+                    .increment(count as u64);
                 Ok(new_version)
             }
             Err(err) => match unique_violation(&err) {

@@ -436,6 +436,93 @@ async fn two_stores_racing_on_one_product_lose_nothing() {
     assert_eq!(b.load_stored(&id).await.unwrap(), full);
 }
 
+// A flash sale on one store: commands queued on one aggregate are decided
+// one after another on the state in memory and appended together. Given 40
+// units, when 100 reservations of one unit arrive at once, then exactly 40
+// are accepted, each with a version of its own, the other 60 are refused
+// for want of stock, every stored event carries its own command's metadata,
+// and the 40 took fewer transactions than commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_on_one_aggregate_are_decided_in_turn_and_appended_together() {
+    let db = TestDatabase::with_pool_size(4).await;
+    let store = product_store(&db, StoreOptions::default());
+    let product_id = Uuid::now_v7();
+    let id = product_id.to_string();
+    store
+        .execute(
+            &id,
+            create_product(product_id, "HOT-1", 40),
+            None,
+            &metadata(),
+        )
+        .await
+        .unwrap();
+
+    let mut tasks = JoinSet::new();
+    for n in 0..100u128 {
+        let (store, id) = (store.clone(), id.clone());
+        let meta = commands::CommandMetadata {
+            correlation_id: format!("order-{n}"),
+            ..metadata()
+        };
+        tasks.spawn(async move {
+            let order_id = Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + n);
+            let command = ProductCommand::ReserveStock {
+                order_id,
+                quantity: 1,
+            };
+            (n, store.execute(&id, command, None, &meta).await)
+        });
+    }
+    let mut answered = std::collections::BTreeMap::new();
+    let mut refused = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.unwrap() {
+            (n, Ok(committed)) => {
+                let [ProductEvent::StockReserved { quantity: 1, .. }] = committed.events[..] else {
+                    panic!("one reservation per answer: {:?}", committed.events);
+                };
+                assert!(answered.insert(committed.version, n).is_none());
+            }
+            (_, Err(CommandError::Rejected(ProductError::InsufficientStock { .. }))) => {
+                refused += 1
+            }
+            (_, other) => panic!("expected a reservation or a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(refused, 60);
+    assert_eq!(
+        answered.keys().copied().collect::<Vec<_>>(),
+        (2..=41).collect::<Vec<_>>()
+    );
+
+    let rows: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT sequence, metadata->>'correlation_id', xmin::text FROM events
+          WHERE aggregate_id = $1 AND sequence > 1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 40);
+    for (sequence, correlation, _) in &rows {
+        let n = answered[&(*sequence as usize)];
+        assert_eq!(correlation, &format!("order-{n}"), "event {sequence}");
+    }
+    let transactions: BTreeSet<&str> = rows.iter().map(|(_, _, xmin)| xmin.as_str()).collect();
+    assert!(
+        transactions.len() < rows.len(),
+        "40 reservations in {} transactions",
+        transactions.len()
+    );
+    let full = store.load_from_all_events(&id).await.unwrap();
+    assert_eq!(
+        (full.aggregate.available(), full.aggregate.reserved()),
+        (0, 40)
+    );
+    assert_eq!(store.load(&id).await.unwrap().0.as_ref(), &full);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_mismatch_is_refused_and_writes_nothing() {
     let db = TestDatabase::new().await;
