@@ -417,7 +417,11 @@ where
             A::Error: Send,
         {
             fn drop(&mut self) {
-                self.0.queues().remove(self.1);
+                // Only when unwinding: a turn that ended normally removed its
+                // entry itself, and the entry here now may be a new turn's.
+                if std::thread::panicking() {
+                    self.0.queues().remove(self.1);
+                }
             }
         }
         let _end = EndTurn(self, &id);

@@ -523,6 +523,30 @@ async fn commands_queued_on_one_aggregate_are_decided_in_turn_and_appended_toget
     assert_eq!(store.load(&id).await.unwrap().0.as_ref(), &full);
 }
 
+// A command sent the moment the one before it was answered may arrive while
+// that turn is ending: it must start or join a turn, never be dropped (a
+// turn's clean-up once removed the next turn's queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_sent_one_after_another_on_one_aggregate_are_each_answered() {
+    let db = TestDatabase::with_pool_size(2).await;
+    let store = product_store(&db, StoreOptions::default());
+    let product_id = Uuid::now_v7();
+    let id = product_id.to_string();
+    let meta = metadata();
+    store
+        .execute(&id, create_product(product_id, "SEQ-1", 0), None, &meta)
+        .await
+        .unwrap();
+    for n in 0..500 {
+        let committed = store
+            .execute(&id, ProductCommand::AdjustStock { delta: 1 }, None, &meta)
+            .await
+            .unwrap_or_else(|err| panic!("command {n}: {err:?}"));
+        assert_eq!(committed.version, n + 2);
+    }
+    assert_eq!(event_count(&db.pool, PRODUCT, &id).await, 501);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn if_match_mismatch_is_refused_and_writes_nothing() {
     let db = TestDatabase::new().await;
