@@ -52,8 +52,20 @@ pub enum Wake {
 }
 
 /// Records the wake-ups in the caller's transaction (the intake's batch,
-/// which records the events as applied in it too).
+/// which records the events as applied in it too): one statement per kind
+/// of wake-up, not per event. The batch's transaction holds the rows it
+/// wakes locked until it commits, and the steps of those very orders wait
+/// on them: a statement per event kept a flash sale's steps waiting for
+/// batches of a thousand round trips.
 pub async fn wake(tx: &mut sqlx::PgConnection, wakes: &[Wake]) -> Result<(), sqlx::Error> {
+    // One row per order per statement (an upsert touches a row at most once
+    // per statement): a redelivered placement keeps its earliest time and
+    // its latest correlation.
+    let mut placed: std::collections::BTreeMap<Uuid, (DateTime<Utc>, Option<&str>, Option<&str>)> =
+        std::collections::BTreeMap::new();
+    let mut compensate: std::collections::BTreeMap<Uuid, DateTime<Utc>> =
+        std::collections::BTreeMap::new();
+    let mut refunded = Vec::new();
     for wake in wakes {
         match wake {
             Wake::Placed {
@@ -62,44 +74,64 @@ pub async fn wake(tx: &mut sqlx::PgConnection, wakes: &[Wake]) -> Result<(), sql
                 correlation_id,
                 traceparent,
             } => {
-                sqlx::query(
-                    "INSERT INTO saga_orders (order_id, placed_at, correlation_id, traceparent) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (order_id) DO UPDATE
-                        SET placed_at = least(saga_orders.placed_at, EXCLUDED.placed_at),
-                            correlation_id = EXCLUDED.correlation_id,
-                            traceparent = EXCLUDED.traceparent",
-                )
-                .bind(order_id)
-                .bind(at)
-                .bind(correlation_id)
-                .bind(traceparent)
-                .execute(&mut *tx)
-                .await?;
+                let entry = placed.entry(*order_id).or_insert((*at, None, None));
+                entry.0 = entry.0.min(*at);
+                entry.1 = correlation_id.as_deref();
+                entry.2 = traceparent.as_deref();
             }
             Wake::Compensate { order_id, at } => {
-                sqlx::query(
-                    "INSERT INTO saga_orders (order_id, placed_at) VALUES ($1, $2)
-                     ON CONFLICT (order_id) DO UPDATE
-                        SET done = false, generation = saga_orders.generation + 1,
-                            next_attempt_at = now(), failures = 0, updated_at = now()",
-                )
-                .bind(order_id)
-                .bind(at)
-                .execute(&mut *tx)
-                .await?;
+                let entry = compensate.entry(*order_id).or_insert(*at);
+                *entry = (*entry).min(*at);
             }
-            Wake::Refunded { payment_id } => {
-                sqlx::query(
-                    "UPDATE saga_orders
-                        SET done = false, generation = generation + 1,
-                            next_attempt_at = now(), failures = 0, updated_at = now()
-                      WHERE payment_id = $1",
-                )
-                .bind(payment_id)
-                .execute(&mut *tx)
-                .await?;
-            }
+            Wake::Refunded { payment_id } => refunded.push(*payment_id),
         }
+    }
+    // In event order: an order's placement comes before its cancellation.
+    if !placed.is_empty() {
+        let ids: Vec<Uuid> = placed.keys().copied().collect();
+        let ats: Vec<DateTime<Utc>> = placed.values().map(|v| v.0).collect();
+        let correlations: Vec<Option<&str>> = placed.values().map(|v| v.1).collect();
+        let traces: Vec<Option<&str>> = placed.values().map(|v| v.2).collect();
+        sqlx::query(
+            "INSERT INTO saga_orders (order_id, placed_at, correlation_id, traceparent)
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[])
+             ON CONFLICT (order_id) DO UPDATE
+                SET placed_at = least(saga_orders.placed_at, EXCLUDED.placed_at),
+                    correlation_id = EXCLUDED.correlation_id,
+                    traceparent = EXCLUDED.traceparent",
+        )
+        .bind(ids)
+        .bind(ats)
+        .bind(correlations)
+        .bind(traces)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !compensate.is_empty() {
+        let ids: Vec<Uuid> = compensate.keys().copied().collect();
+        let ats: Vec<DateTime<Utc>> = compensate.values().copied().collect();
+        sqlx::query(
+            "INSERT INTO saga_orders (order_id, placed_at)
+             SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
+             ON CONFLICT (order_id) DO UPDATE
+                SET done = false, generation = saga_orders.generation + 1,
+                    next_attempt_at = now(), failures = 0, updated_at = now()",
+        )
+        .bind(ids)
+        .bind(ats)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !refunded.is_empty() {
+        sqlx::query(
+            "UPDATE saga_orders
+                SET done = false, generation = generation + 1,
+                    next_attempt_at = now(), failures = 0, updated_at = now()
+              WHERE payment_id = ANY($1)",
+        )
+        .bind(refunded)
+        .execute(&mut *tx)
+        .await?;
     }
     Ok(())
 }
