@@ -190,6 +190,25 @@ pub async fn round(
         DateTime<Utc>,
         DateTime<Utc>,
     );
+    // The last event every transaction before it has ended for (below the
+    // snapshot's xmin): the round vouches for events up to here. Taken
+    // first, so the scan's later snapshot sees every committed event up to
+    // it. With nothing of this subscriber's aggregates between the
+    // watermark and this bound, the watermark moves to the bound: else a
+    // subscriber of rarely written aggregates (users, during a flash sale)
+    // rescanned every event since its last one each round, a scan that grew
+    // with history and kept both cores' worth of Postgres busy.
+    let bound: Option<(String, i64)> = sqlx::query_as(
+        "SELECT transaction_id::text, position FROM events
+          WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((bound_transaction, bound_position)) = bound else {
+        tx.commit().await?;
+        return Ok((Round::default(), Vec::new()));
+    };
     // Read lazily, in the index's order, and stop at the first event that
     // cannot be vouched for yet: behind a backlog, a round costs the events
     // applied since the last one, not the whole window.
@@ -207,7 +226,7 @@ pub async fn round(
                LEFT JOIN projection_applied p ON p.projection = $1
                     AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
               WHERE (e.transaction_id, e.position) > ($2::text::xid8, $3)
-                AND e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                AND (e.transaction_id, e.position) <= ($6::text::xid8, $7)
                 AND e.aggregate_type = ANY($4)
               ORDER BY e.transaction_id, e.position
               LIMIT $5",
@@ -217,6 +236,8 @@ pub async fn round(
         .bind(mark_position)
         .bind(subscriber.aggregate_types())
         .bind(options.window)
+        .bind(&bound_transaction)
+        .bind(bound_position)
         .fetch(&mut *tx);
         while let Some(row) = scan.try_next().await? {
             let (_, _, sequence, _, position, applied, recorded_at, now) = &row;
@@ -311,13 +332,16 @@ pub async fn round(
         }
     }
 
-    // Everything before `stop` is applied or dead-lettered now.
+    // Everything before `stop` is applied or dead-lettered now; with no stop
+    // and the window not full, everything up to the bound is.
+    let whole = stop.is_none() && (rows.len() as i64) < options.window;
     let through = match stop {
+        _ if whole => Some((bound_transaction.as_str(), bound_position)),
         Some(0) => None,
-        Some(i) => rows.get(i - 1),
-        None => rows.last(),
+        Some(i) => rows.get(i - 1).map(|row| (row.3.as_str(), row.4)),
+        None => rows.last().map(|row| (row.3.as_str(), row.4)),
     };
-    if let Some((_, _, _, transaction, position, ..)) = through {
+    if let Some((transaction, position)) = through {
         sqlx::query(
             "UPDATE subscriber_watermarks SET transaction_id = $2::text::xid8, position = $3,
                  repaired = repaired + $4, checked_at = now()
