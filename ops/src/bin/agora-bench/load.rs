@@ -1,7 +1,9 @@
 //! `agora-bench load`: the load client as a process of its own, so it does
 //! not share a scheduler with the server it measures. Stock adjustments
 //! (`POST /products/{id}/stock`, a random product each) from N connections
-//! for a while; prints one JSON line: `{ok, failed, seconds, p50_ms, p99_ms}`.
+//! for a while, or with `--orders-for USER --total N`, N orders of one unit
+//! (`POST /orders`, `tok_ok`) as fast as the connections take them; prints
+//! one JSON line: `{ok, failed, seconds, p50_ms, p99_ms}`.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,10 @@ pub struct LoadArgs {
     pub connections: usize,
     pub seconds: f64,
     pub products: Vec<String>,
+    /// Orders instead of stock adjustments: placed for this user, `total`
+    /// of them in all, whatever the time.
+    pub orders_for: Option<String>,
+    pub total: usize,
 }
 
 impl LoadArgs {
@@ -23,6 +29,8 @@ impl LoadArgs {
             connections: 8,
             seconds: 5.0,
             products: Vec::new(),
+            orders_for: None,
+            total: 0,
         };
         while let Some(arg) = args.next() {
             let mut value = || {
@@ -36,6 +44,8 @@ impl LoadArgs {
                 "--products" => {
                     load.products = value()?.split(',').map(str::to_owned).collect();
                 }
+                "--orders-for" => load.orders_for = Some(value()?),
+                "--total" => load.total = value()?.parse()?,
                 other => anyhow::bail!("unknown argument {other}"),
             }
         }
@@ -45,7 +55,7 @@ impl LoadArgs {
 
     /// The arguments that make a child process run this load.
     pub fn to_args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "load".into(),
             "--base".into(),
             self.base.clone(),
@@ -55,7 +65,12 @@ impl LoadArgs {
             self.seconds.to_string(),
             "--products".into(),
             self.products.join(","),
-        ]
+        ];
+        if let Some(user) = &self.orders_for {
+            args.extend(["--orders-for".into(), user.clone()]);
+            args.extend(["--total".into(), self.total.to_string()]);
+        }
+        args
     }
 }
 
@@ -87,25 +102,42 @@ pub async fn client(load: LoadArgs) -> anyhow::Result<()> {
         .build()?;
     let period = Duration::from_secs_f64(load.seconds);
     let started = Instant::now();
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..load.connections)
         .map(|n| {
             let (client, base, products) =
                 (client.clone(), load.base.clone(), load.products.clone());
+            let (orders_for, total, taken) = (
+                load.orders_for.clone(),
+                load.total,
+                std::sync::Arc::clone(&taken),
+            );
+            let more = move || match orders_for {
+                Some(_) => taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total,
+                None => started.elapsed() < period,
+            };
+            let user = load.orders_for.clone();
             tokio::spawn(async move {
                 let (mut latencies, mut failed) = (Vec::new(), 0u64);
                 // A cheap spread over the products without a shared RNG.
                 let mut pick = n.wrapping_mul(2_654_435_761);
-                while started.elapsed() < period {
+                while more() {
                     pick = pick
                         .wrapping_mul(6_364_136_223_846_793_005)
                         .wrapping_add(1_442_695_040_888_963_407);
                     let product = &products[(pick >> 33) % products.len()];
                     let sent = Instant::now();
-                    let answer = client
-                        .post(format!("{base}/products/{product}/stock"))
-                        .json(&json!({ "delta": 1 }))
-                        .send()
-                        .await;
+                    let request = match &user {
+                        Some(user) => client.post(format!("{base}/orders")).json(&json!({
+                            "user_id": user,
+                            "lines": [{ "product_id": product, "quantity": 1 }],
+                            "payment_token": "tok_ok",
+                        })),
+                        None => client
+                            .post(format!("{base}/products/{product}/stock"))
+                            .json(&json!({ "delta": 1 })),
+                    };
+                    let answer = request.send().await;
                     match answer {
                         Ok(answer) if answer.status().is_success() => {
                             let _ = answer.bytes().await;

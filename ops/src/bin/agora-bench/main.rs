@@ -10,6 +10,7 @@
 
 mod catchup;
 mod checkout;
+mod flash;
 mod history;
 mod integrations;
 mod load;
@@ -52,7 +53,7 @@ fn settings() -> Settings {
             "--only" => settings.only = args.next(),
             "--out" => settings.out = args.next().map(Into::into),
             _ => {
-                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|replay|integrations|search|checkout]; agora-bench load --base URL --connections N --seconds S --products ID,...; agora-bench search-load --base URL --seconds S");
+                eprintln!("usage: agora-bench [--quick] [--reps N] [--out DIR] [--only system|commands|stock|history|relay|reads|latency|catchup|orders|flash|replay|integrations|search|checkout]; agora-bench load --base URL --connections N --seconds S --products ID,... [--orders-for USER --total N]; agora-bench search-load --base URL --seconds S");
                 std::process::exit(2);
             }
         }
@@ -108,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("orders") {
         orders::run(&settings, &mut table).await?;
+    }
+    if wants("flash") {
+        flash::run(&settings, &mut table).await?;
     }
     if wants("replay") {
         replay::run(&settings, &mut table).await?;

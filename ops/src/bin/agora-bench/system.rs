@@ -76,6 +76,8 @@ async fn run_system(layout: Layout, connections: usize, seconds: f64) -> anyhow:
         connections,
         seconds: 1.0,
         products,
+        orders_for: None,
+        total: 0,
     };
     load_process(&load).await?; // warm-up
     load.seconds = seconds;
@@ -92,7 +94,7 @@ async fn run_system(layout: Layout, connections: usize, seconds: f64) -> anyhow:
 }
 
 /// Runs `agora-bench load` as a child and reads its one line.
-async fn load_process(load: &LoadArgs) -> anyhow::Result<Loaded> {
+pub(crate) async fn load_process(load: &LoadArgs) -> anyhow::Result<Loaded> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .args(load.to_args())
         .stderr(Stdio::inherit())
