@@ -467,12 +467,15 @@ where
             let mut decided: Vec<Decided<A>> = Vec::new();
             let mut appended = 0;
             let mut claims = false;
-            for index in 0..batch.len() {
+            // Owned before the awaits below: a command need not be `Sync`.
+            let commands: Vec<(A::Command, Option<usize>)> = batch
+                .iter()
+                .map(|queued| (queued.command.clone(), queued.expected))
+                .collect();
+            for (command, expected) in commands {
                 if claims {
                     break;
                 }
-                // Owned before the await: a command need not be `Sync`.
-                let (command, expected) = (batch[index].command.clone(), batch[index].expected);
                 if let Some(expected) = expected.filter(|&e| e != version) {
                     decided.push(Err(CommandError::PreconditionFailed {
                         expected,

@@ -51,6 +51,9 @@ pub enum Wake {
     },
 }
 
+/// A placement's time, correlation id and trace, as a wake-up records them.
+type Placement<'a> = (DateTime<Utc>, Option<&'a str>, Option<&'a str>);
+
 /// Records the wake-ups in the caller's transaction (the intake's batch,
 /// which records the events as applied in it too): one statement per kind
 /// of wake-up, not per event. The batch's transaction holds the rows it
@@ -61,7 +64,7 @@ pub async fn wake(tx: &mut sqlx::PgConnection, wakes: &[Wake]) -> Result<(), sql
     // One row per order per statement (an upsert touches a row at most once
     // per statement): a redelivered placement keeps its earliest time and
     // its latest correlation.
-    let mut placed: std::collections::BTreeMap<Uuid, (DateTime<Utc>, Option<&str>, Option<&str>)> =
+    let mut placed: std::collections::BTreeMap<Uuid, Placement<'_>> =
         std::collections::BTreeMap::new();
     let mut compensate: std::collections::BTreeMap<Uuid, DateTime<Utc>> =
         std::collections::BTreeMap::new();
