@@ -126,10 +126,15 @@ fn answer<A: Aggregate>(batch: &mut VecDeque<Queued<A>>, decided: Vec<Decided<A>
     }
 }
 
-/// Answers every command in `batch` with one store failure.
-fn answer_all<A: Aggregate>(batch: &mut VecDeque<Queued<A>>, err: &StoreError) {
-    for queued in batch.drain(..) {
-        let _ = queued.reply.send(Err(CommandError::Store(err.clone())));
+/// Answers the first `count` commands of `batch` with one failure each, and
+/// takes them off.
+fn fail<A: Aggregate>(
+    batch: &mut VecDeque<Queued<A>>,
+    count: usize,
+    error: impl Fn() -> CommandError<A::Error>,
+) {
+    for queued in batch.drain(..count) {
+        let _ = queued.reply.send(Err(error()));
     }
 }
 
@@ -458,7 +463,7 @@ where
             }
             let (loaded, from_cache) = match self.load(id).await {
                 Ok(loaded) => loaded,
-                Err(err) => return answer_all(batch, &err),
+                Err(err) => return fail(batch, batch.len(), || err.clone().into()),
             };
             // Borrowed until a command changes it: a batch of refusals
             // copies nothing.
@@ -516,7 +521,7 @@ where
                             continue;
                         }
                         Ok(_) => {}
-                        Err(err) => return answer_all(batch, &err),
+                        Err(err) => return fail(batch, batch.len(), || err.clone().into()),
                     }
                 }
                 return answer(batch, decided);
@@ -542,26 +547,26 @@ where
                         .increment(1);
                 }
                 Err(AppendError::Claimed(kind)) => {
-                    // The last decided command is the one that claims.
-                    let mut refused = decided;
-                    if let Some(last) = refused.last_mut() {
-                        *last = Err(CommandError::Duplicate {
+                    // The last decided command is the one that claims: the
+                    // clash is its answer. The refusals before it may rest
+                    // on a stale cache, which no append confirmed: they are
+                    // decided again.
+                    let claimer = decided.len() - 1;
+                    if let Some(queued) = batch.remove(claimer) {
+                        let _ = queued.reply.send(Err(CommandError::Duplicate {
                             field: A::unique_field(&kind),
-                        });
+                        }));
                     }
-                    return answer(batch, refused);
+                    if batch.is_empty() {
+                        return;
+                    }
                 }
                 Err(AppendError::Store(err)) => {
-                    let failed = decided
-                        .into_iter()
-                        .map(|_| Err(CommandError::Store(err.clone())));
-                    return answer(batch, failed.collect());
+                    return fail(batch, decided.len(), || err.clone().into())
                 }
             }
         }
-        for queued in batch.drain(..) {
-            let _ = queued.reply.send(Err(CommandError::Conflict));
-        }
+        fail(batch, batch.len(), || CommandError::Conflict);
     }
 
     /// Runs `command` on an aggregate the caller has just named (a fresh
