@@ -42,16 +42,7 @@ async fn sale(sale: &Sale) -> anyhow::Result<Outcome> {
     let db = TestDatabase::with_pool_size(2).await;
     let nats = TestNats::new().await;
     let client = reqwest::Client::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let gateway_url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway::run(
-        listener,
-        gateway::GatewayOptions::new(db.pool.clone(), None),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (gateway_url, stop) = crate::processes::start_gateway(&db).await?;
     let serve = Serve::start(
         &db,
         &nats.prefix,

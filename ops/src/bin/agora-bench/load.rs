@@ -107,16 +107,19 @@ pub async fn client(load: LoadArgs) -> anyhow::Result<()> {
         .map(|n| {
             let (client, base, products) =
                 (client.clone(), load.base.clone(), load.products.clone());
-            let (orders_for, total, taken) = (
+            let (user, total, taken) = (
                 load.orders_for.clone(),
                 load.total,
                 std::sync::Arc::clone(&taken),
             );
-            let more = move || match orders_for {
-                Some(_) => taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total,
-                None => started.elapsed() < period,
+            let ordering = user.is_some();
+            let more = move || {
+                if ordering {
+                    taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
+                } else {
+                    started.elapsed() < period
+                }
             };
-            let user = load.orders_for.clone();
             tokio::spawn(async move {
                 let (mut latencies, mut failed) = (Vec::new(), 0u64);
                 // A cheap spread over the products without a shared RNG.

@@ -24,6 +24,24 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// The test payment gateway on a free port, in this process, until the
+/// returned sender is dropped or sent to: its URL and that sender.
+pub(crate) async fn start_gateway(
+    db: &TestDatabase,
+) -> anyhow::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway::run(
+        listener,
+        gateway::GatewayOptions::new(db.pool.clone(), None),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Ok((url, stop))
+}
+
 /// `agora serve --role <role>` on the database and prefix, killed on drop.
 pub(crate) struct Serve {
     child: Child,
