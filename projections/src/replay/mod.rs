@@ -366,6 +366,11 @@ async fn build_and_swap(
         tx.commit().await?;
         for table in fold.projection.tables() {
             copy_indexes(&mut conn, table).await?;
+            // A new table has no statistics until autovacuum reaches it:
+            // the live queries' plans would be guesses from the swap on.
+            sqlx::query(&format!("ANALYZE {SHADOW_SCHEMA}.{table}"))
+                .execute(&mut *conn)
+                .await?;
         }
         Ok::<(), sqlx::Error>(())
     }))

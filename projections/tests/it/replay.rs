@@ -297,6 +297,30 @@ async fn the_fold_equals_the_live_path() {
             "rm_products_status"
         ]
     );
+    // With their storage options (a bounded GIN pending list, migration
+    // 0017), and with statistics for the planner from the first query on.
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND 'gin_pending_list_limit=64' = ANY(c.reloptions) ORDER BY 1",
+    )
+    .fetch_all(env.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        options,
+        [
+            "rm_products_attributes",
+            "rm_products_categories",
+            "rm_products_search"
+        ]
+    );
+    let analyzed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_statistic WHERE starelid = 'public.rm_products'::regclass)",
+    )
+    .fetch_one(env.pool())
+    .await
+    .unwrap();
+    assert!(analyzed, "the swapped-in table has statistics");
     // And its triggers: the search vocabulary still learns a new product's
     // words, for typo search, after the swap.
     let triggers: Vec<String> = sqlx::query_scalar(
