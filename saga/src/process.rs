@@ -192,9 +192,13 @@ impl Process {
     // ---- the way forward: reserve, pay, confirm ----
 
     async fn forward(&self, ctx: &mut Ctx, order: &Order) -> Result<Step, StepError> {
-        if !self.reserve_all(ctx, order.lines()).await? {
+        let held = self.reserve(ctx, order.lines()).await?;
+        if held.len() < order.lines().len() {
             count("reserve", "refused");
-            return self.abandon(ctx, order, CancelReason::OutOfStock).await;
+            // A refused line holds nothing to release: in a flash sale that
+            // is every line of every order but the first thousand, each a
+            // command on the one hot product.
+            return self.abandon(ctx, &held, CancelReason::OutOfStock).await;
         }
         count("reserve", "ok");
         let payment_id = self.payment_id(ctx).await?;
@@ -213,11 +217,11 @@ impl Process {
             PaymentStatus::Authorized => self.capture(ctx, order, payment_id).await,
             PaymentStatus::Captured => self.confirm(ctx, order).await,
             PaymentStatus::Declined => {
-                self.abandon(ctx, order, CancelReason::PaymentDeclined)
+                self.abandon(ctx, order.lines(), CancelReason::PaymentDeclined)
                     .await
             }
             PaymentStatus::Failed => {
-                self.abandon(ctx, order, CancelReason::PaymentUnavailable)
+                self.abandon(ctx, order.lines(), CancelReason::PaymentUnavailable)
                     .await
             }
             PaymentStatus::Refunded => Err(StepError::Command(format!(
@@ -226,10 +230,11 @@ impl Process {
         }
     }
 
-    /// Reserves every line; false if any product refused (or had released
-    /// this order's reservation before, which a re-run must also treat as
-    /// a refusal: the release was the first run's answer).
-    async fn reserve_all(&self, ctx: &Ctx, lines: &[OrderLine]) -> Result<bool, StepError> {
+    /// Reserves every line and returns the lines held; a line is not held
+    /// when its product refused (or had released this order's reservation
+    /// before, which a re-run must also treat as a refusal: the release was
+    /// the first run's answer).
+    async fn reserve(&self, ctx: &Ctx, lines: &[OrderLine]) -> Result<Vec<OrderLine>, StepError> {
         let order_id = ctx.row.order_id;
         let held = try_join_all(lines.iter().map(|line| async move {
             let command = ProductCommand::ReserveStock {
@@ -251,7 +256,11 @@ impl Process {
             }
         }))
         .await?;
-        Ok(held.into_iter().all(|h| h))
+        Ok(lines
+            .iter()
+            .zip(held)
+            .filter_map(|(line, held)| held.then(|| line.clone()))
+            .collect())
     }
 
     async fn payment_id(&self, ctx: &mut Ctx) -> Result<Uuid, StepError> {
@@ -468,19 +477,28 @@ impl Process {
     }
 
     /// Releases what was reserved and cancels the order for `reason`.
+    /// Releases the lines held and cancels the order. Nothing of it was
+    /// committed (stock is committed only after the capture, and a captured
+    /// order is confirmed, never abandoned), so once the cancellation is in,
+    /// its stock is all back: the compensation skips that step, and the
+    /// cancellation's own wake-up finds the row done.
     async fn abandon(
         &self,
-        ctx: &Ctx,
-        order: &Order,
+        ctx: &mut Ctx,
+        held: &[OrderLine],
         reason: CancelReason,
     ) -> Result<Step, StepError> {
-        self.release_all(ctx, order.lines()).await?;
+        self.release_all(ctx, held).await?;
         match self
             .execute_order(ctx, OrderCommand::Cancel { reason, note: None })
             .await
         {
             Ok(()) => {
                 count("cancel", reason.as_str());
+                if !store::stock_given_back(&self.pool, ctx.row.order_id, self.owner).await? {
+                    return Err(StepError::LeaseLost);
+                }
+                ctx.row.stock_given_back = true;
                 Ok(Step::Again)
             }
             Err(CommandError::Rejected(_)) => Ok(Step::Again),

@@ -110,6 +110,11 @@ pub async fn wake(tx: &mut sqlx::PgConnection, wakes: &[Wake]) -> Result<(), sql
         .execute(&mut *tx)
         .await?;
     }
+    // A cancellation wakes its row, unless the row is done and its stock
+    // given back: that is recorded only once the order is cancelled, and
+    // the row is marked done only after the compensation that follows, so
+    // this cancellation (an order is cancelled once) has been seen to: the
+    // saga cancelled it itself.
     if !compensate.is_empty() {
         let ids: Vec<Uuid> = compensate.keys().copied().collect();
         let ats: Vec<DateTime<Utc>> = compensate.values().copied().collect();
@@ -118,7 +123,8 @@ pub async fn wake(tx: &mut sqlx::PgConnection, wakes: &[Wake]) -> Result<(), sql
              SELECT * FROM unnest($1::uuid[], $2::timestamptz[])
              ON CONFLICT (order_id) DO UPDATE
                 SET done = false, generation = saga_orders.generation + 1,
-                    next_attempt_at = now(), failures = 0, updated_at = now()",
+                    next_attempt_at = now(), failures = 0, updated_at = now()
+              WHERE NOT (saga_orders.done AND saga_orders.stock_given_back)",
         )
         .bind(ids)
         .bind(ats)

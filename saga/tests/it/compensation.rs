@@ -258,3 +258,81 @@ async fn a_confirmed_order_its_product_has_forgotten_gets_its_stock_back_once() 
     assert_eq!(system.stock(product).await.available(), 5);
     system.stop().await;
 }
+
+/// An order with one line in stock and one not: the held line goes back,
+/// the refused one is never released, and nothing is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_out_of_stock_on_one_line_gives_the_other_line_back() {
+    let system = System::start().await;
+    let _saga = system.start_saga();
+    let plenty = system.product(10).await;
+    let none = system.product(0).await;
+    let order_id = system.place(vec![(plenty, 2), (none, 1)], "tok_ok").await;
+    let order = system.settled(order_id, OrderStatus::Cancelled).await;
+    assert_eq!(order.cancel_reason(), Some(CancelReason::OutOfStock));
+    let stock = system.stock(plenty).await;
+    assert_eq!((stock.available(), stock.reserved()), (10, 0));
+    assert_eq!(system.events("product", plenty, "StockReserved").await, 1);
+    assert_eq!(
+        system
+            .events("product", plenty, "StockReservationReleased")
+            .await,
+        1
+    );
+    assert_eq!(
+        system
+            .events("product", none, "StockReservationReleased")
+            .await,
+        0
+    );
+    assert!(system.charges().await.is_empty());
+    system.stop().await;
+}
+
+/// A cancellation wakes its order's row for the compensation, except when
+/// the row is done with its stock given back: the saga made that
+/// cancellation itself and has compensated it already.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_wakes_only_a_row_not_yet_compensated() {
+    let system = System::start().await;
+    let pool = &system.db.pool;
+    // Rows as the saga leaves them: cancelled by the saga itself, confirmed
+    // (then cancelled by an admin), and still on its way.
+    let rows = [(true, true), (true, false), (false, false)];
+    let mut ids = Vec::new();
+    for (done, given_back) in rows {
+        let id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO saga_orders (order_id, placed_at, done, stock_given_back) VALUES ($1, now(), $2, $3)",
+        )
+        .bind(id)
+        .bind(done)
+        .bind(given_back)
+        .execute(pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let wakes: Vec<saga::store::Wake> = ids
+        .iter()
+        .map(|&order_id| saga::store::Wake::Compensate {
+            order_id,
+            at: chrono::Utc::now(),
+        })
+        .collect();
+    let mut tx = pool.begin().await.unwrap();
+    saga::store::wake(&mut tx, &wakes).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut woken = Vec::new();
+    for id in &ids {
+        let row: (bool, i64) =
+            sqlx::query_as("SELECT done, generation FROM saga_orders WHERE order_id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        woken.push(row);
+    }
+    assert_eq!(woken, [(true, 0), (false, 1), (false, 1)]);
+    system.stop().await;
+}
