@@ -268,8 +268,11 @@ const SELECT_SNAPSHOT: &str = "SELECT version, payload FROM aggregate_snapshots 
 
 const SELECT_EVENTS_AFTER: &str = "SELECT sequence, event_type, event_version, payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
 
-const SELECT_VERSION: &str =
-    "SELECT coalesce(max(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2";
+/// The last sequence read off the end of the primary key. Not `max()`:
+/// the planner expects one event per aggregate and aggregated every event
+/// of the stream (2,000 index entries and heap fetches for a flash sale's
+/// product, about 2 ms), where the backward scan reads one.
+const SELECT_VERSION: &str = "SELECT sequence FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1";
 
 impl<A: StoredAggregate> AggregateStore<A>
 where
@@ -732,12 +735,12 @@ where
 
     /// The length of the stream as stored.
     pub async fn stored_version(&self, id: &str) -> Result<usize, StoreError> {
-        let version: i64 = sqlx::query_scalar(SELECT_VERSION)
+        let version: Option<i64> = sqlx::query_scalar(SELECT_VERSION)
             .bind(A::TYPE)
             .bind(id)
-            .fetch_one(&self.inner.pool)
+            .fetch_optional(&self.inner.pool)
             .await?;
-        to_version(version)
+        to_version(version.unwrap_or(0))
     }
 
     /// Drops the cached copy of an aggregate, if any.
