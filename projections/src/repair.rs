@@ -197,11 +197,14 @@ pub async fn round(
     // watermark and this bound, the watermark moves to the bound: else a
     // subscriber of rarely written aggregates (users, during a flash sale)
     // rescanned every event since its last one each round, a scan that grew
-    // with history and kept both cores' worth of Postgres busy.
+    // with history and kept both cores' worth of Postgres busy. Ordered by
+    // the xid8 column, not the text alias of the same name, which sorted
+    // every event as text (`999` after `1000`) instead of reading one off
+    // the index.
     let bound: Option<(String, i64)> = sqlx::query_as(
         "SELECT transaction_id::text, position FROM events
           WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-          ORDER BY transaction_id DESC, position DESC LIMIT 1",
+          ORDER BY events.transaction_id DESC, events.position DESC LIMIT 1",
     )
     .fetch_optional(&mut *tx)
     .await?;
