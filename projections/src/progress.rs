@@ -56,15 +56,19 @@ pub async fn status(
         .fetch_one(pool)
         .await?;
         // Unapplied between the watermark and the furthest event applied (what
-        // the broker skipped or lost), then everything past it.
+        // the broker skipped or lost), then everything past it. Looked up
+        // per event, as the repair does (see there why).
         let missing: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (
                  SELECT 1 FROM events e
-                 LEFT JOIN projection_applied p ON p.projection = $1
-                      AND p.aggregate_type = e.aggregate_type AND p.aggregate_id = e.aggregate_id
+                 LEFT JOIN LATERAL (
+                      SELECT q.sequence FROM projection_applied q
+                       WHERE q.projection = $1 AND q.aggregate_type = e.aggregate_type
+                         AND q.aggregate_id = e.aggregate_id
+                       LIMIT 1) p ON TRUE
                  WHERE e.position > coalesce((SELECT position FROM subscriber_watermarks WHERE name = $1), 0)
                    AND e.position <= $2
-                   AND e.aggregate_type = ANY($3)
+                   AND (e.aggregate_type = ANY($3)) IS TRUE
                    AND coalesce(p.sequence, 0) < e.sequence
                  LIMIT $4) unapplied",
         )
