@@ -259,7 +259,8 @@ impl Process {
         Ok(lines
             .iter()
             .zip(held)
-            .filter_map(|(line, held)| held.then(|| line.clone()))
+            .filter(|(_, held)| *held)
+            .map(|(line, _)| line.clone())
             .collect())
     }
 
