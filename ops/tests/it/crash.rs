@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::support::{
     assert_read_models_match_rebuild, assert_saga_finished, assert_stream_matches_store,
-    eventually_within, load, token, Agora,
+    eventually_within, load, token, wait_for_relay_up_to_now, Agora,
 };
 
 fn prefix() -> String {
@@ -70,13 +70,7 @@ async fn sigkill_at_random_points_under_load_loses_nothing() {
         || ready(&agora),
     )
     .await;
-    eventually_within("the relay caught up", Duration::from_secs(60), || async {
-        commands::relay::lag(&db.pool, &prefix)
-            .await
-            .map(|lag| lag == 0)
-            .unwrap_or(false)
-    })
-    .await;
+    wait_for_relay_up_to_now(&db, &prefix, Duration::from_secs(60)).await;
     // The saga writes as long as orders are open: wait for it before comparing.
     assert_saga_finished(&db).await;
     eventually_within(
@@ -116,13 +110,7 @@ async fn nats_down_for_ten_seconds_under_load_loses_nothing() {
     let succeeded = load.await.expect("load");
     assert!(succeeded >= 1500);
 
-    eventually_within("the relay caught up", Duration::from_secs(90), || async {
-        commands::relay::lag(&db.pool, &prefix)
-            .await
-            .map(|lag| lag == 0)
-            .unwrap_or(false)
-    })
-    .await;
+    wait_for_relay_up_to_now(&db, &prefix, Duration::from_secs(90)).await;
     assert_saga_finished(&db).await;
     eventually_within(
         "the relay caught up with the saga",

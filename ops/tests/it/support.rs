@@ -191,6 +191,30 @@ impl Drop for Agora {
 
 /// Waits until the saga has brought every order to an end: none is pending
 /// and its work table has nothing left to do.
+/// Waits until the relay has published every event committed by now. Not
+/// a lag of zero: the saga keeps writing while orders are open, and on a
+/// busy machine the lag can stay above zero for longer than the wait.
+pub async fn wait_for_relay_up_to_now(db: &TestDatabase, prefix: &str, limit: Duration) {
+    let last: i64 = sqlx::query_scalar("SELECT coalesce(max(position), 0) FROM events")
+        .fetch_one(&db.pool)
+        .await
+        .expect("the last position");
+    eventually_within("the relay caught up", limit, || async {
+        let unrelayed: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "SELECT count(*) FROM events e
+               LEFT JOIN relay_checkpoints c ON c.name = $1
+              WHERE e.position <= $2
+                AND (c.name IS NULL OR (e.transaction_id, e.position) > (c.transaction_id, c.position))",
+        )
+        .bind(prefix)
+        .bind(last)
+        .fetch_one(&db.pool)
+        .await;
+        matches!(unrelayed, Ok(0))
+    })
+    .await;
+}
+
 pub async fn assert_saga_finished(db: &TestDatabase) {
     eventually_within(
         "the saga finished every order",
