@@ -732,6 +732,11 @@ fn responses(route: &Route) -> Value {
     if doc.body.is_some() || route.method == Method::POST {
         problem(413, "The body is over the limit.");
     }
+    // The edge answers it before any route: every operation can get it.
+    problem(
+        414,
+        "The request target (path and query) is over the limit (`AGORA_MAX_URI_BYTES`, 8 KiB by default).",
+    );
     if doc.body.is_some() {
         problem(415, "The body is not sent as application/json.");
     }

@@ -52,6 +52,18 @@ async fn the_document_has_every_route_of_the_router_and_no_other() {
                 answer.status,
                 answer.body
             );
+            if documented {
+                // A request target over the limit: answered 414 on every
+                // operation, so every operation documents it.
+                let long = format!("{path}?q={}", "a".repeat(9000));
+                let answer = app.send(app.request(method.clone(), &long)).await;
+                assert_eq!(answer.status, 414, "{method} {template}: {}", answer.body);
+                let operation = &item[method.as_str().to_ascii_lowercase()];
+                assert!(
+                    operation["responses"].get("414").is_some(),
+                    "{method} {template} does not document 414"
+                );
+            }
         }
     }
     // The probe itself can tell an unrouted path from a routed one.
