@@ -220,10 +220,17 @@ pub async fn assert_saga_finished(db: &TestDatabase) {
         "the saga finished every order",
         Duration::from_secs(120),
         || async {
-            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM saga_orders WHERE NOT done")
-                .fetch_one(&db.pool)
-                .await
-                .unwrap_or(-1);
+            // Open rows, and placements the saga has not taken in yet (its
+            // consumer may still be behind the relay).
+            let open: i64 = sqlx::query_scalar(
+                "SELECT (SELECT count(*) FROM saga_orders WHERE NOT done)
+                      + (SELECT count(*) FROM events o WHERE o.event_type = 'OrderPlaced'
+                            AND NOT EXISTS (SELECT 1 FROM saga_orders s
+                                             WHERE s.order_id::text = o.aggregate_id))",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap_or(-1);
             open == 0
         },
     )
