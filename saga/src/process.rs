@@ -179,10 +179,7 @@ impl Process {
             OrderStatus::Cancelled => {
                 if !ctx.row.stock_given_back {
                     self.give_back_stock(ctx, &order).await?;
-                    if !store::stock_given_back(&self.pool, ctx.row.order_id, self.owner).await? {
-                        return Err(StepError::LeaseLost);
-                    }
-                    ctx.row.stock_given_back = true;
+                    self.record_stock_given_back(ctx).await?;
                 }
                 self.settle(ctx, &order, true).await
             }
@@ -477,7 +474,6 @@ impl Process {
         }
     }
 
-    /// Releases what was reserved and cancels the order for `reason`.
     /// Releases the lines held and cancels the order. Nothing of it was
     /// committed (stock is committed only after the capture, and a captured
     /// order is confirmed, never abandoned), so once the cancellation is in,
@@ -496,10 +492,7 @@ impl Process {
         {
             Ok(()) => {
                 count("cancel", reason.as_str());
-                if !store::stock_given_back(&self.pool, ctx.row.order_id, self.owner).await? {
-                    return Err(StepError::LeaseLost);
-                }
-                ctx.row.stock_given_back = true;
+                self.record_stock_given_back(ctx).await?;
                 Ok(Step::Again)
             }
             Err(CommandError::Rejected(_)) => Ok(Step::Again),
@@ -526,6 +519,16 @@ impl Process {
     }
 
     // ---- the way back: stock and money ----
+
+    /// Records on the row, under this process's lease, that the cancelled
+    /// order's stock is back.
+    async fn record_stock_given_back(&self, ctx: &mut Ctx) -> Result<(), StepError> {
+        if !store::stock_given_back(&self.pool, ctx.row.order_id, self.owner).await? {
+            return Err(StepError::LeaseLost);
+        }
+        ctx.row.stock_given_back = true;
+        Ok(())
+    }
 
     /// Releases held reservations and returns committed stock. A cancelled
     /// order never shipped (a shipped one is `refunded` instead), so its

@@ -189,8 +189,6 @@ impl Drop for Agora {
     }
 }
 
-/// Waits until the saga has brought every order to an end: none is pending
-/// and its work table has nothing left to do.
 /// Waits until the relay has published every event committed by now. Not
 /// a lag of zero: the saga keeps writing while orders are open, and on a
 /// busy machine the lag can stay above zero for longer than the wait.
@@ -215,6 +213,8 @@ pub async fn wait_for_relay_up_to_now(db: &TestDatabase, prefix: &str, limit: Du
     .await;
 }
 
+/// Waits until the saga has brought every order to an end: none is pending
+/// and its work table has nothing left to do.
 pub async fn assert_saga_finished(db: &TestDatabase) {
     eventually_within(
         "the saga finished every order",

@@ -223,6 +223,15 @@ impl From<Row> for ProductView {
 const COLUMNS: &str = "id, sku, name, description, price_amount, price_currency, available, \
                        reserved, status, category_ids, attributes, version, created_at, updated_at";
 
+/// [`COLUMNS`] of the products table joined as `p`, built once.
+static PAGE_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    COLUMNS
+        .split(", ")
+        .map(|column| format!("p.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
 pub async fn product(pool: &PgPool, id: Uuid) -> Result<Option<ProductView>, QueryError> {
     let sql = format!("SELECT {COLUMNS} FROM rm_products WHERE id = $1");
     let row = sqlx::query_as::<_, Row>(&sql)
@@ -319,7 +328,8 @@ fn push_filters(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilter) {
 /// The ranking columns and the table they read: 2 for the exact sku, 1 for
 /// the exact name, else 0; then how well the text matches (`ts_rank`).
 ///
-/// Under a prepared statement's generic plan the query's values are
+/// Under a generic plan (a prepared statement; `products` sends searches
+/// unprepared, but the ranking does not rely on it) the query's values are
 /// parameters, and an expression of them in the ranking would be computed
 /// again for every match (to_tsquery, unaccent: four times the cost of
 /// finding the matches); computed once in a subquery the planner may not
@@ -364,13 +374,9 @@ pub async fn products(
     // are read in full: carrying every column of each match (6,000 for one
     // word at 100,000 products) through the ordering cost a third of the
     // query.
-    let columns = COLUMNS
-        .split(", ")
-        .map(|column| format!("p.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {columns}, m.exact, m.rank FROM (SELECT * FROM (SELECT id, created_at, price_amount, name"
+        "SELECT {}, m.exact, m.rank FROM (SELECT * FROM (SELECT id, created_at, price_amount, name",
+        *PAGE_COLUMNS
     ));
     push_ranked_source(&mut sql, filter);
     push_filters(&mut sql, filter);
