@@ -6,9 +6,11 @@
 //! entry as soon as its read-model row changes and wakes every waiter; a
 //! time-to-live bounds how stale an entry can get should a notice be lost.
 //!
-//! Beside it, [`FacetCache`]: the facet counts of `GET /products`, which
-//! repeat (every visit to a category page asks the same), dropped whole by
-//! any change of a product or a category.
+//! Beside it, two [`SearchCache`]s of `GET /products`: the keys of a
+//! search's page (the ordered ids; the rows are read fresh) and its facet
+//! counts, which repeat (every visit to a category page, every popular
+//! query asks the same), dropped whole by any change of a product or a
+//! category.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,8 +79,10 @@ pub struct ReadCache {
     /// a change cannot leave its older answer in the cache.
     announced: Cache<String, i64>,
     wakes: broadcast::Sender<Wake>,
-    /// The facet counts of searches, dropped by product and category changes.
-    pub facets: FacetCache,
+    /// The pages of searches, as the ids in order ([`page_key`]).
+    pub pages: SearchCache<Vec<projections::queries::SearchKey>>,
+    /// The facet counts of searches ([`facet_key`]).
+    pub facets: SearchCache<FacetCounts>,
 }
 
 /// Size and lifetime of the cache.
@@ -88,6 +92,9 @@ pub struct CacheOptions {
     pub capacity_bytes: u64,
     /// An entry is dropped this long after it was filled, whatever happens.
     pub time_to_live: Duration,
+    /// Bytes of each search cache (pages, facets) at most
+    /// (`AGORA_SEARCH_CACHE_BYTES`); 0 turns both off.
+    pub search_bytes: u64,
 }
 
 impl Default for CacheOptions {
@@ -95,6 +102,7 @@ impl Default for CacheOptions {
         Self {
             capacity_bytes: 64 * 1024 * 1024,
             time_to_live: Duration::from_secs(60),
+            search_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -139,7 +147,16 @@ impl ReadCache {
             counters,
             announced,
             wakes,
-            facets: FacetCache::new(options),
+            pages: SearchCache::new(
+                options,
+                metrics::counter!("agora_search_cache_hits_total"),
+                metrics::counter!("agora_search_cache_misses_total"),
+            ),
+            facets: SearchCache::new(
+                options,
+                metrics::counter!("agora_facet_cache_hits_total"),
+                metrics::counter!("agora_facet_cache_misses_total"),
+            ),
         }
     }
 
@@ -178,8 +195,8 @@ impl ReadCache {
             self.announced.insert(key.clone(), version);
         }
         self.entries.invalidate(&key);
-        if FACETED.contains(&model) {
-            self.facets.changed();
+        if SEARCHED.contains(&model) {
+            self.searched_changed();
         }
         let _ = self.wakes.send(Wake::Changed {
             model: model.to_owned(),
@@ -191,14 +208,26 @@ impl ReadCache {
     /// Drops every entry, waking no one (notices are not arriving).
     pub fn clear(&self) {
         self.entries.invalidate_all();
-        self.facets.changed();
+        self.searched_changed();
     }
 
     /// Notices may have been lost: drop everything and wake every waiter.
     pub fn invalidate_all(&self) {
         self.entries.invalidate_all();
-        self.facets.changed();
+        self.searched_changed();
         let _ = self.wakes.send(Wake::All);
+    }
+
+    /// Whether announcements are arriving (the change listener says so):
+    /// only then do the search caches keep anything.
+    pub fn set_search_live(&self, live: bool) {
+        self.pages.set_live(live);
+        self.facets.set_live(live);
+    }
+
+    fn searched_changed(&self) {
+        self.pages.changed();
+        self.facets.changed();
     }
 
     /// How many requests are subscribed to wake-ups (waiting for a version).
@@ -213,70 +242,99 @@ impl ReadCache {
     }
 }
 
-/// The models whose rows facet counts are made of: products (their
+/// The models whose rows searches are made of: products (their text,
 /// categories, attributes, prices, stock, status) and categories (slugs, and
 /// the tree a category filter takes the descendants from).
-pub const FACETED: [&str; 2] = ["products", "categories"];
+pub const SEARCHED: [&str; 2] = ["products", "categories"];
 
 /// Facets per facet name, as `SearchPage::facets` holds them.
 pub type FacetCounts = BTreeMap<String, Vec<projections::queries::FacetCount>>;
 
-/// Facet counts keyed by the normalized search they count over
-/// ([`facet_key`]).
+/// Results of searches keyed by the normalized search ([`page_key`],
+/// [`facet_key`]), as Solr's query result cache keeps its ordered ids.
 ///
 /// Invalidation is coarse on purpose: any change of any product or category
 /// drops every entry and moves a generation counter on. Which cached
 /// searches one product's change touches would take matching the old and the
 /// new row against every cached filter (full text and typos included); and
-/// the counts that repeat are those of category pages, which a catalogue
-/// change touches anyway. Between changes (reads far outnumber writes in a
-/// shop) every repeat is a hit.
+/// the searches that repeat are those of category pages and popular words,
+/// which a catalogue change touches anyway. Between changes (reads far
+/// outnumber writes in a shop) every repeat is a hit.
 ///
-/// Facets are cached only while the change listener runs and NATS is
-/// connected ([`FacetCache::set_live`]): without announcements nothing
-/// would drop a stale count.
+/// Entries are kept only while the change listener runs and NATS is
+/// connected ([`SearchCache::set_live`]): without announcements nothing
+/// would drop a stale entry.
 #[derive(Clone)]
-pub struct FacetCache {
-    entries: Cache<String, Arc<FacetCounts>>,
-    /// Moved on by every change; a count read while it moved is not kept.
+pub struct SearchCache<V> {
+    entries: Cache<String, Arc<V>>,
+    /// Moved on by every change; a result read while it moved is not kept.
     generation: Arc<AtomicU64>,
     live: Arc<AtomicBool>,
+    /// `AGORA_SEARCH_CACHE_BYTES` is not 0.
+    enabled: bool,
     hits: metrics::Counter,
     misses: metrics::Counter,
 }
 
-impl FacetCache {
-    fn new(options: &CacheOptions) -> Self {
+impl<V: Send + Sync + 'static> SearchCache<V> {
+    fn new(options: &CacheOptions, hits: metrics::Counter, misses: metrics::Counter) -> Self {
         Self {
+            // Weighed by key (a query string can be long) and a flat 1 KiB
+            // for the value: a page's keys or a facet's counts.
             entries: Cache::builder()
-                .max_capacity(10_000)
+                .max_capacity(options.search_bytes)
+                .weigher(|key: &String, _: &Arc<V>| {
+                    u32::try_from(key.len() + 1024).unwrap_or(u32::MAX)
+                })
                 .time_to_live(options.time_to_live)
                 .build(),
             generation: Arc::new(AtomicU64::new(0)),
             live: Arc::new(AtomicBool::new(false)),
-            hits: metrics::counter!("agora_facet_cache_hits_total"),
-            misses: metrics::counter!("agora_facet_cache_misses_total"),
+            enabled: options.search_bytes > 0,
+            hits,
+            misses,
         }
     }
 
-    /// Whether announcements are arriving (the listener says so); off, the
-    /// cache holds nothing and every search counts its facets afresh.
-    pub fn set_live(&self, live: bool) {
+    fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::SeqCst);
         if !live {
             self.changed();
         }
     }
 
-    /// The generation to hand to [`FacetCache::fill`]: read it before
-    /// counting.
-    pub fn generation(&self) -> u64 {
+    fn keeps(&self) -> bool {
+        self.enabled && self.live.load(Ordering::SeqCst)
+    }
+
+    /// The cached result for `key`, else what `search` finds, kept unless
+    /// a change came while it searched.
+    pub async fn get_or_search<E, Fut>(
+        &self,
+        key: String,
+        search: impl FnOnce() -> Fut,
+    ) -> Result<Arc<V>, E>
+    where
+        Fut: std::future::Future<Output = Result<V, E>>,
+    {
+        if let Some(hit) = self.get(&key) {
+            return Ok(hit);
+        }
+        let generation = self.generation();
+        let found = Arc::new(search().await?);
+        self.fill(key, generation, Arc::clone(&found));
+        Ok(found)
+    }
+
+    /// The generation to hand to [`SearchCache::fill`]: read it before
+    /// searching.
+    fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// The cached counts for `key`, counted as a hit or a miss.
-    pub fn get(&self, key: &str) -> Option<Arc<FacetCounts>> {
-        if !self.live.load(Ordering::SeqCst) {
+    /// The cached result for `key`, counted as a hit or a miss.
+    fn get(&self, key: &str) -> Option<Arc<V>> {
+        if !self.keeps() {
             return None;
         }
         let found = self.entries.get(key);
@@ -288,44 +346,32 @@ impl FacetCache {
         found
     }
 
-    /// Keeps counts made at `generation`. Inserted first and then checked
+    /// Keeps a result read at `generation`. Inserted first and then checked
     /// against the generation, while a change moves the generation first and
-    /// then drops every entry: whichever order they run in, counts read
-    /// before a change do not stay.
-    pub fn fill(&self, key: String, generation: u64, counts: Arc<FacetCounts>) {
-        if !self.live.load(Ordering::SeqCst) {
+    /// then drops every entry: whichever order they run in, a result read
+    /// before a change does not stay.
+    fn fill(&self, key: String, generation: u64, value: Arc<V>) {
+        if !self.keeps() {
             return;
         }
-        self.entries.insert(key.clone(), counts);
+        self.entries.insert(key.clone(), value);
         if self.generation() != generation {
             self.entries.invalidate(&key);
         }
     }
 
     /// A product or a category changed (or notices may be lost).
-    pub fn changed(&self) {
+    fn changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate_all();
     }
 }
 
-/// The part of a search its facets depend on, in one canonical text: not
-/// the sort, the page or the cursor, and the facets and attribute filters
-/// in order, so that the same category page asked in any spelling is one
-/// entry.
-pub fn facet_key(filter: &projections::queries::ProductFilter) -> String {
+/// What a search matches, in one canonical text: the attribute filters in
+/// order, so that the same category page asked in any spelling is one key.
+fn search_key(filter: &projections::queries::ProductFilter) -> String {
     let mut attributes = filter.attributes.clone();
     attributes.sort();
-    let mut facets: Vec<String> = filter
-        .facets
-        .iter()
-        .map(|f| match f {
-            projections::queries::Facet::Category => "category".to_owned(),
-            projections::queries::Facet::Attribute(key) => format!("attr.{key}"),
-        })
-        .collect();
-    facets.sort();
-    facets.dedup();
     format!(
         "{:?}",
         (
@@ -337,9 +383,41 @@ pub fn facet_key(filter: &projections::queries::ProductFilter) -> String {
             filter.max_price,
             filter.in_stock,
             attributes,
-            facets,
         )
     )
+}
+
+/// The key of a search's page: what it matches, its order, its size and
+/// where it starts.
+pub fn page_key(
+    filter: &projections::queries::ProductFilter,
+    page: &projections::queries::PageRequest,
+) -> String {
+    format!(
+        "{} {:?} {} {:?}",
+        search_key(filter),
+        filter.sort(),
+        page.limit,
+        page.cursor()
+    )
+}
+
+/// The part of a search its facets depend on, in one canonical text: not
+/// the sort, the page or the cursor, and the facets and attribute filters
+/// in order, so that the same category page asked in any spelling is one
+/// entry.
+pub fn facet_key(filter: &projections::queries::ProductFilter) -> String {
+    let mut facets: Vec<String> = filter
+        .facets
+        .iter()
+        .map(|f| match f {
+            projections::queries::Facet::Category => "category".to_owned(),
+            projections::queries::Facet::Attribute(key) => format!("attr.{key}"),
+        })
+        .collect();
+    facets.sort();
+    facets.dedup();
+    format!("{} {facets:?}", search_key(filter))
 }
 
 #[cfg(test)]
@@ -378,6 +456,101 @@ mod tests {
             ..b.clone()
         };
         assert_ne!(facet_key(&b), facet_key(&c));
+    }
+
+    #[test]
+    fn a_page_key_tells_order_size_and_start_apart_but_not_spelling() {
+        let page = |limit: &str, cursor: Option<&str>| {
+            projections::queries::PageRequest::parse(Some(limit), cursor).unwrap()
+        };
+        let pen = ProductFilter {
+            q: Some(" pen ".into()),
+            attributes: vec![("a".into(), "1".into()), ("b".into(), "2".into())],
+            ..Default::default()
+        };
+        let respelled = ProductFilter {
+            q: Some("pen".into()),
+            attributes: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            // Facets are keyed apart; a page does not depend on them.
+            facets: vec![Facet::Category],
+            ..Default::default()
+        };
+        assert_eq!(
+            page_key(&pen, &page("20", None)),
+            page_key(&respelled, &page("20", Some("")))
+        );
+        // Relevance is the default with q: the same page either way.
+        let by_relevance = ProductFilter {
+            sort: Some(Sort::Relevance),
+            ..pen.clone()
+        };
+        assert_eq!(
+            page_key(&pen, &page("20", None)),
+            page_key(&by_relevance, &page("20", None))
+        );
+        let by_name = ProductFilter {
+            sort: Some(Sort::Name),
+            ..pen.clone()
+        };
+        let keys = [
+            page_key(&pen, &page("20", None)),
+            page_key(&by_name, &page("20", None)),
+            page_key(&pen, &page("21", None)),
+            page_key(&pen, &page("20", Some("eyJ9"))),
+            page_key(
+                &ProductFilter {
+                    in_stock: Some(true),
+                    ..pen.clone()
+                },
+                &page("20", None),
+            ),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:#?}");
+    }
+
+    #[test]
+    fn search_caches_of_no_bytes_keep_nothing() {
+        let cache = ReadCache::new(&CacheOptions {
+            search_bytes: 0,
+            ..CacheOptions::default()
+        });
+        cache.set_search_live(true);
+        cache
+            .facets
+            .fill("k".into(), cache.facets.generation(), counts(1));
+        assert!(cache.facets.get("k").is_none());
+        cache
+            .pages
+            .fill("k".into(), cache.pages.generation(), Arc::new(Vec::new()));
+        assert!(cache.pages.get("k").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_search_is_kept_until_a_product_or_category_changes() {
+        let cache = ReadCache::new(&CacheOptions::default());
+        cache.set_search_live(true);
+        let searches = std::sync::atomic::AtomicU32::new(0);
+        let search = || async {
+            searches.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, ()>(Vec::new())
+        };
+        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        assert_eq!(searches.load(Ordering::SeqCst), 1);
+        cache.changed("orders", "o", 2);
+        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        assert_eq!(searches.load(Ordering::SeqCst), 1);
+        cache.changed("products", "p", 2);
+        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        assert_eq!(searches.load(Ordering::SeqCst), 2);
+        // A failed search is not kept.
+        let failed = cache
+            .pages
+            .get_or_search("other".into(), || async { Err::<Vec<_>, _>("down") })
+            .await;
+        assert_eq!(failed.unwrap_err(), "down");
+        assert!(cache.pages.get("other").is_none());
     }
 
     #[test]

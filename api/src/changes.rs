@@ -66,7 +66,7 @@ async fn run(nats: Client, prefix: String, mut subscriber: Subscriber, state: Ap
     let mut check = tokio::time::interval(CONNECTION_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut was_connected = true;
-    state.reads.facets.set_live(true);
+    state.reads.set_search_live(true);
     tracing::info!(subject = %schemas::subjects::changes_wildcard(&prefix), "listening for read-model changes");
     loop {
         tokio::select! {
@@ -74,7 +74,7 @@ async fn run(nats: Client, prefix: String, mut subscriber: Subscriber, state: Ap
                 Some(message) => apply(&state, &head, &message),
                 None => {
                     tracing::warn!("the change subscription ended; the read cache is off");
-                    state.reads.facets.set_live(false);
+                    state.reads.set_search_live(false);
                     state.reads.invalidate_all();
                     state.authenticator.users.clear();
                     return;
@@ -84,14 +84,14 @@ async fn run(nats: Client, prefix: String, mut subscriber: Subscriber, state: Ap
                 let connected = nats.connection_state() == Connection::Connected;
                 if !connected {
                     // Notices are being missed: keep nothing that could go stale.
-                    state.reads.facets.set_live(false);
+                    state.reads.set_search_live(false);
                     state.reads.clear();
                     state.authenticator.users.clear();
                     state.aggregates.vault.forget_all();
                 } else if !was_connected {
                     tracing::info!("NATS is back: the read cache starts afresh");
                     state.reads.invalidate_all();
-                    state.reads.facets.set_live(true);
+                    state.reads.set_search_live(true);
                     state.authenticator.users.clear();
                 }
                 was_connected = connected;

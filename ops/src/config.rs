@@ -60,6 +60,9 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// `AGORA_SSE_MAX_STREAMS`: live-update streams open per process at most.
     pub sse_max_streams: usize,
+    /// `AGORA_SEARCH_CACHE_BYTES`: each of the API's search caches (the
+    /// pages' keys, the facet counts) at most; 0 turns them off.
+    pub search_cache_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -435,6 +438,10 @@ impl Config {
                 allow_loopback: env.get("AGORA_WEBHOOKS_ALLOW_LOOPBACK", false)?,
             },
             sse_max_streams: env.get("AGORA_SSE_MAX_STREAMS", 10_000)?,
+            search_cache_bytes: env.get(
+                "AGORA_SEARCH_CACHE_BYTES",
+                api::cache::CacheOptions::default().search_bytes,
+            )?,
             repair: projections::repair::RepairOptions {
                 every: Duration::from_millis(env.get("AGORA_REPAIR_INTERVAL_MS", 1_000)?),
                 grace: Duration::from_millis(env.get("AGORA_REPAIR_GRACE_MS", 5_000)?),

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api::auth::{IdentityOptions, JwtSecret, OidcOptions};
+use api::cache::CacheOptions;
 use api::rate_limit::RateLimitOptions;
 use api::{AppState, HttpOptions};
 use bytes::Bytes;
@@ -211,6 +212,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             }),
         },
         sse_max_streams: config.sse_max_streams,
+        cache: CacheOptions {
+            search_bytes: config.search_cache_bytes,
+            ..CacheOptions::default()
+        },
         webhook_addresses: webhooks::AddressPolicy {
             allow_loopback: config.webhooks.allow_loopback,
         },

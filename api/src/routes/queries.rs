@@ -4,8 +4,8 @@
 //! recent enough, else from Postgres (and then cached). `?min_version=N`
 //! waits, without polling, for change notices of that row until it reaches
 //! N or the consistency wait runs out (503 with `Retry-After`). Lists are
-//! read from Postgres every time; only the facet counts of `GET /products`
-//! come from a cache of their own (`cache::FacetCache`).
+//! read from Postgres every time; only `GET /products` keeps what repeats,
+//! its pages' keys and its facet counts (`cache::SearchCache`).
 //!
 //! Read models (and so the cache) keep personal data sealed; every answer
 //! passes through [`opened`] on its way out, so an erased user's data is
@@ -376,23 +376,27 @@ pub async fn products(
                 .unwrap_or(Uuid::nil()),
         );
     }
-    // The page is read every time; its facets, which repeat (a category
-    // page's), come from the facet cache when it has them.
+    // What repeats (the keys of a popular search's page, a category page's
+    // facets) comes from the search caches when they have it; the page's
+    // rows are read fresh every time, so stock and prices are current.
     let wanted = std::mem::take(&mut filter.facets);
-    let mut found = queries::products(&state.pool, &filter, &page).await?;
+    let keys = state
+        .reads
+        .pages
+        .get_or_search(cache::page_key(&filter, &page), || {
+            queries::search_keys(&state.pool, &filter, &page)
+        })
+        .await?;
+    let mut found = queries::search_page(&state.pool, &filter, &page, &keys).await?;
     if !wanted.is_empty() {
         filter.facets = wanted;
-        let facets = &state.reads.facets;
-        let key = cache::facet_key(&filter);
-        let counts = match facets.get(&key) {
-            Some(hit) => hit,
-            None => {
-                let generation = facets.generation();
-                let counted = std::sync::Arc::new(queries::facets(&state.pool, &filter).await?);
-                facets.fill(key, generation, std::sync::Arc::clone(&counted));
-                counted
-            }
-        };
+        let counts = state
+            .reads
+            .facets
+            .get_or_search(cache::facet_key(&filter), || {
+                queries::facets(&state.pool, &filter)
+            })
+            .await?;
         found.facets = Some((*counts).clone());
     }
     Ok(Json(found))

@@ -753,6 +753,60 @@ async fn facet_counts_are_cached_until_a_product_or_category_change_is_announced
     }
 }
 
+/// The names of `GET /products?sort=name`'s first page, in its order.
+async fn names_by_name(app: &TestApp) -> Vec<String> {
+    let answer = app.get("/products?sort=name").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_page_keeps_its_order_until_a_change_is_announced_and_shows_rows_as_they_are() {
+    let (app, prefix) = app_with_listener(Duration::from_secs(20)).await;
+    let pool = &app.db.pool;
+    let (pen, mug) = (Uuid::now_v7(), Uuid::now_v7());
+    insert_product(pool, pen, "PEN-1", "Pen", "active", 1).await;
+    insert_product(pool, mug, "MUG-1", "Mug", "active", 1).await;
+    assert_eq!(names_by_name(&app).await, ["Mug", "Pen"]);
+    let hits = scrape_counter(&app, "agora_search_cache_hits_total").await;
+
+    // Renamed without an announcement: the page keeps its cached order,
+    // and its rows are read as they are now.
+    sqlx::query("UPDATE rm_products SET name = 'Vase', version = 2 WHERE id = $1")
+        .bind(mug)
+        .execute(pool)
+        .await
+        .expect("rename");
+    assert_eq!(
+        names_by_name(&app).await,
+        ["Vase", "Pen"],
+        "the cached order, the fresh rows"
+    );
+    assert!(scrape_counter(&app, "agora_search_cache_hits_total").await >= hits + 1.0);
+    // Another page size is another page: searched afresh.
+    let first = app.get("/products?sort=name&limit=1").await;
+    assert_eq!(first.body["items"][0]["name"], "Pen", "{}", first.body);
+
+    // Another model's change leaves the page alone; the product's
+    // announcement drops it.
+    announce(&prefix, "orders", Uuid::now_v7(), 1).await;
+    assert_eq!(names_by_name(&app).await, ["Vase", "Pen"]);
+    announce(&prefix, "products", mug, 2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while names_by_name(&app).await != ["Pen", "Vase"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the product's announcement never reached the search cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_change_listener_facets_are_counted_every_time() {
     let app = spawn_app().await;

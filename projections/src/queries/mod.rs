@@ -32,8 +32,8 @@ pub use orders::{
 };
 pub use payments::{payment, PaymentView};
 pub use products::{
-    facets, product, products, Facet, FacetCount, ProductFilter, ProductStatus, ProductView,
-    SearchPage, Sort, StockView,
+    facets, product, products, search_keys, search_page, Facet, FacetCount, ProductFilter,
+    ProductStatus, ProductView, SearchKey, SearchPage, Sort, StockView,
 };
 pub use users::{user, user_exists, users, UserView};
 
@@ -124,6 +124,11 @@ impl PageRequest {
             // `cursor=` is the first page, as no cursor is.
             cursor: cursor.filter(|c| !c.is_empty()).map(str::to_owned),
         })
+    }
+
+    /// The cursor as given (base64), for a cache to key a page by.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.as_deref()
     }
 
     /// Rows to fetch: one more than the page, to know whether another follows.

@@ -129,7 +129,8 @@ pub struct ProductFilter {
 }
 
 impl ProductFilter {
-    fn sort(&self) -> Sort {
+    /// The order asked for, else relevance with `q` and newest without.
+    pub fn sort(&self) -> Sort {
         self.sort.unwrap_or(if self.words().is_empty() {
             Sort::Newest
         } else {
@@ -187,9 +188,7 @@ struct Row {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct Ranked {
-    #[sqlx(flatten)]
     row: Row,
     exact: i32,
     rank: f64,
@@ -222,15 +221,6 @@ impl From<Row> for ProductView {
 
 const COLUMNS: &str = "id, sku, name, description, price_amount, price_currency, available, \
                        reserved, status, category_ids, attributes, version, created_at, updated_at";
-
-/// [`COLUMNS`] of the products table joined as `p`, built once.
-static PAGE_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    COLUMNS
-        .split(", ")
-        .map(|column| format!("p.{column}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-});
 
 pub async fn product(pool: &PgPool, id: Uuid) -> Result<Option<ProductView>, QueryError> {
     let sql = format!("SELECT {COLUMNS} FROM rm_products WHERE id = $1");
@@ -353,12 +343,38 @@ fn push_ranked_source(sql: &mut QueryBuilder<'_, Postgres>, filter: &ProductFilt
     .push(") AS q_rank OFFSET 0) k, rm_products");
 }
 
+/// One row of a search's page as the search ordered it: its id and its
+/// ranking. What a search costs is finding and ordering these; they are
+/// what a cache of searches keeps (the API's, `cache.rs`), while the rows
+/// themselves are read fresh by id ([`search_page`]).
+#[derive(Debug, Clone, Copy, PartialEq, sqlx::FromRow)]
+pub struct SearchKey {
+    pub id: Uuid,
+    pub exact: i32,
+    pub rank: f64,
+}
+
 /// The search: one page in the asked order, and the facets over every match.
 pub async fn products(
     pool: &PgPool,
     filter: &ProductFilter,
     page: &PageRequest,
 ) -> Result<SearchPage, QueryError> {
+    let keys = search_keys(pool, filter, page).await?;
+    let mut found = search_page(pool, filter, page, &keys).await?;
+    if !filter.facets.is_empty() {
+        found.facets = Some(facets(pool, filter).await?);
+    }
+    Ok(found)
+}
+
+/// The keys of a page of matches, in order: `page.limit` and one more, to
+/// know whether another page follows.
+pub async fn search_keys(
+    pool: &PgPool,
+    filter: &ProductFilter,
+    page: &PageRequest,
+) -> Result<Vec<SearchKey>, QueryError> {
     let sort = filter.sort();
     let after = match page.cursor_text()? {
         None => None,
@@ -370,14 +386,12 @@ pub async fn products(
             Some(cursor)
         }
     };
-    // The matches are ordered by their keys alone, and only the page's rows
-    // are read in full: carrying every column of each match (6,000 for one
-    // word at 100,000 products) through the ordering cost a third of the
-    // query.
-    let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {}, m.exact, m.rank FROM (SELECT * FROM (SELECT id, created_at, price_amount, name",
-        *PAGE_COLUMNS
-    ));
+    // The matches are ordered by their keys alone: carrying every column of
+    // each match (6,000 for one word at 100,000 products) through the
+    // ordering cost a third of the query.
+    let mut sql = QueryBuilder::<Postgres>::new(
+        "SELECT m.id, m.exact, m.rank FROM (SELECT id, created_at, price_amount, name",
+    );
     push_ranked_source(&mut sql, filter);
     push_filters(&mut sql, filter);
     sql.push(") m WHERE TRUE");
@@ -434,19 +448,48 @@ pub async fn products(
     };
     sql.push(order);
     sql.push(" LIMIT ").push_bind(page.fetch());
-    sql.push(") m JOIN rm_products p ON p.id = m.id")
-        .push(order);
     // Not a prepared statement: planned each time for its own values. A
     // cached generic plan cannot know how many products a category or a
     // price range holds, and at 100,000 products it sorted a category's
     // matches where the newest-first index would stop after a page (7 ms
     // against 1.3 ms in psql); and the filters make too many shapes of
     // query for a per-connection statement cache.
-    let rows: Vec<Ranked> = sql
+    Ok(sql
         .build_query_as()
         .persistent(false)
         .fetch_all(pool)
-        .await?;
+        .await?)
+}
+
+/// The page of `keys` (from [`search_keys`], or a cache of them): their rows
+/// as they are now, in the keys' order, and the cursor of the last. A row
+/// gone since the keys were read is left out.
+pub async fn search_page(
+    pool: &PgPool,
+    filter: &ProductFilter,
+    page: &PageRequest,
+    keys: &[SearchKey],
+) -> Result<SearchPage, QueryError> {
+    let sort = filter.sort();
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+    let sql = format!("SELECT {COLUMNS} FROM rm_products WHERE id = ANY($1)");
+    let mut rows: std::collections::HashMap<Uuid, Row> = sqlx::query_as::<_, Row>(&sql)
+        .bind(&ids)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+    let ranked: Vec<Ranked> = keys
+        .iter()
+        .filter_map(|key| {
+            rows.remove(&key.id).map(|row| Ranked {
+                row,
+                exact: key.exact,
+                rank: key.rank,
+            })
+        })
+        .collect();
     let cursor_of = |r: &Ranked| {
         let mut cursor = Cursor {
             sort: sort.as_str().to_owned(),
@@ -468,16 +511,11 @@ pub async fn products(
         }
         serde_json::to_string(&cursor).unwrap_or_default()
     };
-    let found = page.page(rows, cursor_of, |r| Ok(r.row.into()))?;
-    let facets = if filter.facets.is_empty() {
-        None
-    } else {
-        Some(facets(pool, filter).await?)
-    };
+    let found = page.page(ranked, cursor_of, |r| Ok(r.row.into()))?;
     Ok(SearchPage {
         items: found.items,
         next_cursor: found.next_cursor,
-        facets,
+        facets: None,
     })
 }
 
