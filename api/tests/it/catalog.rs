@@ -527,6 +527,15 @@ async fn filters_facets_and_bad_parameters() {
                 .unwrap();
         assert_eq!(entry["count"], json!(direct));
     }
+    // Counted in one statement whatever the order, a facet named twice once.
+    let reordered = search(&app, "facets=attr.colour,category,attr.colour&limit=1").await;
+    assert_eq!(reordered.body["facets"], faceted.body["facets"]);
+    assert_eq!(
+        faceted.body["facets"].as_object().map(|f| f.len()),
+        Some(2),
+        "{}",
+        faceted.body
+    );
     assert!(search(&app, "q=pen").await.body.get("facets").is_none());
 
     let before = app.event_count().await;
