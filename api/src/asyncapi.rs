@@ -136,6 +136,19 @@ pub fn document() -> Value {
             "summary": "Sent after a projection commits; readers drop their cached copy and wake \
                 requests waiting for this version.",
             "contentType": "text/plain",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "Agora-Change": {
+                        "type": "string",
+                        "enum": ["stock"],
+                        "description": "What changed, when not the whole row: `stock` when only a \
+                            product's stock moved, so caches of what does not depend on stock \
+                            (search pages without `in_stock`) may keep it. Absent: anything may \
+                            have changed.",
+                    },
+                },
+            },
             "payload": reference("ChangedVersion"),
             "bindings": { "nats": { "bindingVersion": "0.1.0" } },
         }),

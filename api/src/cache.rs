@@ -188,15 +188,17 @@ impl ReadCache {
         view
     }
 
-    /// A row changed: drop its entry and wake whoever waits for it.
-    pub fn changed(&self, model: &str, id: &str, version: i64) {
+    /// A row changed (with `stock_only`, only a product's stock): drop its
+    /// entry and wake whoever waits for it.
+    pub fn changed(&self, model: &str, id: &str, version: i64, stock_only: bool) {
         let key = key(model, id);
         if self.announced.get(&key).is_none_or(|seen| seen < version) {
             self.announced.insert(key.clone(), version);
         }
         self.entries.invalidate(&key);
         if SEARCHED.contains(&model) {
-            self.searched_changed();
+            self.pages.changed(stock_only);
+            self.facets.changed(stock_only);
         }
         let _ = self.wakes.send(Wake::Changed {
             model: model.to_owned(),
@@ -226,8 +228,8 @@ impl ReadCache {
     }
 
     fn searched_changed(&self) {
-        self.pages.changed();
-        self.facets.changed();
+        self.pages.changed(false);
+        self.facets.changed(false);
     }
 
     /// How many requests are subscribed to wake-ups (waiting for a version).
@@ -253,22 +255,31 @@ pub type FacetCounts = BTreeMap<String, Vec<projections::queries::FacetCount>>;
 /// Results of searches keyed by the normalized search ([`page_key`],
 /// [`facet_key`]), as Solr's query result cache keeps its ordered ids.
 ///
-/// Invalidation is coarse on purpose: any change of any product or category
-/// drops every entry and moves a generation counter on. Which cached
-/// searches one product's change touches would take matching the old and the
-/// new row against every cached filter (full text and typos included); and
-/// the searches that repeat are those of category pages and popular words,
-/// which a catalogue change touches anyway. Between changes (reads far
-/// outnumber writes in a shop) every repeat is a hit.
+/// Invalidation is coarse on purpose: any change of a product's catalogue
+/// data (text, price, categories, attributes, status) or of a category drops
+/// every entry and moves a generation counter on. Which cached searches one
+/// product's change touches would take matching the old and the new row
+/// against every cached filter (full text and typos included); and the
+/// searches that repeat are those of category pages and popular words, which
+/// a catalogue change touches anyway. A change of stock alone (every order
+/// makes some) drops only the searches that filter on stock (`in_stock=`):
+/// no other match, order or count depends on it, and the rows of a page are
+/// read fresh. Between catalogue changes every repeat is a hit.
 ///
 /// Entries are kept only while the change listener runs and NATS is
 /// connected ([`SearchCache::set_live`]): without announcements nothing
 /// would drop a stale entry.
 #[derive(Clone)]
 pub struct SearchCache<V> {
+    /// Searches that do not filter on stock.
     entries: Cache<String, Arc<V>>,
-    /// Moved on by every change; a result read while it moved is not kept.
+    /// Searches that do.
+    on_stock: Cache<String, Arc<V>>,
+    /// Moved on by every catalogue change; a result read while it moved is
+    /// not kept.
     generation: Arc<AtomicU64>,
+    /// Moved on by every change, stock too: what `on_stock` is checked by.
+    stock_generation: Arc<AtomicU64>,
     live: Arc<AtomicBool>,
     /// `AGORA_SEARCH_CACHE_BYTES` is not 0.
     enabled: bool,
@@ -276,19 +287,32 @@ pub struct SearchCache<V> {
     misses: metrics::Counter,
 }
 
+/// A search's key in a [`SearchCache`], and whether its result depends on
+/// stock (it filters on `in_stock`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    text: String,
+    on_stock: bool,
+}
+
 impl<V: Send + Sync + 'static> SearchCache<V> {
     fn new(options: &CacheOptions, hits: metrics::Counter, misses: metrics::Counter) -> Self {
-        Self {
-            // Weighed by key (a query string can be long) and a flat 1 KiB
-            // for the value: a page's keys or a facet's counts.
-            entries: Cache::builder()
-                .max_capacity(options.search_bytes)
+        // Weighed by key (a query string can be long) and a flat 1 KiB for
+        // the value: a page's keys or a facet's counts.
+        let cache = || {
+            Cache::builder()
+                .max_capacity(options.search_bytes / 2)
                 .weigher(|key: &String, _: &Arc<V>| {
                     u32::try_from(key.len() + 1024).unwrap_or(u32::MAX)
                 })
                 .time_to_live(options.time_to_live)
-                .build(),
+                .build()
+        };
+        Self {
+            entries: cache(),
+            on_stock: cache(),
             generation: Arc::new(AtomicU64::new(0)),
+            stock_generation: Arc::new(AtomicU64::new(0)),
             live: Arc::new(AtomicBool::new(false)),
             enabled: options.search_bytes > 0,
             hits,
@@ -299,7 +323,7 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
     fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::SeqCst);
         if !live {
-            self.changed();
+            self.changed(false);
         }
     }
 
@@ -307,11 +331,19 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
         self.enabled && self.live.load(Ordering::SeqCst)
     }
 
+    fn part(&self, key: &CacheKey) -> (&Cache<String, Arc<V>>, &AtomicU64) {
+        if key.on_stock {
+            (&self.on_stock, &self.stock_generation)
+        } else {
+            (&self.entries, &self.generation)
+        }
+    }
+
     /// The cached result for `key`, else what `search` finds, kept unless
     /// a change came while it searched.
     pub async fn get_or_search<E, Fut>(
         &self,
-        key: String,
+        key: CacheKey,
         search: impl FnOnce() -> Fut,
     ) -> Result<Arc<V>, E>
     where
@@ -320,7 +352,7 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
         if let Some(hit) = self.get(&key) {
             return Ok(hit);
         }
-        let generation = self.generation();
+        let generation = self.generation(&key);
         let found = Arc::new(search().await?);
         self.fill(key, generation, Arc::clone(&found));
         Ok(found)
@@ -328,16 +360,16 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
 
     /// The generation to hand to [`SearchCache::fill`]: read it before
     /// searching.
-    fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
+    fn generation(&self, key: &CacheKey) -> u64 {
+        self.part(key).1.load(Ordering::SeqCst)
     }
 
     /// The cached result for `key`, counted as a hit or a miss.
-    fn get(&self, key: &str) -> Option<Arc<V>> {
+    fn get(&self, key: &CacheKey) -> Option<Arc<V>> {
         if !self.keeps() {
             return None;
         }
-        let found = self.entries.get(key);
+        let found = self.part(key).0.get(&key.text);
         if found.is_some() {
             self.hits.increment(1);
         } else {
@@ -348,22 +380,28 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
 
     /// Keeps a result read at `generation`. Inserted first and then checked
     /// against the generation, while a change moves the generation first and
-    /// then drops every entry: whichever order they run in, a result read
+    /// then drops the entries: whichever order they run in, a result read
     /// before a change does not stay.
-    fn fill(&self, key: String, generation: u64, value: Arc<V>) {
+    fn fill(&self, key: CacheKey, generation: u64, value: Arc<V>) {
         if !self.keeps() {
             return;
         }
-        self.entries.insert(key.clone(), value);
-        if self.generation() != generation {
-            self.entries.invalidate(&key);
+        let (entries, current) = self.part(&key);
+        entries.insert(key.text.clone(), value);
+        if current.load(Ordering::SeqCst) != generation {
+            entries.invalidate(&key.text);
         }
     }
 
-    /// A product or a category changed (or notices may be lost).
-    fn changed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.entries.invalidate_all();
+    /// A product or a category changed (or notices may be lost); with
+    /// `stock_only`, only a product's stock.
+    fn changed(&self, stock_only: bool) {
+        self.stock_generation.fetch_add(1, Ordering::SeqCst);
+        self.on_stock.invalidate_all();
+        if !stock_only {
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            self.entries.invalidate_all();
+        }
     }
 }
 
@@ -392,21 +430,24 @@ fn search_key(filter: &projections::queries::ProductFilter) -> String {
 pub fn page_key(
     filter: &projections::queries::ProductFilter,
     page: &projections::queries::PageRequest,
-) -> String {
-    format!(
-        "{} {:?} {} {:?}",
-        search_key(filter),
-        filter.sort(),
-        page.limit,
-        page.cursor()
-    )
+) -> CacheKey {
+    CacheKey {
+        text: format!(
+            "{} {:?} {} {:?}",
+            search_key(filter),
+            filter.sort(),
+            page.limit,
+            page.cursor()
+        ),
+        on_stock: filter.in_stock.is_some(),
+    }
 }
 
 /// The part of a search its facets depend on, in one canonical text: not
 /// the sort, the page or the cursor, and the facets and attribute filters
 /// in order, so that the same category page asked in any spelling is one
 /// entry.
-pub fn facet_key(filter: &projections::queries::ProductFilter) -> String {
+pub fn facet_key(filter: &projections::queries::ProductFilter) -> CacheKey {
     let mut facets: Vec<String> = filter
         .facets
         .iter()
@@ -417,7 +458,10 @@ pub fn facet_key(filter: &projections::queries::ProductFilter) -> String {
         .collect();
     facets.sort();
     facets.dedup();
-    format!("{} {facets:?}", search_key(filter))
+    CacheKey {
+        text: format!("{} {facets:?}", search_key(filter)),
+        on_stock: filter.in_stock.is_some(),
+    }
 }
 
 #[cfg(test)]
@@ -507,6 +551,16 @@ mod tests {
         ];
         let distinct: std::collections::HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "{keys:#?}");
+        // Only a search on stock is dropped by a change of stock.
+        let on_stock: Vec<bool> = keys.iter().map(|k| k.on_stock).collect();
+        assert_eq!(on_stock, [false, false, false, false, true]);
+    }
+
+    fn key(text: &str, on_stock: bool) -> CacheKey {
+        CacheKey {
+            text: text.to_owned(),
+            on_stock,
+        }
     }
 
     #[test]
@@ -516,14 +570,10 @@ mod tests {
             ..CacheOptions::default()
         });
         cache.set_search_live(true);
-        cache
-            .facets
-            .fill("k".into(), cache.facets.generation(), counts(1));
-        assert!(cache.facets.get("k").is_none());
-        cache
-            .pages
-            .fill("k".into(), cache.pages.generation(), Arc::new(Vec::new()));
-        assert!(cache.pages.get("k").is_none());
+        cache.facets.fill(key("k", false), 0, counts(1));
+        assert!(cache.facets.get(&key("k", false)).is_none());
+        cache.pages.fill(key("k", false), 0, Arc::new(Vec::new()));
+        assert!(cache.pages.get(&key("k", false)).is_none());
     }
 
     #[tokio::test]
@@ -535,47 +585,81 @@ mod tests {
             searches.fetch_add(1, Ordering::SeqCst);
             Ok::<_, ()>(Vec::new())
         };
-        cache.pages.get_or_search("k".into(), search).await.unwrap();
-        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        let k = || key("k", false);
+        cache.pages.get_or_search(k(), search).await.unwrap();
+        cache.pages.get_or_search(k(), search).await.unwrap();
         assert_eq!(searches.load(Ordering::SeqCst), 1);
-        cache.changed("orders", "o", 2);
-        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        cache.changed("orders", "o", 2, false);
+        cache.pages.get_or_search(k(), search).await.unwrap();
         assert_eq!(searches.load(Ordering::SeqCst), 1);
-        cache.changed("products", "p", 2);
-        cache.pages.get_or_search("k".into(), search).await.unwrap();
+        cache.changed("products", "p", 2, false);
+        cache.pages.get_or_search(k(), search).await.unwrap();
         assert_eq!(searches.load(Ordering::SeqCst), 2);
         // A failed search is not kept.
         let failed = cache
             .pages
-            .get_or_search("other".into(), || async { Err::<Vec<_>, _>("down") })
+            .get_or_search(key("other", false), || async { Err::<Vec<_>, _>("down") })
             .await;
         assert_eq!(failed.unwrap_err(), "down");
-        assert!(cache.pages.get("other").is_none());
+        assert!(cache.pages.get(&key("other", false)).is_none());
+    }
+
+    #[test]
+    fn a_change_of_stock_drops_only_the_searches_that_filter_on_stock() {
+        let cache = ReadCache::new(&CacheOptions::default());
+        cache.set_search_live(true);
+        let (plain, stocked) = (key("q=pen", false), key("q=pen in_stock", true));
+        for k in [&plain, &stocked] {
+            let generation = cache.facets.generation(k);
+            cache.facets.fill(k.clone(), generation, counts(1));
+        }
+        // Read before a stock change, filled after it: a search on stock
+        // is not kept, the other is.
+        let (before_plain, before_stocked) = (
+            cache.facets.generation(&plain),
+            cache.facets.generation(&stocked),
+        );
+        cache.changed("products", "p", 3, true);
+        assert_eq!(cache.facets.get(&plain).as_deref(), Some(&*counts(1)));
+        assert!(cache.facets.get(&stocked).is_none());
+        cache.facets.fill(plain.clone(), before_plain, counts(2));
+        cache
+            .facets
+            .fill(stocked.clone(), before_stocked, counts(2));
+        assert_eq!(cache.facets.get(&plain).as_deref(), Some(&*counts(2)));
+        assert!(cache.facets.get(&stocked).is_none());
+        // A catalogue change drops both.
+        let generation = cache.facets.generation(&stocked);
+        cache.facets.fill(stocked.clone(), generation, counts(1));
+        cache.changed("products", "p", 4, false);
+        assert!(cache.facets.get(&plain).is_none());
+        assert!(cache.facets.get(&stocked).is_none());
     }
 
     #[test]
     fn a_change_drops_counts_even_those_read_before_it_and_filled_after() {
         let cache = ReadCache::new(&CacheOptions::default());
         let facets = &cache.facets;
+        let k = || key("k", false);
         // Not live: nothing is kept.
-        facets.fill("k".into(), facets.generation(), counts(1));
-        assert!(facets.get("k").is_none());
+        facets.fill(k(), facets.generation(&k()), counts(1));
+        assert!(facets.get(&k()).is_none());
         facets.set_live(true);
-        facets.fill("k".into(), facets.generation(), counts(1));
-        assert_eq!(facets.get("k").as_deref(), Some(&*counts(1)));
+        facets.fill(k(), facets.generation(&k()), counts(1));
+        assert_eq!(facets.get(&k()).as_deref(), Some(&*counts(1)));
         // A product changes: gone.
-        cache.changed("products", "x", 2);
-        assert!(facets.get("k").is_none());
+        cache.changed("products", "x", 2, false);
+        assert!(facets.get(&k()).is_none());
         // Counted before a change, filled after it: not kept.
-        let before = facets.generation();
-        cache.changed("categories", "y", 2);
-        facets.fill("k".into(), before, counts(1));
-        assert!(facets.get("k").is_none());
+        let before = facets.generation(&k());
+        cache.changed("categories", "y", 2, false);
+        facets.fill(k(), before, counts(1));
+        assert!(facets.get(&k()).is_none());
         // Other models leave facets alone.
-        facets.fill("k".into(), facets.generation(), counts(3));
-        cache.changed("orders", "z", 2);
-        assert_eq!(facets.get("k").as_deref(), Some(&*counts(3)));
+        facets.fill(k(), facets.generation(&k()), counts(3));
+        cache.changed("orders", "z", 2, false);
+        assert_eq!(facets.get(&k()).as_deref(), Some(&*counts(3)));
         facets.set_live(false);
-        assert!(facets.get("k").is_none());
+        assert!(facets.get(&k()).is_none());
     }
 }

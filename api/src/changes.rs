@@ -1,6 +1,8 @@
 //! The change listener: read-model changes announced on core NATS
-//! (`<prefix>.changes.<model>.<id>`, payload the row's new version) drop the
-//! cached answer of that row and wake the requests waiting for it.
+//! (`<prefix>.changes.<model>.<id>`, payload the row's new version, header
+//! `Agora-Change: stock` when only a product's stock moved) drop the cached
+//! answer of that row and the search caches' entries it may touch, and wake
+//! the requests waiting for it.
 //!
 //! Core NATS delivers at most once, so a notice can be lost: while the
 //! connection is down the cache is kept empty, and when it comes back every
@@ -134,8 +136,13 @@ fn apply(state: &AppState, head: &str, message: &Message) {
         }
     }
     let version = version_of(&message.payload);
-    tracing::trace!(model, id, version, "read model changed");
-    state.reads.changed(model, &id, version);
+    let stock_only = message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(schemas::subjects::CHANGE_HEADER))
+        .is_some_and(|value| value.as_str() == schemas::subjects::STOCK_ONLY);
+    tracing::trace!(model, id, version, stock_only, "read model changed");
+    state.reads.changed(model, &id, version, stock_only);
 }
 
 /// The payload is the row's new version as decimal text (a JSON `Change` is

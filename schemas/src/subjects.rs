@@ -26,6 +26,12 @@ pub fn change(prefix: &str, model: &str, id: &str) -> String {
     format!("{prefix}.changes.{model}.{id}")
 }
 
+/// The header of a change announcement that says what changed, when not
+/// the whole row.
+pub const CHANGE_HEADER: &str = "Agora-Change";
+/// [`CHANGE_HEADER`]'s value when only a product's stock moved.
+pub const STOCK_ONLY: &str = "stock";
+
 pub fn changes_wildcard(prefix: &str) -> String {
     format!("{prefix}.changes.>")
 }

@@ -753,18 +753,6 @@ async fn facet_counts_are_cached_until_a_product_or_category_change_is_announced
     }
 }
 
-/// The names of `GET /products?sort=name`'s first page, in its order.
-async fn names_by_name(app: &TestApp) -> Vec<String> {
-    let answer = app.get("/products?sort=name").await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
-    answer.body["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .map(|p| p["name"].as_str().expect("a name").to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_page_keeps_its_order_until_a_change_is_announced_and_shows_rows_as_they_are() {
     let (app, prefix) = app_with_listener(Duration::from_secs(20)).await;
@@ -772,7 +760,7 @@ async fn a_search_page_keeps_its_order_until_a_change_is_announced_and_shows_row
     let (pen, mug) = (Uuid::now_v7(), Uuid::now_v7());
     insert_product(pool, pen, "PEN-1", "Pen", "active", 1).await;
     insert_product(pool, mug, "MUG-1", "Mug", "active", 1).await;
-    assert_eq!(names_by_name(&app).await, ["Mug", "Pen"]);
+    assert_eq!(names_of(&app, "sort=name").await, ["Mug", "Pen"]);
     let hits = scrape_counter(&app, "agora_search_cache_hits_total").await;
 
     // Renamed without an announcement: the page keeps its cached order,
@@ -783,7 +771,7 @@ async fn a_search_page_keeps_its_order_until_a_change_is_announced_and_shows_row
         .await
         .expect("rename");
     assert_eq!(
-        names_by_name(&app).await,
+        names_of(&app, "sort=name").await,
         ["Vase", "Pen"],
         "the cached order, the fresh rows"
     );
@@ -795,10 +783,77 @@ async fn a_search_page_keeps_its_order_until_a_change_is_announced_and_shows_row
     // Another model's change leaves the page alone; the product's
     // announcement drops it.
     announce(&prefix, "orders", Uuid::now_v7(), 1).await;
-    assert_eq!(names_by_name(&app).await, ["Vase", "Pen"]);
+    assert_eq!(names_of(&app, "sort=name").await, ["Vase", "Pen"]);
     announce(&prefix, "products", mug, 2).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while names_by_name(&app).await != ["Pen", "Vase"] {
+    while names_of(&app, "sort=name").await != ["Pen", "Vase"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the product's announcement never reached the search cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The names of `GET /products?<query>`'s first page, in its order.
+async fn names_of(app: &TestApp, query: &str) -> Vec<String> {
+    let answer = app.get(&format!("/products?{query}")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_of_stock_alone_drops_only_the_searches_that_filter_on_stock() {
+    let (app, prefix) = app_with_listener(Duration::from_secs(20)).await;
+    let pool = &app.db.pool;
+    let (pen, mug) = (Uuid::now_v7(), Uuid::now_v7());
+    insert_product(pool, pen, "PEN-1", "Pen", "active", 1).await;
+    insert_product(pool, mug, "MUG-1", "Mug", "active", 1).await;
+    let (plain, stocked) = ("sort=name", "sort=name&in_stock=true");
+    assert_eq!(names_of(&app, plain).await, ["Mug", "Pen"]);
+    assert_eq!(names_of(&app, stocked).await, ["Mug", "Pen"]);
+    // Renamed without an announcement: both pages keep their cached order.
+    sqlx::query("UPDATE rm_products SET name = 'Vase', version = 2 WHERE id = $1")
+        .bind(mug)
+        .execute(pool)
+        .await
+        .expect("rename");
+    assert_eq!(names_of(&app, stocked).await, ["Vase", "Pen"]);
+
+    // The projector's announcement of a stock change (its header says so).
+    let nats = async_nats::connect(testkit::nats_url())
+        .await
+        .expect("connect to NATS");
+    let stock_only = projections::changes::Change {
+        model: "products".into(),
+        id: mug.to_string(),
+        version: 2,
+        stock_only: true,
+    };
+    projections::changes::announce(&nats, &prefix, vec![stock_only]).await;
+    nats.flush().await.expect("flush");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while names_of(&app, stocked).await != ["Pen", "Vase"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stock announcement never dropped the search on stock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        names_of(&app, plain).await,
+        ["Vase", "Pen"],
+        "a search not on stock is kept"
+    );
+    // A catalogue change drops it.
+    announce(&prefix, "products", mug, 3).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while names_of(&app, plain).await != ["Pen", "Vase"] {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the product's announcement never reached the search cache"

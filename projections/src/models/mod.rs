@@ -42,6 +42,7 @@ pub(crate) fn change(model: &str, id: impl ToString, version: i64) -> Change {
         model: model.to_owned(),
         id: id.to_string(),
         version,
+        stock_only: false,
     }
 }
 

@@ -73,6 +73,14 @@ impl Model for Products {
             Event::Product(product) => product,
             _ => return Ok(newer(&mut self.products, MODEL, event)),
         };
+        let stock_only = matches!(
+            product,
+            ProductEvent::ProductStockAdjusted { .. }
+                | ProductEvent::StockReserved { .. }
+                | ProductEvent::StockReservationReleased { .. }
+                | ProductEvent::StockReservationCommitted { .. }
+                | ProductEvent::StockReturned { .. }
+        );
         match product {
             ProductEvent::ProductCreated {
                 sku,
@@ -137,7 +145,10 @@ impl Model for Products {
                 self.update(event)?.attributes = attributes.clone();
             }
         }
-        Ok(vec![change(MODEL, event.id, event.sequence)])
+        Ok(vec![Change {
+            stock_only,
+            ..change(MODEL, event.id, event.sequence)
+        }])
     }
 }
 

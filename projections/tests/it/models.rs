@@ -45,7 +45,8 @@ async fn users_model_follows_registration_changes_and_deactivation() {
         Outcome::Applied(vec![Change {
             model: "users".into(),
             id: id.to_string(),
-            version: 4
+            version: 4,
+            stock_only: false,
         }])
     );
 
@@ -162,12 +163,26 @@ async fn products_model_tracks_details_price_and_stock() {
     );
 
     // Applied in a few batches of different sizes.
+    let mut stock_only = Vec::new();
     for chunk in [&events[..1], &events[1..4], &events[4..]] {
         let outcomes = apply_batch(&db.pool, &Projection::Products, chunk)
             .await
             .unwrap();
         assert_all_applied(&outcomes);
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Applied(changes) => {
+                    stock_only.extend(changes.iter().map(|c| c.stock_only))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
+    // Announced as stock only: the stock events, and nothing else.
+    assert_eq!(
+        stock_only,
+        [false, false, false, true, true, true, true, true, true, true, false]
+    );
 
     type Row = (
         String,
