@@ -95,6 +95,9 @@ pub struct CacheOptions {
     /// Bytes of each search cache (pages, facets) at most
     /// (`AGORA_SEARCH_CACHE_BYTES`); 0 turns both off.
     pub search_bytes: u64,
+    /// How long after it was filled a stale search is still answered while
+    /// it is refreshed ([`SearchCache`]).
+    pub search_stale_for: Duration,
 }
 
 impl Default for CacheOptions {
@@ -103,6 +106,7 @@ impl Default for CacheOptions {
             capacity_bytes: 64 * 1024 * 1024,
             time_to_live: Duration::from_secs(60),
             search_bytes: 16 * 1024 * 1024,
+            search_stale_for: Duration::from_secs(2),
         }
     }
 }
@@ -149,13 +153,19 @@ impl ReadCache {
             wakes,
             pages: SearchCache::new(
                 options,
-                metrics::counter!("agora_search_cache_hits_total"),
-                metrics::counter!("agora_search_cache_misses_total"),
+                SearchCounters {
+                    hits: metrics::counter!("agora_search_cache_hits_total"),
+                    stale: metrics::counter!("agora_search_cache_stale_total"),
+                    misses: metrics::counter!("agora_search_cache_misses_total"),
+                },
             ),
             facets: SearchCache::new(
                 options,
-                metrics::counter!("agora_facet_cache_hits_total"),
-                metrics::counter!("agora_facet_cache_misses_total"),
+                SearchCounters {
+                    hits: metrics::counter!("agora_facet_cache_hits_total"),
+                    stale: metrics::counter!("agora_facet_cache_stale_total"),
+                    misses: metrics::counter!("agora_facet_cache_misses_total"),
+                },
             ),
         }
     }
@@ -210,13 +220,13 @@ impl ReadCache {
     /// Drops every entry, waking no one (notices are not arriving).
     pub fn clear(&self) {
         self.entries.invalidate_all();
-        self.searched_changed();
+        self.searched_dropped();
     }
 
     /// Notices may have been lost: drop everything and wake every waiter.
     pub fn invalidate_all(&self) {
         self.entries.invalidate_all();
-        self.searched_changed();
+        self.searched_dropped();
         let _ = self.wakes.send(Wake::All);
     }
 
@@ -227,9 +237,9 @@ impl ReadCache {
         self.facets.set_live(live);
     }
 
-    fn searched_changed(&self) {
-        self.pages.changed(false);
-        self.facets.changed(false);
+    fn searched_dropped(&self) {
+        self.pages.drop_all();
+        self.facets.drop_all();
     }
 
     /// How many requests are subscribed to wake-ups (waiting for a version).
@@ -256,35 +266,72 @@ pub type FacetCounts = BTreeMap<String, Vec<projections::queries::FacetCount>>;
 /// [`facet_key`]), as Solr's query result cache keeps its ordered ids.
 ///
 /// Invalidation is coarse on purpose: any change of a product's catalogue
-/// data (text, price, categories, attributes, status) or of a category drops
-/// every entry and moves a generation counter on. Which cached searches one
-/// product's change touches would take matching the old and the new row
-/// against every cached filter (full text and typos included); and the
-/// searches that repeat are those of category pages and popular words, which
-/// a catalogue change touches anyway. A change of stock alone (every order
-/// makes some) drops only the searches that filter on stock (`in_stock=`):
-/// no other match, order or count depends on it, and the rows of a page are
-/// read fresh. Between catalogue changes every repeat is a hit.
+/// data (text, price, categories, attributes, status) or of a category
+/// makes every entry stale by moving a generation counter on. Which cached
+/// searches one product's change touches would take matching the old and
+/// the new row against every cached filter (full text and typos included);
+/// and the searches that repeat are those of category pages and popular
+/// words, which a catalogue change touches anyway. A change of stock alone
+/// (every order makes some) makes stale only the searches that filter on
+/// stock (`in_stock=`): no other match, order or count depends on it, and
+/// the rows of a page are read fresh.
+///
+/// A stale entry is still answered for a while after it was filled
+/// ([`CacheOptions::search_stale_for`], 2 s),
+/// while one background search refreshes it (stale-while-revalidate): so a
+/// catalogue change costs no client the full search, where dropping every
+/// entry made the next request of each popular search pay it at once (at
+/// one price change a second the mix's p99 went from 9 ms to 161 ms). A
+/// change is so seen by a search at most that long late, and usually one
+/// search's time late; an entry older than that is searched afresh.
 ///
 /// Entries are kept only while the change listener runs and NATS is
 /// connected ([`SearchCache::set_live`]): without announcements nothing
-/// would drop a stale entry.
-#[derive(Clone)]
+/// would make a stale entry stale.
 pub struct SearchCache<V> {
     /// Searches that do not filter on stock.
-    entries: Cache<String, Arc<V>>,
+    entries: Cache<String, Arc<Entry<V>>>,
     /// Searches that do.
-    on_stock: Cache<String, Arc<V>>,
-    /// Moved on by every catalogue change; a result read while it moved is
-    /// not kept.
+    on_stock: Cache<String, Arc<Entry<V>>>,
+    /// Moved on by every catalogue change.
     generation: Arc<AtomicU64>,
     /// Moved on by every change, stock too: what `on_stock` is checked by.
     stock_generation: Arc<AtomicU64>,
     live: Arc<AtomicBool>,
     /// `AGORA_SEARCH_CACHE_BYTES` is not 0.
     enabled: bool,
+    stale_for: Duration,
     hits: metrics::Counter,
+    stale: metrics::Counter,
     misses: metrics::Counter,
+}
+
+// By hand: a derived Clone would ask `V: Clone`, and clones share the
+// entries anyway.
+impl<V> Clone for SearchCache<V> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            on_stock: self.on_stock.clone(),
+            generation: Arc::clone(&self.generation),
+            stock_generation: Arc::clone(&self.stock_generation),
+            live: Arc::clone(&self.live),
+            enabled: self.enabled,
+            stale_for: self.stale_for,
+            hits: self.hits.clone(),
+            stale: self.stale.clone(),
+            misses: self.misses.clone(),
+        }
+    }
+}
+
+/// A cached result and the generation it was read at.
+struct Entry<V> {
+    value: Arc<V>,
+    generation: u64,
+    filled: std::time::Instant,
+    /// One background search is refreshing it.
+    refreshing: AtomicBool,
 }
 
 /// A search's key in a [`SearchCache`], and whether its result depends on
@@ -295,14 +342,21 @@ pub struct CacheKey {
     on_stock: bool,
 }
 
+/// Hits, stale answers and misses of one search cache.
+pub struct SearchCounters {
+    pub hits: metrics::Counter,
+    pub stale: metrics::Counter,
+    pub misses: metrics::Counter,
+}
+
 impl<V: Send + Sync + 'static> SearchCache<V> {
-    fn new(options: &CacheOptions, hits: metrics::Counter, misses: metrics::Counter) -> Self {
+    fn new(options: &CacheOptions, counters: SearchCounters) -> Self {
         // Weighed by key (a query string can be long) and a flat 1 KiB for
         // the value: a page's keys or a facet's counts.
         let cache = || {
             Cache::builder()
                 .max_capacity(options.search_bytes / 2)
-                .weigher(|key: &String, _: &Arc<V>| {
+                .weigher(|key: &String, _: &Arc<Entry<V>>| {
                     u32::try_from(key.len() + 1024).unwrap_or(u32::MAX)
                 })
                 .time_to_live(options.time_to_live)
@@ -315,15 +369,17 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
             stock_generation: Arc::new(AtomicU64::new(0)),
             live: Arc::new(AtomicBool::new(false)),
             enabled: options.search_bytes > 0,
-            hits,
-            misses,
+            stale_for: options.search_stale_for,
+            hits: counters.hits,
+            stale: counters.stale,
+            misses: counters.misses,
         }
     }
 
     fn set_live(&self, live: bool) {
         self.live.store(live, Ordering::SeqCst);
         if !live {
-            self.changed(false);
+            self.drop_all();
         }
     }
 
@@ -331,7 +387,7 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
         self.enabled && self.live.load(Ordering::SeqCst)
     }
 
-    fn part(&self, key: &CacheKey) -> (&Cache<String, Arc<V>>, &AtomicU64) {
+    fn part(&self, key: &CacheKey) -> (&Cache<String, Arc<Entry<V>>>, &AtomicU64) {
         if key.on_stock {
             (&self.on_stock, &self.stock_generation)
         } else {
@@ -339,69 +395,80 @@ impl<V: Send + Sync + 'static> SearchCache<V> {
         }
     }
 
-    /// The cached result for `key`, else what `search` finds, kept unless
-    /// a change came while it searched.
+    /// The cached result for `key` when it is current; a stale one filled
+    /// within `stale_for`, refreshed by `search` in the background; else
+    /// what `search` finds now, kept.
     pub async fn get_or_search<E, Fut>(
         &self,
         key: CacheKey,
-        search: impl FnOnce() -> Fut,
+        search: impl FnOnce() -> Fut + Send + 'static,
     ) -> Result<Arc<V>, E>
     where
-        Fut: std::future::Future<Output = Result<V, E>>,
+        Fut: std::future::Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + 'static,
     {
-        if let Some(hit) = self.get(&key) {
-            return Ok(hit);
+        if !self.keeps() {
+            return search().await.map(Arc::new);
         }
-        let generation = self.generation(&key);
+        let (entries, generation) = self.part(&key);
+        let current = generation.load(Ordering::SeqCst);
+        if let Some(entry) = entries.get(&key.text) {
+            if entry.generation == current {
+                self.hits.increment(1);
+                return Ok(Arc::clone(&entry.value));
+            }
+            if entry.filled.elapsed() < self.stale_for {
+                self.stale.increment(1);
+                if !entry.refreshing.swap(true, Ordering::SeqCst) {
+                    let cache = self.clone();
+                    let stale = Arc::clone(&entry);
+                    tokio::spawn(async move {
+                        match search().await {
+                            Ok(found) => cache.fill(key, current, Arc::new(found)),
+                            // The next request tries again.
+                            Err(_) => stale.refreshing.store(false, Ordering::SeqCst),
+                        }
+                    });
+                }
+                return Ok(Arc::clone(&entry.value));
+            }
+        }
+        self.misses.increment(1);
         let found = Arc::new(search().await?);
-        self.fill(key, generation, Arc::clone(&found));
+        self.fill(key, current, Arc::clone(&found));
         Ok(found)
     }
 
-    /// The generation to hand to [`SearchCache::fill`]: read it before
-    /// searching.
-    fn generation(&self, key: &CacheKey) -> u64 {
-        self.part(key).1.load(Ordering::SeqCst)
-    }
-
-    /// The cached result for `key`, counted as a hit or a miss.
-    fn get(&self, key: &CacheKey) -> Option<Arc<V>> {
-        if !self.keeps() {
-            return None;
-        }
-        let found = self.part(key).0.get(&key.text);
-        if found.is_some() {
-            self.hits.increment(1);
-        } else {
-            self.misses.increment(1);
-        }
-        found
-    }
-
-    /// Keeps a result read at `generation`. Inserted first and then checked
-    /// against the generation, while a change moves the generation first and
-    /// then drops the entries: whichever order they run in, a result read
-    /// before a change does not stay.
+    /// Keeps a result read at `generation` (read before searching: a change
+    /// that came while it searched leaves it stale, not current).
     fn fill(&self, key: CacheKey, generation: u64, value: Arc<V>) {
         if !self.keeps() {
             return;
         }
-        let (entries, current) = self.part(&key);
-        entries.insert(key.text.clone(), value);
-        if current.load(Ordering::SeqCst) != generation {
-            entries.invalidate(&key.text);
+        let entry = Entry {
+            value,
+            generation,
+            filled: std::time::Instant::now(),
+            refreshing: AtomicBool::new(false),
+        };
+        self.part(&key).0.insert(key.text, Arc::new(entry));
+    }
+
+    /// A product or a category changed; with `stock_only`, only a product's
+    /// stock: the entries it may touch become stale.
+    fn changed(&self, stock_only: bool) {
+        self.stock_generation.fetch_add(1, Ordering::SeqCst);
+        if !stock_only {
+            self.generation.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    /// A product or a category changed (or notices may be lost); with
-    /// `stock_only`, only a product's stock.
-    fn changed(&self, stock_only: bool) {
-        self.stock_generation.fetch_add(1, Ordering::SeqCst);
+    /// Notices may be lost, or a replay swapped a whole model: nothing
+    /// cached is answered, stale or not.
+    fn drop_all(&self) {
+        self.changed(false);
+        self.entries.invalidate_all();
         self.on_stock.invalidate_all();
-        if !stock_only {
-            self.generation.fetch_add(1, Ordering::SeqCst);
-            self.entries.invalidate_all();
-        }
     }
 }
 
@@ -563,103 +630,156 @@ mod tests {
         }
     }
 
-    #[test]
-    fn search_caches_of_no_bytes_keep_nothing() {
-        let cache = ReadCache::new(&CacheOptions {
-            search_bytes: 0,
-            ..CacheOptions::default()
-        });
+    /// Asks `cache` for `key`; a search answers `counts(n)`, `n` counting
+    /// the searches run so far.
+    async fn ask(
+        cache: &SearchCache<FacetCounts>,
+        key: &CacheKey,
+        searches: &Arc<AtomicU64>,
+    ) -> i64 {
+        let searches = Arc::clone(searches);
+        let found = cache
+            .get_or_search(key.clone(), move || async move {
+                let n = searches.fetch_add(1, Ordering::SeqCst) + 1;
+                Ok::<_, ()>((*counts(n as i64)).clone())
+            })
+            .await
+            .unwrap();
+        match found["attr.colour"].first() {
+            Some(FacetCount::Value { count, .. }) => *count,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Waits (bounded) for a background refresh to have run `n` searches.
+    async fn until_searched(searches: &AtomicU64, n: u64) {
+        for _ in 0..1000 {
+            if searches.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("the refresh never ran");
+    }
+
+    fn live(options: CacheOptions) -> ReadCache {
+        let cache = ReadCache::new(&options);
         cache.set_search_live(true);
-        cache.facets.fill(key("k", false), 0, counts(1));
-        assert!(cache.facets.get(&key("k", false)).is_none());
-        cache.pages.fill(key("k", false), 0, Arc::new(Vec::new()));
-        assert!(cache.pages.get(&key("k", false)).is_none());
+        cache
     }
 
     #[tokio::test]
-    async fn a_search_is_kept_until_a_product_or_category_changes() {
-        let cache = ReadCache::new(&CacheOptions::default());
+    async fn search_caches_of_no_bytes_or_not_live_keep_nothing() {
+        let searches = Arc::new(AtomicU64::new(0));
+        let off = live(CacheOptions {
+            search_bytes: 0,
+            ..CacheOptions::default()
+        });
+        assert_eq!(ask(&off.facets, &key("k", false), &searches).await, 1);
+        assert_eq!(ask(&off.facets, &key("k", false), &searches).await, 2);
+        let cache = live(CacheOptions::default());
+        assert_eq!(ask(&cache.facets, &key("k", false), &searches).await, 3);
+        assert_eq!(ask(&cache.facets, &key("k", false), &searches).await, 3);
+        cache.set_search_live(false);
+        assert_eq!(ask(&cache.facets, &key("k", false), &searches).await, 4);
+        assert_eq!(ask(&cache.facets, &key("k", false), &searches).await, 5);
+        // Live again: nothing from before it is answered.
         cache.set_search_live(true);
-        let searches = std::sync::atomic::AtomicU32::new(0);
-        let search = || async {
-            searches.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, ()>(Vec::new())
-        };
-        let k = || key("k", false);
-        cache.pages.get_or_search(k(), search).await.unwrap();
-        cache.pages.get_or_search(k(), search).await.unwrap();
-        assert_eq!(searches.load(Ordering::SeqCst), 1);
+        assert_eq!(ask(&cache.facets, &key("k", false), &searches).await, 6);
+    }
+
+    #[tokio::test]
+    async fn a_search_is_answered_until_a_catalogue_change_then_refreshed_behind_one_stale_answer()
+    {
+        let cache = live(CacheOptions::default());
+        let searches = Arc::new(AtomicU64::new(0));
+        let k = key("k", false);
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 1);
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 1);
+        // Another model's change, a stock change: still current.
         cache.changed("orders", "o", 2, false);
-        cache.pages.get_or_search(k(), search).await.unwrap();
+        cache.changed("products", "p", 2, true);
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 1);
         assert_eq!(searches.load(Ordering::SeqCst), 1);
-        cache.changed("products", "p", 2, false);
-        cache.pages.get_or_search(k(), search).await.unwrap();
+        // A product's catalogue change: the stale answer once more, and one
+        // refresh behind it however many ask meanwhile.
+        cache.changed("products", "p", 3, false);
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 1);
+        until_searched(&searches, 2).await;
+        let mut refreshed = ask(&cache.facets, &k, &searches).await;
+        while refreshed == 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            refreshed = ask(&cache.facets, &k, &searches).await;
+        }
+        assert_eq!(refreshed, 2);
         assert_eq!(searches.load(Ordering::SeqCst), 2);
+        // A category's change too.
+        cache.changed("categories", "c", 2, false);
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 2);
+        until_searched(&searches, 3).await;
         // A failed search is not kept.
         let failed = cache
             .pages
             .get_or_search(key("other", false), || async { Err::<Vec<_>, _>("down") })
             .await;
         assert_eq!(failed.unwrap_err(), "down");
-        assert!(cache.pages.get(&key("other", false)).is_none());
     }
 
-    #[test]
-    fn a_change_of_stock_drops_only_the_searches_that_filter_on_stock() {
-        let cache = ReadCache::new(&CacheOptions::default());
-        cache.set_search_live(true);
+    #[tokio::test]
+    async fn past_its_staleness_window_or_after_a_lost_connection_a_search_runs_afresh() {
+        let searches = Arc::new(AtomicU64::new(0));
+        let strict = live(CacheOptions {
+            search_stale_for: Duration::ZERO,
+            ..CacheOptions::default()
+        });
+        let k = key("k", false);
+        assert_eq!(ask(&strict.facets, &k, &searches).await, 1);
+        strict.changed("products", "p", 2, false);
+        assert_eq!(ask(&strict.facets, &k, &searches).await, 2);
+        // Notices may have been lost: nothing stale is answered.
+        let cache = live(CacheOptions::default());
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 3);
+        cache.invalidate_all();
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 4);
+    }
+
+    #[tokio::test]
+    async fn a_change_of_stock_makes_stale_only_the_searches_that_filter_on_stock() {
+        let cache = live(CacheOptions {
+            search_stale_for: Duration::ZERO,
+            ..CacheOptions::default()
+        });
+        let searches = Arc::new(AtomicU64::new(0));
         let (plain, stocked) = (key("q=pen", false), key("q=pen in_stock", true));
-        for k in [&plain, &stocked] {
-            let generation = cache.facets.generation(k);
-            cache.facets.fill(k.clone(), generation, counts(1));
-        }
-        // Read before a stock change, filled after it: a search on stock
-        // is not kept, the other is.
-        let (before_plain, before_stocked) = (
-            cache.facets.generation(&plain),
-            cache.facets.generation(&stocked),
-        );
+        assert_eq!(ask(&cache.facets, &plain, &searches).await, 1);
+        assert_eq!(ask(&cache.facets, &stocked, &searches).await, 2);
         cache.changed("products", "p", 3, true);
-        assert_eq!(cache.facets.get(&plain).as_deref(), Some(&*counts(1)));
-        assert!(cache.facets.get(&stocked).is_none());
-        cache.facets.fill(plain.clone(), before_plain, counts(2));
+        assert_eq!(ask(&cache.facets, &plain, &searches).await, 1);
+        assert_eq!(ask(&cache.facets, &stocked, &searches).await, 3);
+        // A catalogue change reaches both.
+        cache.changed("products", "p", 4, false);
+        assert_eq!(ask(&cache.facets, &plain, &searches).await, 4);
+        assert_eq!(ask(&cache.facets, &stocked, &searches).await, 5);
+    }
+
+    #[tokio::test]
+    async fn a_result_read_across_a_change_is_not_current() {
+        let cache = live(CacheOptions {
+            search_stale_for: Duration::ZERO,
+            ..CacheOptions::default()
+        });
+        let k = key("k", false);
+        // The change lands while the search runs.
+        let during = cache.clone();
         cache
             .facets
-            .fill(stocked.clone(), before_stocked, counts(2));
-        assert_eq!(cache.facets.get(&plain).as_deref(), Some(&*counts(2)));
-        assert!(cache.facets.get(&stocked).is_none());
-        // A catalogue change drops both.
-        let generation = cache.facets.generation(&stocked);
-        cache.facets.fill(stocked.clone(), generation, counts(1));
-        cache.changed("products", "p", 4, false);
-        assert!(cache.facets.get(&plain).is_none());
-        assert!(cache.facets.get(&stocked).is_none());
-    }
-
-    #[test]
-    fn a_change_drops_counts_even_those_read_before_it_and_filled_after() {
-        let cache = ReadCache::new(&CacheOptions::default());
-        let facets = &cache.facets;
-        let k = || key("k", false);
-        // Not live: nothing is kept.
-        facets.fill(k(), facets.generation(&k()), counts(1));
-        assert!(facets.get(&k()).is_none());
-        facets.set_live(true);
-        facets.fill(k(), facets.generation(&k()), counts(1));
-        assert_eq!(facets.get(&k()).as_deref(), Some(&*counts(1)));
-        // A product changes: gone.
-        cache.changed("products", "x", 2, false);
-        assert!(facets.get(&k()).is_none());
-        // Counted before a change, filled after it: not kept.
-        let before = facets.generation(&k());
-        cache.changed("categories", "y", 2, false);
-        facets.fill(k(), before, counts(1));
-        assert!(facets.get(&k()).is_none());
-        // Other models leave facets alone.
-        facets.fill(k(), facets.generation(&k()), counts(3));
-        cache.changed("orders", "z", 2, false);
-        assert_eq!(facets.get(&k()).as_deref(), Some(&*counts(3)));
-        facets.set_live(false);
-        assert!(facets.get(&k()).is_none());
+            .get_or_search(k.clone(), move || async move {
+                during.changed("products", "p", 2, false);
+                Ok::<_, ()>((*counts(1)).clone())
+            })
+            .await
+            .unwrap();
+        let searches = Arc::new(AtomicU64::new(10));
+        assert_eq!(ask(&cache.facets, &k, &searches).await, 11);
     }
 }

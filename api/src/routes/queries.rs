@@ -380,21 +380,25 @@ pub async fn products(
     // facets) comes from the search caches when they have it; the page's
     // rows are read fresh every time, so stock and prices are current.
     let wanted = std::mem::take(&mut filter.facets);
+    // A stale entry is refreshed in the background: the search owns what
+    // it reads.
+    let (pool, searched, asked) = (state.pool.clone(), filter.clone(), page.clone());
     let keys = state
         .reads
         .pages
-        .get_or_search(cache::page_key(&filter, &page), || {
-            queries::search_keys(&state.pool, &filter, &page)
+        .get_or_search(cache::page_key(&filter, &page), move || async move {
+            queries::search_keys(&pool, &searched, &asked).await
         })
         .await?;
     let mut found = queries::search_page(&state.pool, &filter, &page, &keys).await?;
     if !wanted.is_empty() {
         filter.facets = wanted;
+        let (pool, counted) = (state.pool.clone(), filter.clone());
         let counts = state
             .reads
             .facets
-            .get_or_search(cache::facet_key(&filter), || {
-                queries::facets(&state.pool, &filter)
+            .get_or_search(cache::facet_key(&filter), move || async move {
+                queries::facets(&pool, &counted).await
             })
             .await?;
         found.facets = Some((*counts).clone());

@@ -12,7 +12,10 @@
 //! pages repeat), so through an API process with its search caches most
 //! answers reuse a cached page's keys and facets and read only the page's
 //! rows; a second API process runs with them off (`AGORA_SEARCH_CACHE_BYTES=0`)
-//! and gives what every search costs in full.
+//! and gives what every search costs in full. While the cached mix runs,
+//! changes are announced as a projector would under orders (200 stock
+//! changes and one price change a second, [`churn`]), so its figures
+//! include what the caches lose to them.
 //!
 //! Seeding writes the read-model tables with SQL (`generate_series`), not
 //! through commands: the figure covers the query path only.
@@ -315,6 +318,46 @@ async fn through_http(base: &str, seconds: f64) -> anyhow::Result<(Vec<Figures>,
     from_json(&String::from_utf8_lossy(&output.stdout))
 }
 
+/// Stock changes a second announced while the cached mix runs.
+const STOCK_CHANGES_PER_SECOND: u64 = 200;
+
+/// Announces changes as a projector would, until `stopped`: 200 stock
+/// changes a second (orders reserving and releasing) and one catalogue
+/// change (a price) a second, so the cached figures hold under the
+/// invalidation a working shop sends. The rows themselves do not change:
+/// what is measured is what the caches lose.
+async fn churn(
+    nats: async_nats::Client,
+    prefix: String,
+    products: Vec<uuid::Uuid>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> (u64, u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / STOCK_CHANGES_PER_SECOND));
+    let (mut stock, mut catalogue) = (0u64, 0u64);
+    while !*stopped.borrow() {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopped.changed() => break,
+        }
+        let Some(&id) = products.get((stock as usize) % products.len().max(1)) else {
+            break;
+        };
+        let every_second = stock % STOCK_CHANGES_PER_SECOND == STOCK_CHANGES_PER_SECOND - 1;
+        let change = projections::changes::Change {
+            model: "products".into(),
+            id: id.to_string(),
+            version: i64::try_from(stock).unwrap_or(i64::MAX),
+            stock_only: !every_second,
+        };
+        projections::changes::announce(&nats, &prefix, vec![change]).await;
+        if every_second {
+            catalogue += 1;
+        }
+        stock += 1;
+    }
+    (stock - catalogue, catalogue)
+}
+
 /// A query string of the mix as the API reads it (the few parameters the
 /// mix uses), its category slug resolved as the API resolves it.
 async fn filter_of(pool: &sqlx::PgPool, text: &str) -> anyhow::Result<ProductFilter> {
@@ -419,8 +462,21 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
     through_http(&bare.base, warm).await?;
     direct(&db.pool, warm).await?;
     let (mut http_runs, mut bare_runs, mut direct_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let churned: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM rm_products LIMIT 500")
+        .fetch_all(&db.pool)
+        .await?;
     for _ in 0..settings.reps {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let churning = tokio::spawn(churn(
+            nats.client.clone(),
+            nats.prefix.clone(),
+            churned.clone(),
+            stopped,
+        ));
         http_runs.push(through_http(&server.base, seconds).await?);
+        let _ = stop.send(true);
+        let (stock, catalogue) = churning.await?;
+        println!("  announced {stock} stock changes and {catalogue} catalogue changes");
         bare_runs.push(through_http(&bare.base, seconds).await?);
         direct_runs.push(direct(&db.pool, seconds).await?);
     }
@@ -451,7 +507,14 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
         .iter()
         .chain(["whole mix"].iter())
         .enumerate()
-        .map(|(index, label)| (index, *label, &http_runs, "search caches on"))
+        .map(|(index, label)| {
+            (
+                index,
+                *label,
+                &http_runs,
+                "search caches on, 200 stock changes and 1 price change a second",
+            )
+        })
         .chain(
             KINDS
                 .iter()
