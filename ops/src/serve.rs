@@ -219,7 +219,6 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         webhook_addresses: webhooks::AddressPolicy {
             allow_loopback: config.webhooks.allow_loopback,
         },
-        ..HttpOptions::default()
     };
     let state = AppState::new(pool.clone(), aggregates, Some(nats.clone()), options);
     if let Some(wake) = webhook_wake {
