@@ -277,9 +277,9 @@ pub type FacetCounts = BTreeMap<String, Vec<projections::queries::FacetCount>>;
 /// the rows of a page are read fresh.
 ///
 /// A stale entry is still answered for a while after it was filled
-/// ([`CacheOptions::search_stale_for`], 2 s),
-/// while one background search refreshes it (stale-while-revalidate): so a
-/// catalogue change costs no client the full search, where dropping every
+/// ([`CacheOptions::search_stale_for`], 2 s) while one background search
+/// refreshes it (stale-while-revalidate): so a catalogue change costs no
+/// client the full search, where dropping every
 /// entry made the next request of each popular search pay it at once (at
 /// one price change a second the mix's p99 went from 9 ms to 161 ms). A
 /// change is so seen by a search at most that long late, and usually one
@@ -287,7 +287,7 @@ pub type FacetCounts = BTreeMap<String, Vec<projections::queries::FacetCount>>;
 ///
 /// Entries are kept only while the change listener runs and NATS is
 /// connected ([`SearchCache::set_live`]): without announcements nothing
-/// would make a stale entry stale.
+/// would mark an entry stale.
 pub struct SearchCache<V> {
     /// Searches that do not filter on stock.
     entries: Cache<String, Arc<Entry<V>>>,
@@ -343,10 +343,10 @@ pub struct CacheKey {
 }
 
 /// Hits, stale answers and misses of one search cache.
-pub struct SearchCounters {
-    pub hits: metrics::Counter,
-    pub stale: metrics::Counter,
-    pub misses: metrics::Counter,
+struct SearchCounters {
+    hits: metrics::Counter,
+    stale: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl<V: Send + Sync + 'static> SearchCache<V> {
@@ -515,14 +515,7 @@ pub fn page_key(
 /// in order, so that the same category page asked in any spelling is one
 /// entry.
 pub fn facet_key(filter: &projections::queries::ProductFilter) -> CacheKey {
-    let mut facets: Vec<String> = filter
-        .facets
-        .iter()
-        .map(|f| match f {
-            projections::queries::Facet::Category => "category".to_owned(),
-            projections::queries::Facet::Attribute(key) => format!("attr.{key}"),
-        })
-        .collect();
+    let mut facets: Vec<String> = filter.facets.iter().map(|f| f.name()).collect();
     facets.sort();
     facets.dedup();
     CacheKey {
@@ -653,19 +646,24 @@ mod tests {
 
     /// Waits (bounded) for a background refresh to have run `n` searches.
     async fn until_searched(searches: &AtomicU64, n: u64) {
-        for _ in 0..1000 {
-            if searches.load(Ordering::SeqCst) >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        panic!("the refresh never ran");
+        testkit::eventually_within("the refresh runs", Duration::from_secs(2), || async {
+            searches.load(Ordering::SeqCst) >= n
+        })
+        .await;
     }
 
     fn live(options: CacheOptions) -> ReadCache {
         let cache = ReadCache::new(&options);
         cache.set_search_live(true);
         cache
+    }
+
+    /// Live, and answering nothing stale.
+    fn strict() -> ReadCache {
+        live(CacheOptions {
+            search_stale_for: Duration::ZERO,
+            ..CacheOptions::default()
+        })
     }
 
     #[tokio::test]
@@ -706,12 +704,11 @@ mod tests {
         cache.changed("products", "p", 3, false);
         assert_eq!(ask(&cache.facets, &k, &searches).await, 1);
         until_searched(&searches, 2).await;
-        let mut refreshed = ask(&cache.facets, &k, &searches).await;
-        while refreshed == 1 {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-            refreshed = ask(&cache.facets, &k, &searches).await;
-        }
-        assert_eq!(refreshed, 2);
+        // The refresh is kept once its search returns.
+        testkit::eventually_within("the refresh is kept", Duration::from_secs(2), || async {
+            ask(&cache.facets, &k, &searches).await == 2
+        })
+        .await;
         assert_eq!(searches.load(Ordering::SeqCst), 2);
         // A category's change too.
         cache.changed("categories", "c", 2, false);
@@ -728,10 +725,7 @@ mod tests {
     #[tokio::test]
     async fn past_its_staleness_window_or_after_a_lost_connection_a_search_runs_afresh() {
         let searches = Arc::new(AtomicU64::new(0));
-        let strict = live(CacheOptions {
-            search_stale_for: Duration::ZERO,
-            ..CacheOptions::default()
-        });
+        let strict = strict();
         let k = key("k", false);
         assert_eq!(ask(&strict.facets, &k, &searches).await, 1);
         strict.changed("products", "p", 2, false);
@@ -745,10 +739,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_of_stock_makes_stale_only_the_searches_that_filter_on_stock() {
-        let cache = live(CacheOptions {
-            search_stale_for: Duration::ZERO,
-            ..CacheOptions::default()
-        });
+        let cache = strict();
         let searches = Arc::new(AtomicU64::new(0));
         let (plain, stocked) = (key("q=pen", false), key("q=pen in_stock", true));
         assert_eq!(ask(&cache.facets, &plain, &searches).await, 1);
@@ -764,10 +755,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_result_read_across_a_change_is_not_current() {
-        let cache = live(CacheOptions {
-            search_stale_for: Duration::ZERO,
-            ..CacheOptions::default()
-        });
+        let cache = strict();
         let k = key("k", false);
         // The change lands while the search runs.
         let during = cache.clone();

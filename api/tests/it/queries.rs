@@ -721,14 +721,12 @@ async fn facet_counts_are_cached_until_a_product_or_category_change_is_announced
     announce(&prefix, "orders", Uuid::now_v7(), 1).await;
     announce(&prefix, "products", mug, 2).await;
     let recounted = vec![("blue".to_owned(), 1), ("red".to_owned(), 1)];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while colours(&app).await != recounted {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the product's announcement never reached the facet cache"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually_within(
+        "the product's announcement reaches the facet cache",
+        Duration::from_secs(10),
+        || async { colours(&app).await == recounted },
+    )
+    .await;
 
     // A category's change drops them too (its slug and tree are in the counts).
     sqlx::query("UPDATE rm_products SET attributes = '{\"colour\": \"green\"}' WHERE id = $1")
@@ -743,14 +741,12 @@ async fn facet_counts_are_cached_until_a_product_or_category_change_is_announced
     );
     announce(&prefix, "categories", Uuid::now_v7(), 1).await;
     let green = vec![("green".to_owned(), 1), ("red".to_owned(), 1)];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while colours(&app).await != green {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the category's announcement never reached the facet cache"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually_within(
+        "the category's announcement reaches the facet cache",
+        Duration::from_secs(10),
+        || async { colours(&app).await == green },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -785,14 +781,12 @@ async fn a_search_page_keeps_its_order_until_a_change_is_announced_and_shows_row
     announce(&prefix, "orders", Uuid::now_v7(), 1).await;
     assert_eq!(names_of(&app, "sort=name").await, ["Vase", "Pen"]);
     announce(&prefix, "products", mug, 2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while names_of(&app, "sort=name").await != ["Pen", "Vase"] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the product's announcement never reached the search cache"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually_within(
+        "the product's announcement reaches the search cache",
+        Duration::from_secs(10),
+        || async { names_of(&app, "sort=name").await == ["Pen", "Vase"] },
+    )
+    .await;
 }
 
 /// The names of `GET /products?<query>`'s first page, in its order.
@@ -837,14 +831,12 @@ async fn a_change_of_stock_alone_drops_only_the_searches_that_filter_on_stock() 
     };
     projections::changes::announce(&nats, &prefix, vec![stock_only]).await;
     nats.flush().await.expect("flush");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while names_of(&app, stocked).await != ["Pen", "Vase"] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stock announcement never dropped the search on stock"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually_within(
+        "the stock announcement makes the search on stock stale",
+        Duration::from_secs(10),
+        || async { names_of(&app, stocked).await == ["Pen", "Vase"] },
+    )
+    .await;
     assert_eq!(
         names_of(&app, plain).await,
         ["Vase", "Pen"],
@@ -852,14 +844,12 @@ async fn a_change_of_stock_alone_drops_only_the_searches_that_filter_on_stock() 
     );
     // A catalogue change drops it.
     announce(&prefix, "products", mug, 3).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while names_of(&app, plain).await != ["Pen", "Vase"] {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the product's announcement never reached the search cache"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::eventually_within(
+        "the product's announcement reaches the search cache",
+        Duration::from_secs(10),
+        || async { names_of(&app, plain).await == ["Pen", "Vase"] },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

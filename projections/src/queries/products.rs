@@ -107,6 +107,16 @@ pub enum Facet {
     Attribute(String),
 }
 
+impl Facet {
+    /// As `facets=` names it, and as `SearchPage::facets` is keyed.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Category => "category".to_owned(),
+            Self::Attribute(key) => format!("attr.{key}"),
+        }
+    }
+}
+
 /// What `GET /products` searches for; every part is optional and they are
 /// combined with AND.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -470,6 +480,13 @@ pub async fn search_page(
     page: &PageRequest,
     keys: &[SearchKey],
 ) -> Result<SearchPage, QueryError> {
+    if keys.is_empty() {
+        return Ok(SearchPage {
+            items: Vec::new(),
+            next_cursor: None,
+            facets: None,
+        });
+    }
     let sort = filter.sort();
     let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
     let sql = format!("SELECT {COLUMNS} FROM rm_products WHERE id = ANY($1)");
@@ -534,9 +551,8 @@ pub async fn facets(
             wanted.push(facet);
         }
     }
-    let mut all = std::collections::BTreeMap::new();
     if wanted.is_empty() {
-        return Ok(all);
+        return Ok(std::collections::BTreeMap::new());
     }
     let mut sql = QueryBuilder::<Postgres>::new(
         "WITH m AS MATERIALIZED (SELECT category_ids, attributes FROM rm_products",
@@ -574,38 +590,26 @@ pub async fn facets(
         .persistent(false)
         .fetch_all(pool)
         .await?;
-    for facet in &wanted {
-        let name = match facet {
-            Facet::Category => "category".to_owned(),
-            Facet::Attribute(key) => format!("attr.{key}"),
-        };
-        all.insert(name, Vec::new());
-    }
+    let mut counts: Vec<Vec<FacetCount>> = vec![Vec::new(); wanted.len()];
     for (index, category, label, count) in rows {
-        let Some(facet) = usize::try_from(index).ok().and_then(|i| wanted.get(i)) else {
+        let Some(index) = usize::try_from(index).ok().filter(|i| *i < wanted.len()) else {
             continue;
         };
-        let (name, entry) = match (facet, category) {
-            (Facet::Category, Some(id)) => (
-                "category".to_owned(),
-                FacetCount::Category {
-                    id,
-                    slug: label,
-                    count,
-                },
-            ),
-            (Facet::Attribute(key), _) => (
-                format!("attr.{key}"),
-                FacetCount::Value {
-                    value: label,
-                    count,
-                },
-            ),
+        let entry = match (wanted[index], category) {
+            (Facet::Category, Some(id)) => FacetCount::Category {
+                id,
+                slug: label,
+                count,
+            },
+            (Facet::Attribute(_), _) => FacetCount::Value {
+                value: label,
+                count,
+            },
             (Facet::Category, None) => continue,
         };
-        all.entry(name).or_insert_with(Vec::new).push(entry);
+        counts[index].push(entry);
     }
-    Ok(all)
+    Ok(wanted.iter().map(|f| f.name()).zip(counts).collect())
 }
 
 #[cfg(test)]
