@@ -503,52 +503,43 @@ pub async fn run(settings: &Settings, table: &mut Table) -> anyhow::Result<()> {
             .unwrap_or_default();
         (rates, middle)
     };
-    let rows = KINDS
-        .iter()
-        .chain(["whole mix"].iter())
-        .enumerate()
-        .map(|(index, label)| {
-            (
-                index,
-                *label,
-                &http_runs,
-                "search caches on, 200 stock changes and 1 price change a second",
-            )
-        })
-        .chain(
-            KINDS
-                .iter()
-                .chain(["whole mix"].iter())
-                .enumerate()
-                .map(|(index, label)| (index, *label, &bare_runs, "search caches off")),
-        );
-    for (index, label, runs, caches) in rows {
-        let (http_rates, http) = pick(runs, index);
-        let (direct_rates, base) = pick(&direct_runs, index);
-        let whole = index == KINDS.len();
-        table.push(Row {
-            workload: format!(
-                "Search, {products} products in {categories} categories: {label}, {CLIENTS} clients, {caches}"
-            ),
-            figure: format!(
-                "{:.0} q/s (p50 {:.2} ms, p99 {:.2} ms) through HTTP",
-                http.per_second, http.p50_ms, http.p99_ms
-            ),
-            baseline: format!(
-                "{:.0} q/s (p50 {:.2} ms, p99 {:.2} ms) search function direct",
-                base.per_second, base.p50_ms, base.p99_ms
-            ),
-            ratio: Some(http.per_second / base.per_second.max(1e-9)),
-            goal: "p99 ≤ 30 ms, ≥ 0.7".to_owned(),
-            spread: format!("{} vs {}", spread(&http_rates), spread(&direct_rates)),
-            notes: if whole {
-                format!(
-                    "seeded with SQL, not commands: the query path only; `agora serve --role api` ({caches}), load from `agora-bench search-load`; the direct calls use no cache; {failed} failed"
-                )
-            } else {
-                String::new()
-            },
-        });
+    let servers = [
+        (
+            &http_runs,
+            "search caches on, 200 stock changes and 1 price change a second",
+        ),
+        (&bare_runs, "search caches off"),
+    ];
+    let kinds = KINDS.iter().chain(["whole mix"].iter()).enumerate();
+    for (runs, caches) in servers {
+        for (index, label) in kinds.clone() {
+            let (http_rates, http) = pick(runs, index);
+            let (direct_rates, base) = pick(&direct_runs, index);
+            let whole = index == KINDS.len();
+            table.push(Row {
+                workload: format!(
+                    "Search, {products} products in {categories} categories: {label}, {CLIENTS} clients, {caches}"
+                ),
+                figure: format!(
+                    "{:.0} q/s (p50 {:.2} ms, p99 {:.2} ms) through HTTP",
+                    http.per_second, http.p50_ms, http.p99_ms
+                ),
+                baseline: format!(
+                    "{:.0} q/s (p50 {:.2} ms, p99 {:.2} ms) search function direct",
+                    base.per_second, base.p50_ms, base.p99_ms
+                ),
+                ratio: Some(http.per_second / base.per_second.max(1e-9)),
+                goal: "p99 ≤ 30 ms, ≥ 0.7".to_owned(),
+                spread: format!("{} vs {}", spread(&http_rates), spread(&direct_rates)),
+                notes: if whole {
+                    format!(
+                        "seeded with SQL, not commands: the query path only; `agora serve --role api` ({caches}), load from `agora-bench search-load`; the direct calls use no cache; {failed} failed"
+                    )
+                } else {
+                    String::new()
+                },
+            });
+        }
     }
     Ok(())
 }
