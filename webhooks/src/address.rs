@@ -106,6 +106,11 @@ impl AddressPolicy {
     /// and checks every address. `http` is allowed only when every address
     /// is loopback and loopback is allowed.
     pub async fn check(&self, url: &str) -> Result<Url, AddressError> {
+        // The WHATWG parser would drop or escape these; the URL stored is the
+        // one given, and Postgres text refuses NUL.
+        if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(AddressError::NotAUrl);
+        }
         let parsed = Url::parse(url).map_err(|_| AddressError::NotAUrl)?;
         let https = match parsed.scheme() {
             "https" => true,

@@ -158,8 +158,20 @@ async fn check(
             }
         }
     }
-    if description.is_some_and(|d| d.chars().count() > MAX_DESCRIPTION) {
-        fields.fail("description", "must be at most 500 characters");
+    if let Some(description) = description {
+        if description.chars().count() > MAX_DESCRIPTION {
+            fields.fail("description", "must be at most 500 characters");
+        } else if description
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            // Postgres text refuses NUL outright; the rest are the product
+            // description's rule, for one notion of free text.
+            fields.fail(
+                "description",
+                "must not contain control characters other than newline and tab",
+            );
+        }
     }
 }
 

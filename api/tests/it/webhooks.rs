@@ -128,6 +128,20 @@ async fn every_route_of_the_table_answers_its_status() {
         .await;
     assert_problem(&bad, 422, "/problems/validation");
     assert_eq!(bad.body["errors"][0]["field"], "status");
+    // The fuzzer's case: a NUL in the description, with `url: null`.
+    let nul = app
+        .admin(
+            Method::PATCH,
+            &format!("/webhooks/{id}"),
+            Some(json!({ "description": "\u{1b}\u{0}azM", "url": null })),
+        )
+        .await;
+    assert_problem(&nul, 422, "/problems/validation");
+    assert_eq!(nul.body["errors"][0]["field"], "description");
+    let kept = app
+        .admin(Method::GET, &format!("/webhooks/{id}"), None)
+        .await;
+    assert_eq!(kept.body["description"], "ERP", "nothing was written");
 
     // POST /webhooks/{id}/rotate-secret: 200 {secret}, a new one.
     let rotated = app
@@ -400,6 +414,26 @@ async fn bad_bodies_are_refused_and_nothing_is_written() {
         ),
         (
             json!({ "url": "http://127.0.0.1:9/", "events": ["*"], "description": "x".repeat(501) }),
+            422,
+            "description",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/a\u{0}b", "events": ["*"] }),
+            422,
+            "url",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/a b", "events": ["*"] }),
+            422,
+            "url",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/", "events": ["*"], "description": "a\u{0}b" }),
+            422,
+            "description",
+        ),
+        (
+            json!({ "url": "http://127.0.0.1:9/", "events": ["*"], "description": "bell\u{7}" }),
             422,
             "description",
         ),
