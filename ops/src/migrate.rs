@@ -42,6 +42,10 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a pooled connection may sit idle and still be handed out
+/// without a ping.
+const PING_AFTER_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A pool on the configured database, creating the database first if the
 /// server lacks it.
 pub async fn connect(config: &Config, size: u32) -> anyhow::Result<PgPool> {
@@ -51,6 +55,21 @@ pub async fn connect(config: &Config, size: u32) -> anyhow::Result<PgPool> {
     ensure_database(&options).await?;
     PgPoolOptions::new()
         .max_connections(size)
+        // sqlx pings every connection it hands out, a round trip before
+        // each use (and it pings again on release). Under load connections
+        // come back within milliseconds, live; only one that sat idle long
+        // enough for the server or a proxy to have dropped it is worth the
+        // ping. A session lost anyway fails its first statement, and the
+        // callers retry where nothing was committed (`lost_connection`).
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .context("connecting to Postgres (DATABASE_URL)")
