@@ -241,14 +241,10 @@ async fn run_batch(
     {
         return Ok(vec![Outcome::Skipped; events.len()]);
     }
-    let mut tx = pool.begin().await?;
-    match schema {
-        Some(schema) => set_search_path(&mut tx, schema).await?,
-        // The live tables: a replay swapping this projection holds the lock
-        // exclusively, so this waits for the swap and then writes the new
-        // tables, where `projection_applied` tells what is done.
-        None => hold_shared(&mut tx, subscriber.lock_id()).await?,
-    }
+    // The live tables: a replay swapping this projection holds the lock
+    // exclusively, so this waits for the swap and then writes the new
+    // tables, where `projection_applied` tells what is done.
+    let mut tx = pool.begin_with(begin_for(subscriber, schema)).await?;
 
     let keys: BTreeSet<(&str, &str)> = order
         .iter()
@@ -427,29 +423,30 @@ async fn run_batch(
         .collect())
 }
 
-/// Holds the subscriber's advisory lock, shared, until the caller's
-/// transaction ends. Live batches take it, so a replay holding it
-/// exclusively knows no worker writes the live tables.
-pub(crate) async fn hold_shared(conn: &mut PgConnection, lock_id: i32) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
-        .bind(LOCK_CLASS)
-        .bind(lock_id)
-        .execute(conn)
-        .await
-        .map(|_| ())
+/// The statement that opens a transaction holding the subscriber's advisory
+/// lock, shared, until it ends: one round trip for both. Live batches take
+/// it, so a replay holding it exclusively knows no worker writes the live
+/// tables. (The lock is its own statement, so what the transaction reads
+/// next is read after the lock was granted: after a swap it waited for.)
+pub(crate) fn begin_shared(lock_id: i32) -> String {
+    format!("BEGIN; SELECT pg_advisory_xact_lock_shared({LOCK_CLASS}, {lock_id})")
 }
 
-pub(crate) async fn set_search_path(
-    conn: &mut PgConnection,
-    schema: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!(
-        "SET LOCAL search_path TO {}, public",
+/// The statement that opens a transaction writing the tables of `schema`
+/// (a replay's shadow copies) before the live ones.
+pub(crate) fn begin_in(schema: &str) -> String {
+    format!(
+        "BEGIN; SET LOCAL search_path TO {}, public",
         quote_ident(schema)
-    ))
-    .execute(conn)
-    .await
-    .map(|_| ())
+    )
+}
+
+/// [`begin_in`] `schema` if given, else [`begin_shared`].
+fn begin_for(subscriber: &dyn Subscriber, schema: Option<&str>) -> String {
+    match schema {
+        Some(schema) => begin_in(schema),
+        None => begin_shared(subscriber.lock_id()),
+    }
 }
 
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -617,11 +614,7 @@ pub(crate) async fn settle(
             }
         }
         if !skipped.is_empty() {
-            let mut tx = pool.begin().await?;
-            match schema {
-                Some(schema) => set_search_path(&mut tx, schema).await?,
-                None => hold_shared(&mut tx, subscriber.lock_id()).await?,
-            }
+            let mut tx = pool.begin_with(begin_for(subscriber, schema)).await?;
             mark_skipped(&mut tx, subscriber, &skipped).await?;
             tx.commit().await?;
         }

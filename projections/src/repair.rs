@@ -160,9 +160,10 @@ pub async fn round(
         .execute(pool)
         .await?;
     let mut conn = pool.acquire().await?;
-    let mut tx = conn.begin().await?;
     // Dead letters and skipped events change what a replay swaps.
-    crate::apply::hold_shared(&mut tx, subscriber.lock_id()).await?;
+    let mut tx = conn
+        .begin_with(crate::apply::begin_shared(subscriber.lock_id()))
+        .await?;
     let mark: Option<(String, i64)> = sqlx::query_as(
         "SELECT transaction_id::text, position FROM subscriber_watermarks
           WHERE name = $1 FOR UPDATE SKIP LOCKED",
@@ -300,8 +301,9 @@ pub async fn round(
                 .iter()
                 .map(|(e, _)| (e.aggregate_type.clone(), e.aggregate_id.clone(), e.sequence))
                 .collect();
-            let mut own = pool.begin().await?;
-            crate::apply::hold_shared(&mut own, subscriber.lock_id()).await?;
+            let mut own = pool
+                .begin_with(crate::apply::begin_shared(subscriber.lock_id()))
+                .await?;
             crate::apply::mark_skipped(&mut own, subscriber, &skipped).await?;
             own.commit().await?;
         }

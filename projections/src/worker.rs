@@ -548,9 +548,11 @@ impl Worker {
                 skipped.push((clean(&e.aggregate_type), clean(&e.aggregate_id), e.sequence));
             }
         }
-        let mut tx = self.pool.begin().await?;
         // Not while a replay swaps this projection (it replaces the dead letters).
-        crate::apply::hold_shared(&mut tx, self.subscriber.lock_id()).await?;
+        let mut tx = self
+            .pool
+            .begin_with(crate::apply::begin_shared(self.subscriber.lock_id()))
+            .await?;
         sqlx::query(
             "INSERT INTO dead_letters (projection, subject, stream_sequence, aggregate_type,
                  aggregate_id, sequence, message, error, deliveries)

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 pub use fold::Failure;
 
 use crate::apply::{
-    mark_skipped, quote_ident, set_search_path, settle, EventRow, Retryable, EVENT_COLUMNS,
+    begin_in, mark_skipped, quote_ident, settle, EventRow, Retryable, EVENT_COLUMNS,
 };
 use crate::error::ProjectionError;
 use crate::projection::Projection;
@@ -357,8 +357,7 @@ async fn build_and_swap(
     progress.stage("writing", 0);
     futures::future::try_join_all(folds.iter_mut().map(|fold| async move {
         let mut conn = pool.acquire().await?;
-        let mut tx = conn.begin().await?;
-        set_search_path(&mut tx, SHADOW_SCHEMA).await?;
+        let mut tx = conn.begin_with(begin_in(SHADOW_SCHEMA)).await?;
         for table in fold.tables() {
             table.copy(&mut tx).await?;
         }
@@ -791,8 +790,7 @@ async fn catch_up(
                 match Recorded::decode(envelope) {
                     Ok(event) => mine.push(event),
                     Err(error) => {
-                        let mut tx = pool.begin().await?;
-                        set_search_path(&mut tx, SHADOW_SCHEMA).await?;
+                        let mut tx = pool.begin_with(begin_in(SHADOW_SCHEMA)).await?;
                         // Rounds overlap: done (and reported) already?
                         let done: Option<i64> = sqlx::query_scalar(
                             "SELECT sequence FROM projection_applied
