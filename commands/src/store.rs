@@ -264,7 +264,16 @@ SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
 /// statement's size, far above what queues on one aggregate in practice.
 const MAX_BATCH: usize = 256;
 
-const SELECT_SNAPSHOT: &str = "SELECT version, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
+/// The snapshot (its row has no `sequence`), then the events after it: one
+/// round trip for a load. `$3` is unused (0), so both loads bind alike.
+const SELECT_SNAPSHOT_AND_EVENTS: &str = "WITH s AS MATERIALIZED (
+    SELECT version, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2)
+SELECT NULL::int8 AS sequence, NULL::text AS event_type, NULL::text AS event_version, payload, version AS snapshot_version FROM s
+UNION ALL
+SELECT sequence, event_type, event_version, payload, NULL::int8 FROM events
+ WHERE aggregate_type = $1 AND aggregate_id = $2
+   AND sequence > greatest($3, coalesce((SELECT version FROM s), 0))
+ORDER BY sequence NULLS FIRST";
 
 const SELECT_EVENTS_AFTER: &str = "SELECT sequence, event_type, event_version, payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
 
@@ -662,20 +671,28 @@ where
         Ok(self.load(&id.to_string()).await?.0)
     }
 
-    /// The aggregate from its snapshot and the events after it, bypassing the cache.
+    /// The aggregate from its snapshot and the events after it, bypassing the
+    /// cache: one statement (the snapshot's row first, if there is one).
     pub async fn load_stored(&self, id: &str) -> Result<Loaded<A>, StoreError> {
-        let snapshot = if A::SNAPSHOTS {
-            sqlx::query(SELECT_SNAPSHOT)
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch_optional(&self.inner.pool)
-                .await?
+        let sql = if A::SNAPSHOTS {
+            SELECT_SNAPSHOT_AND_EVENTS
         } else {
-            None
+            SELECT_EVENTS_AFTER
+        };
+        let rows = sqlx::query(sql)
+            .bind(A::TYPE)
+            .bind(id)
+            .bind(0i64)
+            .fetch_all(&self.inner.pool)
+            .await?;
+        let mut rows = rows.into_iter().peekable();
+        let snapshot = match rows.peek() {
+            Some(row) if row.try_get::<Option<i64>, _>("sequence")?.is_none() => rows.next(),
+            _ => None,
         };
         let (mut aggregate, mut version) = match snapshot {
             Some(row) => {
-                let version: i64 = row.try_get("version")?;
+                let version: i64 = row.try_get("snapshot_version")?;
                 let payload: Value = row.try_get("payload")?;
                 match serde_json::from_value::<A>(payload) {
                     Ok(aggregate) => (aggregate, to_version(version)?),
@@ -683,12 +700,30 @@ where
                     // taken: the stream is the truth, so rebuild from it.
                     Err(err) => {
                         tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, error = %err, "snapshot unreadable, replaying the stream");
-                        (A::default(), 0)
+                        return self.load_events_after(id, A::default(), 0).await;
                     }
                 }
             }
             None => (A::default(), 0),
         };
+        for row in rows {
+            let sequence: Option<i64> = row.try_get("sequence")?;
+            let sequence = sequence.ok_or_else(|| {
+                StoreError::Corrupt(format!("{} {id}: a second snapshot row", A::TYPE))
+            })?;
+            aggregate.apply(self.decode(self.serialized(id, sequence, &row)?).await?);
+            version = to_version(sequence)?;
+        }
+        Ok(Loaded { aggregate, version })
+    }
+
+    /// `aggregate` at `version`, and the stored events after it applied.
+    async fn load_events_after(
+        &self,
+        id: &str,
+        mut aggregate: A,
+        mut version: usize,
+    ) -> Result<Loaded<A>, StoreError> {
         let rows = sqlx::query(SELECT_EVENTS_AFTER)
             .bind(A::TYPE)
             .bind(id)
@@ -697,19 +732,28 @@ where
             .await?;
         for row in rows {
             let sequence: i64 = row.try_get("sequence")?;
-            let event = SerializedEvent::new(
-                id.to_owned(),
-                to_version(sequence)?,
-                A::TYPE.to_owned(),
-                row.try_get("event_type")?,
-                row.try_get("event_version")?,
-                row.try_get("payload")?,
-                Value::Null,
-            );
-            aggregate.apply(self.decode(event).await?);
+            aggregate.apply(self.decode(self.serialized(id, sequence, &row)?).await?);
             version = to_version(sequence)?;
         }
         Ok(Loaded { aggregate, version })
+    }
+
+    /// A row of the events table as the upcasters take it.
+    fn serialized(
+        &self,
+        id: &str,
+        sequence: i64,
+        row: &sqlx::postgres::PgRow,
+    ) -> Result<SerializedEvent, StoreError> {
+        Ok(SerializedEvent::new(
+            id.to_owned(),
+            to_version(sequence)?,
+            A::TYPE.to_owned(),
+            row.try_get("event_type")?,
+            row.try_get("event_version")?,
+            row.try_get("payload")?,
+            Value::Null,
+        ))
     }
 
     /// The aggregate rebuilt from every stored event through the stock

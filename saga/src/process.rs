@@ -486,14 +486,20 @@ impl Process {
         reason: CancelReason,
     ) -> Result<Step, StepError> {
         self.release_all(ctx, held).await?;
+        let cancel = OrderCommand::Cancel { reason, note: None };
         match self
-            .execute_order(ctx, OrderCommand::Cancel { reason, note: None })
+            .aggregates
+            .orders
+            .execute(&ctx.row.order_id.to_string(), cancel, None, &ctx.metadata)
             .await
         {
-            Ok(()) => {
+            // The step a fresh look would take next, on the order as this
+            // commit left it, rather than reading it back from the store:
+            // for an order refused its stock that ends the saga.
+            Ok(cancelled) => {
                 count("cancel", reason.as_str());
                 self.record_stock_given_back(ctx).await?;
-                Ok(Step::Again)
+                self.settle(ctx, &cancelled.aggregate, true).await
             }
             Err(CommandError::Rejected(_)) => Ok(Step::Again),
             Err(err) => Err(failed("cancel the order", err)),
