@@ -181,6 +181,17 @@ impl fmt::Debug for Password {
     }
 }
 
+/// Whether `text` is free text (a description): no control characters but
+/// newline and tab. Postgres text refuses NUL outright.
+pub fn is_free_text(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+}
+
+/// What a field that is not [free text](is_free_text) is told.
+pub const FREE_TEXT_RULE: &str = "must not contain control characters other than newline and tab";
+
 /// Free text describing a product. May be empty.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -192,14 +203,8 @@ impl Description {
     pub fn parse(value: impl Into<String>) -> Result<Self, ValidationError> {
         let value = value.into();
         char_count_between(Self::FIELD, &value, 0, 2000)?;
-        if value
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
-            return Err(ValidationError::new(
-                Self::FIELD,
-                "must not contain control characters other than newline and tab",
-            ));
+        if !is_free_text(&value) {
+            return Err(ValidationError::new(Self::FIELD, FREE_TEXT_RULE));
         }
         Ok(Self(value))
     }

@@ -161,16 +161,8 @@ async fn check(
     if let Some(description) = description {
         if description.chars().count() > MAX_DESCRIPTION {
             fields.fail("description", "must be at most 500 characters");
-        } else if description
-            .chars()
-            .any(|c| c.is_control() && c != '\n' && c != '\t')
-        {
-            // Postgres text refuses NUL outright; the rest are the product
-            // description's rule, for one notion of free text.
-            fields.fail(
-                "description",
-                "must not contain control characters other than newline and tab",
-            );
+        } else if !domain::values::is_free_text(description) {
+            fields.fail("description", domain::values::FREE_TEXT_RULE);
         }
     }
 }
