@@ -265,14 +265,14 @@ SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload, e.metadata
 const MAX_BATCH: usize = 256;
 
 /// The snapshot (its row has no `sequence`), then the events after it: one
-/// round trip for a load. `$3` is unused (0), so both loads bind alike.
+/// round trip for a load.
 const SELECT_SNAPSHOT_AND_EVENTS: &str = "WITH s AS MATERIALIZED (
     SELECT version, payload FROM aggregate_snapshots WHERE aggregate_type = $1 AND aggregate_id = $2)
 SELECT NULL::int8 AS sequence, NULL::text AS event_type, NULL::text AS event_version, payload, version AS snapshot_version FROM s
 UNION ALL
 SELECT sequence, event_type, event_version, payload, NULL::int8 FROM events
  WHERE aggregate_type = $1 AND aggregate_id = $2
-   AND sequence > greatest($3, coalesce((SELECT version FROM s), 0))
+   AND sequence > coalesce((SELECT version FROM s), 0)
 ORDER BY sequence NULLS FIRST";
 
 const SELECT_EVENTS_AFTER: &str = "SELECT sequence, event_type, event_version, payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence";
@@ -674,23 +674,18 @@ where
     /// The aggregate from its snapshot and the events after it, bypassing the
     /// cache: one statement (the snapshot's row first, if there is one).
     pub async fn load_stored(&self, id: &str) -> Result<Loaded<A>, StoreError> {
-        let sql = if A::SNAPSHOTS {
-            SELECT_SNAPSHOT_AND_EVENTS
-        } else {
-            SELECT_EVENTS_AFTER
-        };
-        let rows = sqlx::query(sql)
+        if !A::SNAPSHOTS {
+            return self.load_events_after(id, A::default(), 0).await;
+        }
+        let rows = sqlx::query(SELECT_SNAPSHOT_AND_EVENTS)
             .bind(A::TYPE)
             .bind(id)
-            .bind(0i64)
             .fetch_all(&self.inner.pool)
             .await?;
         let mut rows = rows.into_iter().peekable();
-        let snapshot = match rows.peek() {
-            Some(row) if row.try_get::<Option<i64>, _>("sequence")?.is_none() => rows.next(),
-            _ => None,
-        };
-        let (mut aggregate, mut version) = match snapshot {
+        let snapshot =
+            rows.next_if(|row| matches!(row.try_get::<Option<i64>, _>("sequence"), Ok(None)));
+        let (aggregate, version) = match snapshot {
             Some(row) => {
                 let version: i64 = row.try_get("snapshot_version")?;
                 let payload: Value = row.try_get("payload")?;
@@ -706,23 +701,15 @@ where
             }
             None => (A::default(), 0),
         };
-        for row in rows {
-            let sequence: Option<i64> = row.try_get("sequence")?;
-            let sequence = sequence.ok_or_else(|| {
-                StoreError::Corrupt(format!("{} {id}: a second snapshot row", A::TYPE))
-            })?;
-            aggregate.apply(self.decode(self.serialized(id, sequence, &row)?).await?);
-            version = to_version(sequence)?;
-        }
-        Ok(Loaded { aggregate, version })
+        self.apply_rows(id, aggregate, version, rows).await
     }
 
     /// `aggregate` at `version`, and the stored events after it applied.
     async fn load_events_after(
         &self,
         id: &str,
-        mut aggregate: A,
-        mut version: usize,
+        aggregate: A,
+        version: usize,
     ) -> Result<Loaded<A>, StoreError> {
         let rows = sqlx::query(SELECT_EVENTS_AFTER)
             .bind(A::TYPE)
@@ -730,30 +717,32 @@ where
             .bind(version as i64)
             .fetch_all(&self.inner.pool)
             .await?;
+        self.apply_rows(id, aggregate, version, rows).await
+    }
+
+    /// Applies rows of the events table, in order, to `aggregate` at `version`.
+    async fn apply_rows(
+        &self,
+        id: &str,
+        mut aggregate: A,
+        mut version: usize,
+        rows: impl IntoIterator<Item = sqlx::postgres::PgRow>,
+    ) -> Result<Loaded<A>, StoreError> {
         for row in rows {
             let sequence: i64 = row.try_get("sequence")?;
-            aggregate.apply(self.decode(self.serialized(id, sequence, &row)?).await?);
+            let event = SerializedEvent::new(
+                id.to_owned(),
+                to_version(sequence)?,
+                A::TYPE.to_owned(),
+                row.try_get("event_type")?,
+                row.try_get("event_version")?,
+                row.try_get("payload")?,
+                Value::Null,
+            );
+            aggregate.apply(self.decode(event).await?);
             version = to_version(sequence)?;
         }
         Ok(Loaded { aggregate, version })
-    }
-
-    /// A row of the events table as the upcasters take it.
-    fn serialized(
-        &self,
-        id: &str,
-        sequence: i64,
-        row: &sqlx::postgres::PgRow,
-    ) -> Result<SerializedEvent, StoreError> {
-        Ok(SerializedEvent::new(
-            id.to_owned(),
-            to_version(sequence)?,
-            A::TYPE.to_owned(),
-            row.try_get("event_type")?,
-            row.try_get("event_version")?,
-            row.try_get("payload")?,
-            Value::Null,
-        ))
     }
 
     /// The aggregate rebuilt from every stored event through the stock
