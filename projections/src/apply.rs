@@ -241,9 +241,10 @@ async fn run_batch(
     {
         return Ok(vec![Outcome::Skipped; events.len()]);
     }
-    // The live tables: a replay swapping this projection holds the lock
-    // exclusively, so this waits for the swap and then writes the new
-    // tables, where `projection_applied` tells what is done.
+    // On the live tables (no schema) the lock is taken: a replay swapping
+    // this projection holds it exclusively, so this waits for the swap and
+    // then writes the new tables, where `projection_applied` tells what is
+    // done.
     let mut tx = pool.begin_with(begin_for(subscriber, schema)).await?;
 
     let keys: BTreeSet<(&str, &str)> = order

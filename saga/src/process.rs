@@ -203,7 +203,7 @@ impl Process {
         if order.payment_id() != Some(payment_id) {
             let command = OrderCommand::AssignPayment { payment_id };
             match self.execute_order(ctx, command).await {
-                Ok(()) => {}
+                Ok(_) => {}
                 // The order moved on (a cancellation): look again.
                 Err(CommandError::Rejected(_)) => return Ok(Step::Again),
                 Err(err) => return Err(failed("assign the payment", err)),
@@ -464,7 +464,7 @@ impl Process {
         }))
         .await?;
         match self.execute_order(ctx, OrderCommand::Confirm).await {
-            Ok(()) => {
+            Ok(_) => {
                 count("confirm", "ok");
                 Ok(Step::Done)
             }
@@ -486,11 +486,8 @@ impl Process {
         reason: CancelReason,
     ) -> Result<Step, StepError> {
         self.release_all(ctx, held).await?;
-        let cancel = OrderCommand::Cancel { reason, note: None };
         match self
-            .aggregates
-            .orders
-            .execute(&ctx.row.order_id.to_string(), cancel, None, &ctx.metadata)
+            .execute_order(ctx, OrderCommand::Cancel { reason, note: None })
             .await
         {
             // The step a fresh look would take next, on the order as this
@@ -499,7 +496,7 @@ impl Process {
             Ok(cancelled) => {
                 count("cancel", reason.as_str());
                 self.record_stock_given_back(ctx).await?;
-                self.settle(ctx, &cancelled.aggregate, true).await
+                self.settle(ctx, &cancelled, true).await
             }
             Err(CommandError::Rejected(_)) => Ok(Step::Again),
             Err(err) => Err(failed("cancel the order", err)),
@@ -743,16 +740,17 @@ impl Process {
         }
     }
 
+    /// The order as the command's commit left it.
     async fn execute_order(
         &self,
         ctx: &Ctx,
         command: OrderCommand,
-    ) -> Result<(), CommandError<domain::order::OrderError>> {
+    ) -> Result<Order, CommandError<domain::order::OrderError>> {
         self.aggregates
             .orders
             .execute(&ctx.row.order_id.to_string(), command, None, &ctx.metadata)
             .await
-            .map(|_| ())
+            .map(|done| done.aggregate)
     }
 
     async fn execute_payment(
